@@ -1,0 +1,46 @@
+// Entry points of the compression kernels on raw buffers. The runtime's ops
+// (runtime/) check arguments, allocate outputs and call these; the kernels
+// trust their arguments. Formats are defined in quant_math.h.
+#pragma once
+
+#include <cstdint>
+
+#include "actnn/kernels/quant_math.h"
+
+namespace actnn {
+namespace kernels {
+
+struct QuantizeArgs {
+  const void* x;  // N * D contiguous values of type `elem`
+  Elem elem;
+  QuantGeometry geo;
+  uint64_t seed;
+  uint64_t offset;
+  uint8_t* codes;   // packed codes, size given by the geometry
+  uint16_t* lo;     // N * P metadata values
+  uint16_t* scale;  // N * P metadata values
+};
+
+struct DequantizeArgs {
+  const uint8_t* codes;
+  const uint16_t* lo;
+  const uint16_t* scale;
+  QuantGeometry geo;
+  Elem elem;  // type of the original values, and of `out`
+  void* out;  // N * D values
+};
+
+// ---- CPU (multi-threaded with at::parallel_for) ----
+void quantize_cpu(const QuantizeArgs& a);
+void dequantize_cpu(const DequantizeArgs& a);
+// Bit i of `out` (ceil(n / 8) bytes) is set when mask[i] != 0.
+void pack_mask_cpu(const uint8_t* mask, int64_t n, uint8_t* out);
+void unpack_mask_cpu(const uint8_t* packed, int64_t n, uint8_t* out);
+// Packs n indices of width w (1..16), each in [0, limit) with limit <= 2^w.
+// Returns -1, or the position of the first index outside [0, limit) (the output
+// is then incomplete).
+int64_t pack_index_cpu(const int64_t* index, int64_t n, int64_t limit, int w, uint8_t* out);
+void unpack_index_cpu(const uint8_t* packed, int64_t n, int w, int64_t* out);
+
+}  // namespace kernels
+}  // namespace actnn

@@ -1,0 +1,36 @@
+// The actnn runtime ops, callable from C++. Each is also registered with the
+// dispatcher as actnn::<name> (schemas in runtime/ops.cpp), so TorchScript IR
+// and Python (after torch.ops.load_library) reach the same code.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "actnn/runtime/packed.h"
+
+namespace actnn {
+
+// Quantizes x per group of `group_size` values within each sample (dim 0),
+// with stochastic rounding keyed by (seed, offset). `bits` holds one width for
+// every sample or one per sample (mixed precision), each 1, 2, 4 or 8.
+c10::intrusive_ptr<PackedActivation> quantize(const at::Tensor& x, std::vector<int64_t> bits,
+                                              int64_t group_size = 256, int64_t seed = 0,
+                                              int64_t offset = 0);
+
+// Restores the tensor; `shape` and `dtype`, when given, must be what was packed.
+at::Tensor dequantize(const PackedActivation& p,
+                      c10::optional<std::vector<int64_t>> shape = c10::nullopt,
+                      c10::optional<c10::ScalarType> dtype = c10::nullopt);
+
+// 1 bit per element (set where mask != 0), uint8 of ceil(numel / 8) bytes.
+at::Tensor pack_mask(const at::Tensor& mask);
+at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef shape);
+
+// Indices in [0, num_values) stored in the fewest bits that hold num_values.
+at::Tensor pack_index(const at::Tensor& index, int64_t num_values);
+at::Tensor unpack_index(const at::Tensor& packed, int64_t num_values, at::IntArrayRef shape);
+
+}  // namespace actnn

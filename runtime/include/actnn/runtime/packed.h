@@ -1,0 +1,42 @@
+// A saved activation in compressed form: the TorchScript custom class
+// `torch.classes.actnn.PackedActivation` that actnn::quantize returns and
+// actnn::dequantize consumes, so rewritten IR stays typed. It pickles, so a
+// module holding one saves and loads like any other.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace actnn {
+
+struct PackedActivation : torch::CustomClassHolder {
+  at::Tensor codes;            // uint8, every sample's codes back to back
+  at::Tensor lo;               // per group minimum, [N, P], BFloat16 or Half
+  at::Tensor scale;            // per group scale, [N, P], same type as lo
+  std::vector<int64_t> shape;  // shape of the original tensor
+  int64_t dtype = 0;           // c10::ScalarType of the original tensor
+  std::vector<int64_t> bits;   // one entry (every sample) or one per sample
+  int64_t group_size = 0;
+
+  PackedActivation() = default;
+  PackedActivation(at::Tensor codes, at::Tensor lo, at::Tensor scale, std::vector<int64_t> shape,
+                   int64_t dtype, std::vector<int64_t> bits, int64_t group_size);
+
+  // Bytes held: codes plus metadata.
+  int64_t nbytes() const;
+  // Bytes the original tensor held.
+  int64_t original_nbytes() const;
+  c10::ScalarType scalar_type() const { return static_cast<c10::ScalarType>(dtype); }
+
+  using State = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<int64_t>, int64_t,
+                           std::vector<int64_t>, int64_t>;
+  State state() const;
+  // Rebuilds from state(), checking that the parts agree (a corrupted archive
+  // is reported, not dequantized into garbage).
+  static c10::intrusive_ptr<PackedActivation> from_state(State s);
+};
+
+}  // namespace actnn

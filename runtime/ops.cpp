@@ -1,0 +1,121 @@
+// Declares every actnn:: op schema and the PackedActivation class once
+// (TORCH_LIBRARY); device kernels are registered in ops_cpu.cpp and
+// ops_cuda.cpp. quantize / dequantize take or return the custom class, which
+// carries no dispatch key, so they are composite: they unpack the class and
+// call the device-dispatched *_groups ops.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/custom_class.h>
+#include <torch/library.h>
+
+#include "actnn/runtime/ops.h"
+#include "checks.h"
+
+namespace actnn {
+
+namespace {
+
+c10::OperatorHandle op_handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+}
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+c10::intrusive_ptr<PackedActivation> quantize(const at::Tensor& x, std::vector<int64_t> bits,
+                                              int64_t group_size, int64_t seed, int64_t offset) {
+  static auto op = op_handle("actnn::quantize_groups")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t)>();
+  auto [codes, lo, scale] = op.call(x, bits, group_size, seed, offset);
+  return c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(),
+                                               int64_t(x.scalar_type()), std::move(bits),
+                                               group_size);
+}
+
+at::Tensor dequantize(const PackedActivation& p, c10::optional<std::vector<int64_t>> shape,
+                      c10::optional<c10::ScalarType> dtype) {
+  TORCH_CHECK(!shape || *shape == p.shape, "actnn::dequantize: the packed value has shape ",
+              shape_str(p.shape), " but shape ", shape_str(*shape), " was requested");
+  TORCH_CHECK(!dtype || *dtype == p.scalar_type(), "actnn::dequantize: the packed value has dtype ",
+              p.scalar_type(), " but dtype ", *dtype, " was requested");
+  static auto op = op_handle("actnn::dequantize_groups")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         at::IntArrayRef, at::IntArrayRef, c10::ScalarType,
+                                         int64_t)>();
+  return op.call(p.codes, p.lo, p.scale, p.bits, p.shape, p.scalar_type(), p.group_size);
+}
+
+at::Tensor pack_mask(const at::Tensor& mask) {
+  static auto op = op_handle("actnn::pack_mask").typed<at::Tensor(const at::Tensor&)>();
+  return op.call(mask);
+}
+
+at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef shape) {
+  static auto op =
+      op_handle("actnn::unpack_mask").typed<at::Tensor(const at::Tensor&, at::IntArrayRef)>();
+  return op.call(packed, shape);
+}
+
+at::Tensor pack_index(const at::Tensor& index, int64_t num_values) {
+  static auto op =
+      op_handle("actnn::pack_index").typed<at::Tensor(const at::Tensor&, int64_t)>();
+  return op.call(index, num_values);
+}
+
+at::Tensor unpack_index(const at::Tensor& packed, int64_t num_values, at::IntArrayRef shape) {
+  static auto op = op_handle("actnn::unpack_index")
+                       .typed<at::Tensor(const at::Tensor&, int64_t, at::IntArrayRef)>();
+  return op.call(packed, num_values, shape);
+}
+
+namespace {
+
+using PackedPtr = c10::intrusive_ptr<PackedActivation>;
+
+PackedPtr quantize_op(const at::Tensor& x, std::vector<int64_t> bits, int64_t group_size,
+                      int64_t seed, int64_t offset) {
+  return quantize(x, std::move(bits), group_size, seed, offset);
+}
+
+at::Tensor dequantize_op(const PackedPtr& p, c10::optional<std::vector<int64_t>> shape,
+                         c10::optional<c10::ScalarType> dtype) {
+  return dequantize(*p, std::move(shape), dtype);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(actnn, m) {
+  m.class_<PackedActivation>("PackedActivation")
+      .def("nbytes", [](const PackedPtr& self) { return self->nbytes(); })
+      .def("original_nbytes", [](const PackedPtr& self) { return self->original_nbytes(); })
+      .def("shape", [](const PackedPtr& self) { return self->shape; })
+      .def("bits", [](const PackedPtr& self) { return self->bits; })
+      .def("group_size", [](const PackedPtr& self) { return self->group_size; })
+      .def_pickle([](const PackedPtr& self) { return self->state(); },
+                  [](PackedActivation::State s) { return PackedActivation::from_state(std::move(s)); });
+
+  // Device-dispatched kernels (CPU: ops_cpu.cpp, CUDA: ops_cuda.cpp).
+  m.def("quantize_groups(Tensor x, int[] bits, int group_size, int seed, int offset)"
+        " -> (Tensor codes, Tensor lo, Tensor scale)");
+  m.def("dequantize_groups(Tensor codes, Tensor lo, Tensor scale, int[] bits, int[] shape,"
+        " ScalarType dtype, int group_size) -> Tensor");
+  m.def("pack_mask(Tensor mask) -> Tensor");
+  m.def("unpack_mask(Tensor packed, int[] shape) -> Tensor");
+  m.def("pack_index(Tensor index, int num_values) -> Tensor");
+  m.def("unpack_index(Tensor packed, int num_values, int[] shape) -> Tensor");
+
+  // Composite ops over the custom class.
+  m.def("quantize(Tensor x, int[] bits, int group_size=256, int seed=0, int offset=0)"
+        " -> __torch__.torch.classes.actnn.PackedActivation",
+        quantize_op);
+  m.def("dequantize(__torch__.torch.classes.actnn.PackedActivation p, int[]? shape=None,"
+        " ScalarType? dtype=None) -> Tensor",
+        dequantize_op);
+}
+
+}  // namespace actnn

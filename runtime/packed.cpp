@@ -1,0 +1,44 @@
+#include "actnn/runtime/packed.h"
+
+#include <c10/util/Exception.h>
+
+#include "checks.h"
+
+namespace actnn {
+
+PackedActivation::PackedActivation(at::Tensor codes_, at::Tensor lo_, at::Tensor scale_,
+                                   std::vector<int64_t> shape_, int64_t dtype_,
+                                   std::vector<int64_t> bits_, int64_t group_size_)
+    : codes(std::move(codes_)),
+      lo(std::move(lo_)),
+      scale(std::move(scale_)),
+      shape(std::move(shape_)),
+      dtype(dtype_),
+      bits(std::move(bits_)),
+      group_size(group_size_) {}
+
+int64_t PackedActivation::nbytes() const {
+  return codes.nbytes() + lo.nbytes() + scale.nbytes();
+}
+
+int64_t PackedActivation::original_nbytes() const {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n * int64_t(c10::elementSize(scalar_type()));
+}
+
+PackedActivation::State PackedActivation::state() const {
+  return State{codes, lo, scale, shape, dtype, bits, group_size};
+}
+
+c10::intrusive_ptr<PackedActivation> PackedActivation::from_state(State s) {
+  auto p = c10::make_intrusive<PackedActivation>(
+      std::move(std::get<0>(s)), std::move(std::get<1>(s)), std::move(std::get<2>(s)),
+      std::move(std::get<3>(s)), std::get<4>(s), std::move(std::get<5>(s)), std::get<6>(s));
+  TORCH_CHECK(p->dtype >= 0 && p->dtype < int64_t(c10::ScalarType::NumOptions),
+              "actnn.PackedActivation: invalid dtype code ", p->dtype, " in serialized state");
+  check_packed_parts("actnn.PackedActivation (loading)", *p);
+  return p;
+}
+
+}  // namespace actnn
