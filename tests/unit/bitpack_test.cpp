@@ -1,0 +1,83 @@
+// 1-bit masks and narrow indices: exact round trips, sizes and bad input.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "actnn/runtime/ops.h"
+#include "test_util.h"
+
+namespace actnn {
+namespace {
+
+using test::expect_error;
+
+TEST(Mask, RoundTripIsExact) {
+  at::Generator gen = at::detail::createCPUGenerator(1);
+  for (int64_t n : {0, 1, 7, 8, 9, 1000, 4097}) {
+    const at::Tensor mask = at::rand({n}, gen) > 0.5;
+    const at::Tensor packed = pack_mask(mask);
+    EXPECT_EQ(packed.numel(), (n + 7) / 8);
+    EXPECT_TRUE(at::equal(unpack_mask(packed, {n}), mask)) << n;
+  }
+}
+
+TEST(Mask, AnyNonZeroIsSetAndShapesAreKept) {
+  at::Generator gen = at::detail::createCPUGenerator(2);
+  const at::Tensor x = at::randn({4, 3, 5, 5}, gen);
+  const at::Tensor relu_mask = x > 0;
+  EXPECT_TRUE(at::equal(unpack_mask(pack_mask(relu_mask), x.sizes()), relu_mask));
+  // A float mask (as a dropout mask is) packs its non-zeros; a transposed one works.
+  const at::Tensor f = (x > 0).to(at::kFloat) * 2;
+  EXPECT_TRUE(at::equal(unpack_mask(pack_mask(f.transpose(0, 3)), {5, 3, 5, 4}),
+                        (f.transpose(0, 3) != 0)));
+}
+
+TEST(Mask, BadPackedSizeIsReported) {
+  const at::Tensor packed = pack_mask(at::ones({16}, at::kBool));
+  expect_error([&] { unpack_mask(packed, {17}); }, "packed must be a 1-d uint8 tensor of 3 bytes");
+  expect_error([&] { unpack_mask(packed.to(at::kInt), {16}); }, "got Int");
+}
+
+TEST(Index, RoundTripEveryWidth) {
+  at::Generator gen = at::detail::createCPUGenerator(3);
+  for (int64_t k : {1, 2, 3, 4, 9, 16, 27, 255, 256, 1000, 65536}) {
+    for (int64_t n : {1, 5, 8, 1001}) {
+      const at::Tensor idx = at::randint(k, {n}, gen);
+      const at::Tensor packed = pack_index(idx, k);
+      int w = 1;
+      while ((int64_t(1) << w) < k) ++w;
+      EXPECT_EQ(packed.numel(), (n * w + 7) / 8) << "k=" << k;
+      EXPECT_TRUE(at::equal(unpack_index(packed, k, {n}), idx)) << "k=" << k << " n=" << n;
+    }
+  }
+}
+
+TEST(Index, MaxPoolArgmaxInsideItsWindow) {
+  // A 3x3 window holds 9 positions: 4 bits per saved argmax instead of 64.
+  at::Generator gen = at::detail::createCPUGenerator(4);
+  const at::Tensor idx = at::randint(9, {8, 16, 14, 14}, gen).to(at::kInt);
+  const at::Tensor packed = pack_index(idx, 9);
+  EXPECT_EQ(packed.numel(), idx.numel() / 2);
+  const at::Tensor back = unpack_index(packed, 9, idx.sizes());
+  EXPECT_EQ(back.scalar_type(), at::kLong);
+  EXPECT_TRUE(at::equal(back, idx.to(at::kLong)));
+}
+
+TEST(Index, BadInputIsReported) {
+  expect_error([&] { pack_index(at::tensor({0, 3, 9, 1}), 9); },
+               "index (flattened) [2] = 9 is outside [0, 9)");
+  expect_error([&] { pack_index(at::tensor({0, -1}), 9); }, "[1] = -1 is outside [0, 9)");
+  expect_error([&] { pack_index(at::tensor({0.5f}), 9); }, "index must be an integer tensor, got Float");
+  expect_error([&] { pack_index(at::tensor({0}), 0); }, "num_values must be in [1, 65536], got 0");
+  expect_error([&] { pack_index(at::tensor({0}), 70000); }, "got 70000");
+  const at::Tensor packed = pack_index(at::tensor({1, 2, 3}), 4);
+  expect_error([&] { unpack_index(packed, 4, {5}); }, "(5 values of 2 bits)");
+}
+
+TEST(Index, EmptyTensors) {
+  const at::Tensor packed = pack_index(at::empty({0}, at::kLong), 9);
+  EXPECT_EQ(packed.numel(), 0);
+  EXPECT_EQ(unpack_index(packed, 9, {0, 3}).sizes(), (std::vector<int64_t>{0, 3}));
+}
+
+}  // namespace
+}  // namespace actnn

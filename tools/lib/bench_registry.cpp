@@ -1,0 +1,34 @@
+#include <algorithm>
+#include <chrono>
+
+#include "bench.h"
+
+namespace actnn {
+namespace tools {
+
+const std::vector<BenchCommand>& bench_commands() {
+  static const std::vector<BenchCommand> commands = {
+      {"kernels",
+       "quantize / dequantize throughput for 1, 2, 4, 8 bits against plain copy bandwidth",
+       bench_kernels},
+  };
+  return commands;
+}
+
+double median_seconds(const std::function<void()>& f, int repeat, int warmup,
+                      const std::function<void()>& sync) {
+  for (int i = 0; i < warmup; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < repeat; ++i) {
+    sync();
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    sync();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+}  // namespace tools
+}  // namespace actnn
