@@ -1,16 +1,24 @@
 // CPU per-group quantize and dequantize (format: quant_math.h).
 //
-// Work is split over groups with at::parallel_for; a group is processed in
-// runs of 32 values: 8 Philox blocks give the 32 random words, the 32 codes are
-// packed into `bits` little-endian 32-bit words. The hot loops are compiled
-// twice (AVX2 and baseline x86-64) and picked at load time, so one binary runs
-// everywhere and is vectorized where the CPU allows. Arithmetic goes through
-// quant_math.h with -ffp-contract=off, which keeps the bytes equal to CUDA's.
+// Work is split over groups with at::parallel_for (LibTorch's OpenMP backend,
+// so this file is built with -fopenmp); a group is processed in runs of 32
+// values: 8 Philox blocks give the 32 random words, the 32 codes are packed
+// into `bits` little-endian 32-bit words. The hot loops are compiled twice
+// (AVX2 and baseline x86-64) and picked at load time, so one binary runs
+// everywhere and is vectorized where the CPU allows; Philox has an explicit
+// AVX2 version (8 blocks per vector) because compilers do not vectorize its
+// 32x32->64-bit products. Arithmetic goes through quant_math.h with
+// -ffp-contract=off, which keeps the bytes equal to CUDA's.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define ACTNN_X86_AVX2 1
+#endif
 
 #include "actnn/kernels/kernels.h"
 
@@ -37,8 +45,7 @@ inline void load_run(const void* x, int64_t base, int len, float* out) {
 }
 
 // 32 random words for stream indices e0 .. e0 + 31 (e0 a multiple of 4).
-ACTNN_MULTIVERSION
-void random_run(uint64_t seed, uint64_t offset, uint64_t e0, uint32_t* r) {
+void random_run_scalar(uint64_t seed, uint64_t offset, uint64_t e0, uint32_t* r) {
   const uint64_t k0 = e0 >> 2;
   for (int b = 0; b < kRun / 4; ++b) {
     const Philox4 p = philox_block(seed, offset, k0 + b);
@@ -49,43 +56,153 @@ void random_run(uint64_t seed, uint64_t offset, uint64_t e0, uint32_t* r) {
   }
 }
 
+#if ACTNN_X86_AVX2
+// The same 8 blocks, one per 32-bit lane, with the words transposed back to
+// stream order at the end. Checked against philox4x32_10 by the unit tests
+// (through the scalar reference of the whole format).
+__attribute__((target("avx2"))) inline void mul_hi_lo(__m256i a, __m256i m, __m256i* hi,
+                                                      __m256i* lo) {
+  const __m256i even = _mm256_mul_epu32(a, m);                         // lanes 0, 2, 4, 6
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);  // lanes 1, 3, 5, 7
+  *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+__attribute__((target("avx2"))) void random_run_avx2(uint64_t seed, uint64_t offset,
+                                                     uint64_t e0, uint32_t* r) {
+  const uint64_t k0 = e0 >> 2;
+  // Counter words: c0/c1 = block index (low/high), c2/c3 = offset.
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i base = _mm256_set1_epi32(int(uint32_t(k0)));
+  __m256i c0 = _mm256_add_epi32(base, lane);
+  // A carry out of the low word (k0 + lane wraps) increments the high word.
+  const __m256i wrapped =
+      _mm256_cmpgt_epi32(_mm256_xor_si256(base, _mm256_set1_epi32(INT32_MIN)),
+                         _mm256_xor_si256(c0, _mm256_set1_epi32(INT32_MIN)));
+  __m256i c1 = _mm256_sub_epi32(_mm256_set1_epi32(int(uint32_t(k0 >> 32))), wrapped);
+  __m256i c2 = _mm256_set1_epi32(int(uint32_t(offset)));
+  __m256i c3 = _mm256_set1_epi32(int(uint32_t(offset >> 32)));
+  __m256i key0 = _mm256_set1_epi32(int(uint32_t(seed)));
+  __m256i key1 = _mm256_set1_epi32(int(uint32_t(seed >> 32)));
+  const __m256i m0 = _mm256_set1_epi32(int(0xD2511F53u)), m1 = _mm256_set1_epi32(int(0xCD9E8D57u));
+  const __m256i w0 = _mm256_set1_epi32(int(0x9E3779B9u)), w1 = _mm256_set1_epi32(int(0xBB67AE85u));
+  for (int round = 0; round < 10; ++round) {
+    __m256i hi0, lo0, hi1, lo1;
+    mul_hi_lo(c0, m0, &hi0, &lo0);
+    mul_hi_lo(c2, m1, &hi1, &lo1);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), key0);
+    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), key1);
+    c1 = lo1;
+    c3 = lo0;
+    key0 = _mm256_add_epi32(key0, w0);
+    key1 = _mm256_add_epi32(key1, w1);
+  }
+  // Transpose: block b's four words go to r[4b .. 4b+3].
+  const __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+  const __m256i t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  auto* out = reinterpret_cast<__m256i*>(r);
+  _mm256_storeu_si256(out + 0, _mm256_permute2x128_si256(u0, u1, 0x20));
+  _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(u2, u3, 0x20));
+  _mm256_storeu_si256(out + 2, _mm256_permute2x128_si256(u0, u1, 0x31));
+  _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
+}
+#endif
+
+using RandomRun = void (*)(uint64_t, uint64_t, uint64_t, uint32_t*);
+
+RandomRun pick_random_run() {
+#if ACTNN_X86_AVX2
+  if (__builtin_cpu_supports("avx2")) return random_run_avx2;
+#endif
+  return random_run_scalar;
+}
+
+const RandomRun random_run = pick_random_run();
+
+// 32 codes into B little-endian words (the device's layout): word w holds
+// codes w * 32/B .. (w + 1) * 32/B - 1. Constant trip counts, so the loops
+// unroll into constant shifts.
 template <int B>
 inline void pack_run(const uint32_t* q, uint8_t* out) {
-  uint32_t words[B] = {};
-  for (int i = 0; i < kRun; ++i) words[(i * B) / 32] |= q[i] << ((i * B) % 32);
-  std::memcpy(out, words, sizeof words);  // little-endian, like the device
+  constexpr int kPerWord = 32 / B;
+  uint32_t words[B];
+  for (int w = 0; w < B; ++w) {
+    uint32_t acc = 0;
+    for (int k = 0; k < kPerWord; ++k) acc |= q[w * kPerWord + k] << (k * B);
+    words[w] = acc;
+  }
+  std::memcpy(out, words, sizeof words);
 }
 
 template <int B>
 inline void unpack_run(const uint8_t* in, uint32_t* q) {
+  constexpr int kPerWord = 32 / B;
   uint32_t words[B];
   std::memcpy(words, in, sizeof words);
-  for (int i = 0; i < kRun; ++i) q[i] = (words[(i * B) / 32] >> ((i * B) % 32)) & max_code(B);
+  for (int w = 0; w < B; ++w) {
+    for (int k = 0; k < kPerWord; ++k) q[w * kPerWord + k] = (words[w] >> (k * B)) & max_code(B);
+  }
 }
+
+// Minimum and maximum under min_total / max_total of len values, len a
+// multiple of 8, in eight independent lanes (GCC vector extensions, which
+// become AVX2 or SSE per target clone; compilers do not vectorize a single
+// min/max accumulator because the reduction order matters for NaN and signed
+// zeros). A zero result is then given the sign the total order picks
+// (-0 < +0); NaN makes the group NaN, so which NaN-tainted value wins does not
+// matter.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
 
 ACTNN_MULTIVERSION
 void min_max(const float* v, int len, float* mn_out, float* mx_out, bool* finite_out) {
-  float mn = v[0], mx = v[0];
-  uint32_t bad = 0;
-  for (int i = 0; i < len; ++i) {
-    mn = min_total(v[i], mn);
-    mx = max_total(v[i], mx);
-    bad |= (float_bits(v[i]) & 0x7f800000u) == 0x7f800000u;
+  f32x8 mn, mx;
+  std::memcpy(&mn, v, sizeof mn);
+  mx = mn;
+  u32x8 bad = {};
+  for (int i = 0; i < len; i += 8) {
+    f32x8 x;
+    u32x8 xb;
+    std::memcpy(&x, v + i, sizeof x);
+    std::memcpy(&xb, v + i, sizeof xb);
+    mn = x < mn ? x : mn;
+    mx = x > mx ? x : mx;
+    bad |= (u32x8)((xb & 0x7f800000u) == 0x7f800000u);
   }
-  *mn_out = mn;
-  *mx_out = mx;
-  *finite_out = bad == 0;
+  float lo = mn[0], hi = mx[0];
+  uint32_t any_bad = 0;
+  for (int k = 0; k < 8; ++k) {
+    lo = mn[k] < lo ? mn[k] : lo;
+    hi = mx[k] > hi ? mx[k] : hi;
+    any_bad |= bad[k];
+  }
+  if (lo == 0.0f || hi == 0.0f) {
+    bool neg_zero = false, pos_zero = false;
+    for (int i = 0; i < len; ++i) {
+      neg_zero |= float_bits(v[i]) == 0x80000000u;
+      pos_zero |= float_bits(v[i]) == 0u;
+    }
+    if (lo == 0.0f) lo = neg_zero ? -0.0f : 0.0f;
+    if (hi == 0.0f) hi = pos_zero ? 0.0f : -0.0f;
+  }
+  *mn_out = lo;
+  *mx_out = hi;
+  *finite_out = any_bad == 0;
 }
 
+// Codes of a run of 32 values, of which the first `valid` are real (the rest,
+// padding, get code 0).
 ACTNN_MULTIVERSION
-void codes_run(const float* v, const uint32_t* r, int len, const GroupCode& g, uint32_t qmax,
+void codes_run(const float* v, const uint32_t* r, int valid, GroupCode g, uint32_t qmax,
                uint32_t* q) {
-  for (int i = 0; i < kRun; ++i) q[i] = 0;
-  if (!g.stochastic) {
-    for (int i = 0; i < len; ++i) q[i] = g.fixed_code;
-    return;
+  if (g.stochastic) {
+    for (int i = 0; i < kRun; ++i) q[i] = stochastic_code(v[i], g, uniform24(r[i]), qmax);
+  } else {
+    for (int i = 0; i < kRun; ++i) q[i] = g.fixed_code;
   }
-  for (int i = 0; i < len; ++i) q[i] = stochastic_code(v[i], g, uniform24(r[i]), qmax);
+  for (int i = valid; i < kRun; ++i) q[i] = 0;
 }
 
 template <Elem E, int B>
@@ -97,10 +214,14 @@ void quantize_group(const QuantizeArgs& a, int64_t n, int64_t gi, float* buf) {
   const int64_t base = n * D + j0;
   const int64_t g = n * geo.groups_per_sample + gi;
 
+  // The buffer holds the group padded with copies of its first value up to a
+  // whole run, which leaves the minimum, maximum and finiteness unchanged.
   load_run<E>(a.x, base, int(len), buf);
+  const int64_t padded = (len + kRun - 1) / kRun * kRun;
+  for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
   float mn, mx;
   bool finite;
-  min_max(buf, int(len), &mn, &mx, &finite);
+  min_max(buf, int(padded), &mn, &mx, &finite);
   const GroupCode code = encode_group(mn, mx, finite, B, meta_is_half(E), E == Elem::Float32);
   a.lo[g] = code.lo_bits;
   a.scale[g] = code.scale_bits;
@@ -109,10 +230,25 @@ void quantize_group(const QuantizeArgs& a, int64_t n, int64_t gi, float* buf) {
   const uint64_t e_base = uint64_t(n * geo.groups_per_sample * G + j0);
   uint32_t r[kRun], q[kRun];
   for (int64_t s = 0; s < G; s += kRun) {
-    const int valid = int(std::max<int64_t>(0, std::min<int64_t>(kRun, len - s)));
-    if (code.stochastic && valid > 0) random_run(a.seed, a.offset, e_base + s, r);
+    if (s >= len) {  // a run of padding only
+      std::memset(out + s * B / 8, 0, kRun * B / 8);
+      continue;
+    }
+    const int valid = int(std::min<int64_t>(kRun, len - s));
+    if (code.stochastic) random_run(a.seed, a.offset, e_base + s, r);
     codes_run(buf + s, r, valid, code, max_code(B), q);
     pack_run<B>(q, out + s * B / 8);
+  }
+}
+
+// decode_value for a run, with the group's mode hoisted out of the loop (d is
+// a local copy, so the compiler knows the mode inside each branch).
+ACTNN_MULTIVERSION
+void decode_run(const uint32_t* q, GroupDecode d, float* v) {
+  if (d.mode == 0) {
+    for (int i = 0; i < kRun; ++i) v[i] = decode_value(q[i], d);
+  } else {
+    for (int i = 0; i < kRun; ++i) v[i] = decode_value(q[i], d);
   }
 }
 
@@ -130,11 +266,12 @@ void dequantize_group(const DequantizeArgs& a, int64_t n, int64_t gi) {
     unpack_run<B>(in + s * B / 8, q);
     const int valid = int(std::min<int64_t>(kRun, len - s));
     const int64_t base = n * D + j0 + s;
+    float v[kRun];
+    decode_run(q, d, v);
     if (E == Elem::Float32) {
-      float* out = static_cast<float*>(a.out) + base;
-      for (int i = 0; i < valid; ++i) out[i] = decode_value(q[i], d);
+      std::memcpy(static_cast<float*>(a.out) + base, v, sizeof(float) * valid);
     } else {
-      for (int i = 0; i < valid; ++i) store_elem(a.out, base + i, E, decode_value(q[i], d));
+      for (int i = 0; i < valid; ++i) store_elem(a.out, base + i, E, v[i]);
     }
   }
 }

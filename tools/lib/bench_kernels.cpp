@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include <malloc.h>
+
 #include <iostream>
 
 #include "actnn/runtime/ops.h"
@@ -42,6 +44,15 @@ int bench_kernels(int argc, char** argv) {
     throw UsageError("--device=cuda: no CUDA device in this process");
   }
   if (threads > 0) at::set_num_threads(int(threads));
+
+  // LibTorch's CPU allocator is malloc. glibc serves blocks above its mmap
+  // threshold (at most 32 MiB) with fresh mappings, so every op on a 64 MiB
+  // tensor would pay page faults and kernel zeroing for its output, which is
+  // the OS's cost, not the kernels'. Keep freed memory in the heap instead, as
+  // a caching allocator would; the copy baseline writes into a preallocated
+  // tensor, so both sides measure memory traffic and compute only.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 
   const bool cuda = device == "cuda";
   const auto opts = at::TensorOptions().device(cuda ? at::kCUDA : at::kCPU);
