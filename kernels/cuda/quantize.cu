@@ -226,68 +226,63 @@ __device__ __forceinline__ int64_t warp_count() {
   return (int64_t(gridDim.x) * blockDim.x) >> 5;
 }
 
-// Bits may differ per sample, so they are dispatched per group; the branch is
-// warp-uniform. Any width other than 1, 2, 4 maps to 8, as on the CPU.
-template <Elem E>
-__global__ void __launch_bounds__(kThreads) quantize_kernel(const QuantizeArgs a) {
+template <Elem E, int B>
+struct QuantizeGroup {
+  static __device__ void run(const QuantizeArgs& a, int64_t g, int64_t n, int64_t gi, int lane) {
+    quantize_group<E, B>(a, g, n, gi, lane);
+  }
+};
+
+template <Elem E, int B>
+struct DequantizeGroup {
+  static __device__ void run(const DequantizeArgs& a, int64_t g, int64_t n, int64_t gi,
+                             int lane) {
+    dequantize_group<E, B>(a, g, n, gi, lane);
+  }
+};
+
+// One warp per group, grid-stride over groups. Bits may differ per sample, so
+// they are dispatched per group; the branch is warp-uniform. Any width other
+// than 1, 2, 4 maps to 8, as on the CPU.
+template <template <Elem, int> class Op, Elem E, typename Args>
+__global__ void __launch_bounds__(kThreads) group_kernel(const Args a) {
   const int lane = int(threadIdx.x & 31);
   const int64_t P = a.geo.groups_per_sample;
   const int64_t groups = a.geo.num_groups();
   for (int64_t g = global_warp(); g < groups; g += warp_count()) {
     const int64_t n = g / P, gi = g % P;
     switch (a.geo.bits_of(n)) {
-      case 1: quantize_group<E, 1>(a, g, n, gi, lane); break;
-      case 2: quantize_group<E, 2>(a, g, n, gi, lane); break;
-      case 4: quantize_group<E, 4>(a, g, n, gi, lane); break;
-      default: quantize_group<E, 8>(a, g, n, gi, lane); break;
+      case 1: Op<E, 1>::run(a, g, n, gi, lane); break;
+      case 2: Op<E, 2>::run(a, g, n, gi, lane); break;
+      case 4: Op<E, 4>::run(a, g, n, gi, lane); break;
+      default: Op<E, 8>::run(a, g, n, gi, lane); break;
     }
   }
 }
 
-template <Elem E>
-__global__ void __launch_bounds__(kThreads) dequantize_kernel(const DequantizeArgs a) {
-  const int lane = int(threadIdx.x & 31);
-  const int64_t P = a.geo.groups_per_sample;
+template <template <Elem, int> class Op, typename Args>
+int launch_groups(const Args& a, Elem elem, void* stream) {
   const int64_t groups = a.geo.num_groups();
-  for (int64_t g = global_warp(); g < groups; g += warp_count()) {
-    const int64_t n = g / P, gi = g % P;
-    switch (a.geo.bits_of(n)) {
-      case 1: dequantize_group<E, 1>(a, g, n, gi, lane); break;
-      case 2: dequantize_group<E, 2>(a, g, n, gi, lane); break;
-      case 4: dequantize_group<E, 4>(a, g, n, gi, lane); break;
-      default: dequantize_group<E, 8>(a, g, n, gi, lane); break;
-    }
+  if (groups <= 0) return 0;
+  const LaunchPlan plan = plan_groups(groups);
+  const dim3 grid(unsigned(plan.blocks));
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (elem) {
+    case Elem::Float32: group_kernel<Op, Elem::Float32><<<grid, plan.threads, 0, s>>>(a); break;
+    case Elem::Float16: group_kernel<Op, Elem::Float16><<<grid, plan.threads, 0, s>>>(a); break;
+    case Elem::BFloat16: group_kernel<Op, Elem::BFloat16><<<grid, plan.threads, 0, s>>>(a); break;
   }
+  return int(cudaGetLastError());
 }
 
 }  // namespace
 
 int quantize_cuda(const QuantizeArgs& a, void* stream) {
-  const int64_t groups = a.geo.num_groups();
-  if (groups <= 0) return 0;
-  const LaunchPlan plan = plan_groups(groups);
-  const dim3 grid(unsigned(plan.blocks));
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (a.elem) {
-    case Elem::Float32: quantize_kernel<Elem::Float32><<<grid, plan.threads, 0, s>>>(a); break;
-    case Elem::Float16: quantize_kernel<Elem::Float16><<<grid, plan.threads, 0, s>>>(a); break;
-    case Elem::BFloat16: quantize_kernel<Elem::BFloat16><<<grid, plan.threads, 0, s>>>(a); break;
-  }
-  return int(cudaGetLastError());
+  return launch_groups<QuantizeGroup>(a, a.elem, stream);
 }
 
 int dequantize_cuda(const DequantizeArgs& a, void* stream) {
-  const int64_t groups = a.geo.num_groups();
-  if (groups <= 0) return 0;
-  const LaunchPlan plan = plan_groups(groups);
-  const dim3 grid(unsigned(plan.blocks));
-  const cudaStream_t s = static_cast<cudaStream_t>(stream);
-  switch (a.elem) {
-    case Elem::Float32: dequantize_kernel<Elem::Float32><<<grid, plan.threads, 0, s>>>(a); break;
-    case Elem::Float16: dequantize_kernel<Elem::Float16><<<grid, plan.threads, 0, s>>>(a); break;
-    case Elem::BFloat16: dequantize_kernel<Elem::BFloat16><<<grid, plan.threads, 0, s>>>(a); break;
-  }
-  return int(cudaGetLastError());
+  return launch_groups<DequantizeGroup>(a, a.elem, stream);
 }
 
 }  // namespace kernels
