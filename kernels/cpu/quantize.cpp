@@ -2,8 +2,8 @@
 //
 // Work is split over groups with at::parallel_for (LibTorch's OpenMP backend,
 // so this file is built with -fopenmp); a group is processed in runs of 32
-// values: 8 Philox blocks give the 32 random words, the 32 codes are packed
-// into `bits` little-endian 32-bit words. The hot loops are compiled twice
+// values, the 32 codes packed into `bits` little-endian 32-bit words; 8
+// Philox blocks give the random bits of 64 values (two runs). The hot loops are compiled twice
 // (AVX2 and baseline x86-64) and picked at load time, so one binary runs
 // everywhere and is vectorized where the CPU allows; Philox has an explicit
 // AVX2 version (8 blocks per vector) because compilers do not vectorize its
@@ -44,9 +44,13 @@ inline void load_run(const void* x, int64_t base, int len, float* out) {
   for (int i = 0; i < len; ++i) out[i] = load_elem(x, base + i, E);
 }
 
-// 32 random words for stream indices e0 .. e0 + 31 (e0 a multiple of 4).
+// Philox blocks (e0 >> 3) .. (e0 >> 3) + 7 as 32 words in stream order: the
+// random bits of stream indices e0 .. e0 + 63 (e0 a multiple of 8) are the
+// 16-bit halves of r, low half first, i.e. r read as 64 little-endian uint16.
+constexpr int kRandomValues = 64;
+
 void random_run_scalar(uint64_t seed, uint64_t offset, uint64_t e0, uint32_t* r) {
-  const uint64_t k0 = e0 >> 2;
+  const uint64_t k0 = e0 >> 3;
   for (int b = 0; b < kRun / 4; ++b) {
     const Philox4 p = philox_block(seed, offset, k0 + b);
     r[4 * b + 0] = p.v[0];
@@ -70,7 +74,7 @@ __attribute__((target("avx2"))) inline void mul_hi_lo(__m256i a, __m256i m, __m2
 
 __attribute__((target("avx2"))) void random_run_avx2(uint64_t seed, uint64_t offset,
                                                      uint64_t e0, uint32_t* r) {
-  const uint64_t k0 = e0 >> 2;
+  const uint64_t k0 = e0 >> 3;
   // Counter words: c0/c1 = block index (low/high), c2/c3 = offset.
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i base = _mm256_set1_epi32(int(uint32_t(k0)));
@@ -193,16 +197,31 @@ void min_max(const float* v, int len, float* mn_out, float* mx_out, bool* finite
 }
 
 // Codes of a run of 32 values, of which the first `valid` are real (the rest,
-// padding, get code 0).
-ACTNN_MULTIVERSION
-void codes_run(const float* v, const uint32_t* r, int valid, GroupCode g, uint32_t qmax,
-               uint32_t* q) {
+// padding, get code 0), packed into out; r holds their 16 random bits each.
+// One multiversioned function with the width as a runtime switch, so that
+// code computation and packing both get the AVX2 clone.
+template <int B>
+inline void codes_run(const float* v, const uint16_t* r, int valid, const GroupCode& g,
+                      uint8_t* out) {
+  uint32_t q[kRun];
   if (g.stochastic) {
-    for (int i = 0; i < kRun; ++i) q[i] = stochastic_code(v[i], g, uniform24(r[i]), qmax);
+    for (int i = 0; i < kRun; ++i) q[i] = stochastic_code(v[i], g, uniform16(r[i]), max_code(B));
   } else {
     for (int i = 0; i < kRun; ++i) q[i] = g.fixed_code;
   }
   for (int i = valid; i < kRun; ++i) q[i] = 0;
+  pack_run<B>(q, out);
+}
+
+ACTNN_MULTIVERSION
+void codes_run_bits(int bits, const float* v, const uint16_t* r, int valid, GroupCode g,
+                    uint8_t* out) {
+  switch (bits) {
+    case 1: return codes_run<1>(v, r, valid, g, out);
+    case 2: return codes_run<2>(v, r, valid, g, out);
+    case 4: return codes_run<4>(v, r, valid, g, out);
+    default: return codes_run<8>(v, r, valid, g, out);
+  }
 }
 
 template <Elem E, int B>
@@ -228,16 +247,19 @@ void quantize_group(const QuantizeArgs& a, int64_t n, int64_t gi, float* buf) {
 
   uint8_t* out = a.codes + geo.sample_offset(n) + j0 * B / 8;
   const uint64_t e_base = uint64_t(n * geo.groups_per_sample * G + j0);
-  uint32_t r[kRun], q[kRun];
+  uint32_t words[kRandomValues / 2];
+  uint16_t r[kRandomValues];
   for (int64_t s = 0; s < G; s += kRun) {
     if (s >= len) {  // a run of padding only
       std::memset(out + s * B / 8, 0, kRun * B / 8);
       continue;
     }
     const int valid = int(std::min<int64_t>(kRun, len - s));
-    if (code.stochastic) random_run(a.seed, a.offset, e_base + s, r);
-    codes_run(buf + s, r, valid, code, max_code(B), q);
-    pack_run<B>(q, out + s * B / 8);
+    if (code.stochastic && s % kRandomValues == 0) {
+      random_run(a.seed, a.offset, e_base + s, words);
+      std::memcpy(r, words, sizeof r);  // 16-bit halves in stream order (little-endian)
+    }
+    codes_run_bits(B, buf + s, r + s % kRandomValues, valid, code, out + s * B / 8);
   }
 }
 

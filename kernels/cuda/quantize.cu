@@ -7,8 +7,10 @@
 // count (mixed bits per sample included) map onto the same loop.
 //
 // The warp walks a group in steps of 128 values; lane l owns the 4 consecutive
-// values 4l .. 4l+3 of a step. Four aligned values share one Philox block, so a
-// lane draws exactly one block per step, and their 4*b code bits are
+// values 4l .. 4l+3 of a step. A Philox block serves 8 values, so a lane draws
+// one block per step and uses half of it (the pair of lanes sharing a block
+// both compute it: cheaper than a shuffle, and the kernel is bound by memory
+// bandwidth, not by Philox), and the 4*b code bits of a lane are
 // contiguous, so the codes of a step assemble into 32-bit words with a few
 // OR-shuffles between the 8/b lanes that share a word. All arithmetic goes
 // through quant_math.h, whose _rn intrinsics make the bytes equal to the CPU's.
@@ -171,10 +173,12 @@ __device__ void quantize_group(const QuantizeArgs& a, int64_t g, int64_t n, int6
       load4<E>(a.x, x0 + p, valid, vec, v);
       uint32_t q[4];
       if (gc.stochastic) {
-        const Philox4 r = philox_block(a.seed, a.offset, (e0 + uint64_t(p)) >> 2);
+        const uint64_t e = e0 + uint64_t(p);  // a multiple of 4: one half block
+        const Philox4 r = philox_block(a.seed, a.offset, e >> 3);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          q[k] = k < valid ? stochastic_code(v[k], gc, uniform24(r.v[k]), max_code(B)) : 0u;
+          const float u = uniform16(random_bits16(r, e + k));
+          q[k] = k < valid ? stochastic_code(v[k], gc, u, max_code(B)) : 0u;
         }
       } else {
 #pragma unroll

@@ -46,10 +46,17 @@ TEST(Philox, BlockCounterLayout) {
   EXPECT_EQ(r.v[3], 0x24126ea1u);
 }
 
-TEST(Philox, Uniform24Range) {
-  EXPECT_EQ(uniform24(0), 0.0f);
-  EXPECT_LT(uniform24(0xffffffffu), 1.0f);
-  EXPECT_EQ(uniform24(0xffffffffu), 1.0f - std::ldexp(1.0f, -24));
+TEST(Philox, SixteenBitsPerValueInStreamOrder) {
+  // Stream index e: half (e & 1) of word ((e >> 1) & 3) of block e >> 3.
+  const Philox4 b{{0x11112222u, 0x33334444u, 0x55556666u, 0x77778888u}};
+  const uint32_t expected[8] = {0x2222, 0x1111, 0x4444, 0x3333, 0x6666, 0x5555, 0x8888, 0x7777};
+  for (uint64_t e = 0; e < 8; ++e) {
+    EXPECT_EQ(random_bits16(b, e), expected[e]);
+    EXPECT_EQ(random_bits16(b, 8 * 12345 + e), expected[e]);
+  }
+  EXPECT_EQ(uniform16(0), 0.0f);
+  EXPECT_EQ(uniform16(0xffffu), 1.0f - std::ldexp(1.0f, -16));  // below 1, exact
+  EXPECT_EQ(uniform16(0x8000u), 0.5f);
 }
 
 TEST(HalfConversions, EveryHalfMatchesC10) {
@@ -143,7 +150,7 @@ TEST(EncodeGroup, ScaleKeepsEveryCodeInRange) {
       // The largest value maps to at most 2^b - 1 before the random offset.
       ASSERT_LE(fmul(fsub(mx, g.lo), g.scale), float(max_code(bits)));
       // Worst-case u just below 1 still gives a valid code.
-      ASSERT_LE(stochastic_code(mx, g, uniform24(0xffffffffu), max_code(bits)), max_code(bits));
+      ASSERT_LE(stochastic_code(mx, g, uniform16(0xffffu), max_code(bits)), max_code(bits));
     }
   }
 }

@@ -55,8 +55,8 @@ inline Packed reference_quantize(const at::Tensor& x_in, const std::vector<int64
       out.scale[n * P + g] = c.scale_bits;
       for (int64_t i = 0; i < len; ++i) {
         const uint64_t e = uint64_t(n * P * G + g * G + i);
-        const uint32_t r = philox_block(seed, offset, e >> 2).v[e & 3];
-        const uint32_t q = c.stochastic ? stochastic_code(v[n * D + g * G + i], c, uniform24(r),
+        const uint32_t r = random_bits16(philox_block(seed, offset, e >> 3), e);
+        const uint32_t q = c.stochastic ? stochastic_code(v[n * D + g * G + i], c, uniform16(r),
                                                           max_code(b))
                                         : c.fixed_code;
         const int64_t bit = (g * G + i) * b;

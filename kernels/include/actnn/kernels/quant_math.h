@@ -25,14 +25,19 @@
 // Quantization (unbiased): lo is the group minimum rounded down to the metadata
 // type, scale = (2^b - 1) / (max - lo) rounded toward zero, so every
 // v = (x - lo) * scale lies in [0, 2^b - 1]. The code is q = floor(v + u) with u
-// uniform in [0, 1) (24 random bits), hence E[q] = v and E[x'] = x up to float
-// rounding. The arithmetic is written so that no compiler contracts it into
+// uniform in [0, 1) (16 random bits, see below), hence E[q] = v and E[x'] = x
+// up to float rounding and a bias below 2^-16 of a step. The arithmetic is written so that no compiler contracts it into
 // fused multiply-adds (host code is built with -ffp-contract=off; device code
 // uses the _rn intrinsics), which is what makes CPU and CUDA agree bit for bit.
 //
 // Random numbers: Philox4x32-10 keyed by the 64-bit seed. Value j of sample n
-// has stream index e = n * P * G + j; it takes word (e & 3) of the Philox block
-// whose 128-bit counter is (e >> 2 as 64 bits, offset as 64 bits).
+// has stream index e = n * P * G + j; its uniform u is the 16-bit half (e & 1)
+// (low half first) of word ((e >> 1) & 3) of the Philox block whose 128-bit
+// counter is (e >> 3 as 64 bits, offset as 64 bits), times 2^-16. One block
+// serves 8 values. A 16-bit u makes rounding up happen with probability
+// ceil(p * 2^16) / 2^16 instead of p: a bias below 2^-16 of a step (for 8-bit
+// codes, below float rounding of the range), bought for half the Philox work,
+// which dominates the CPU kernel's time.
 #pragma once
 
 #include <cstdint>
@@ -232,14 +237,19 @@ ACTNN_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c
   return Philox4{{c0, c1, c2, c3}};
 }
 
-// The Philox block that holds the random words of stream indices 4k .. 4k+3.
+// The Philox block that holds the random bits of stream indices 8k .. 8k+7.
 ACTNN_HD Philox4 philox_block(uint64_t seed, uint64_t offset, uint64_t k) {
   return philox4x32_10(uint32_t(k), uint32_t(k >> 32), uint32_t(offset),
                        uint32_t(offset >> 32), uint32_t(seed), uint32_t(seed >> 32));
 }
 
-// A uniform float in [0, 1) from the top 24 bits of a random word.
-ACTNN_HD float uniform24(uint32_t r) { return float(r >> 8) * 5.9604644775390625e-8f; }
+// The 16 random bits of stream index e, from its block philox_block(.., e >> 3).
+ACTNN_HD uint32_t random_bits16(const Philox4& block, uint64_t e) {
+  return (block.v[(e >> 1) & 3u] >> (16u * uint32_t(e & 1u))) & 0xffffu;
+}
+
+// A uniform float in [0, 1) from 16 random bits (exact: k * 2^-16).
+ACTNN_HD float uniform16(uint32_t bits16) { return float(bits16) * 1.52587890625e-5f; }
 
 // ------------------------------------------------------------ group encoding
 
