@@ -3,8 +3,9 @@
 // Work is split over groups with at::parallel_for (LibTorch's OpenMP backend,
 // so this file is built with -fopenmp); a group is processed in runs of 32
 // values, the 32 codes packed into `bits` little-endian 32-bit words; 8
-// Philox blocks give the random bits of 64 values (two runs). The hot loops are compiled twice
-// (AVX2 and baseline x86-64) and picked at load time, so one binary runs
+// Philox blocks give the random bits of 64 values (two runs). The hot loops
+// are compiled twice (AVX2 and baseline x86-64) and picked at load time, so one
+// binary runs
 // everywhere and is vectorized where the CPU allows; Philox has an explicit
 // AVX2 version (8 blocks per vector) because compilers do not vectorize its
 // 32x32->64-bit products. Arithmetic goes through quant_math.h with
@@ -51,7 +52,7 @@ constexpr int kRandomValues = 64;
 
 void random_run_scalar(uint64_t seed, uint64_t offset, uint64_t e0, uint32_t* r) {
   const uint64_t k0 = e0 >> 3;
-  for (int b = 0; b < kRun / 4; ++b) {
+  for (int b = 0; b < kRandomValues / 8; ++b) {
     const Philox4 p = philox_block(seed, offset, k0 + b);
     r[4 * b + 0] = p.v[0];
     r[4 * b + 1] = p.v[1];
