@@ -5,10 +5,9 @@
 // values, the 32 codes packed into `bits` little-endian 32-bit words; 8
 // Philox blocks give the random bits of 64 values (two runs). The hot loops
 // are compiled twice (AVX2 and baseline x86-64) and picked at load time, so one
-// binary runs
-// everywhere and is vectorized where the CPU allows; Philox has an explicit
-// AVX2 version (8 blocks per vector) because compilers do not vectorize its
-// 32x32->64-bit products. Arithmetic goes through quant_math.h with
+// binary runs everywhere and is vectorized where the CPU allows; Philox has an
+// explicit AVX2 version (8 blocks per vector) because compilers do not
+// vectorize its 32x32->64-bit products. Arithmetic goes through quant_math.h with
 // -ffp-contract=off, which keeps the bytes equal to CUDA's.
 #include <ATen/Parallel.h>
 
