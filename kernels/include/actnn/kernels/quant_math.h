@@ -26,9 +26,10 @@
 // type, scale = (2^b - 1) / (max - lo) rounded toward zero, so every
 // v = (x - lo) * scale lies in [0, 2^b - 1]. The code is q = floor(v + u) with u
 // uniform in [0, 1) (16 random bits, see below), hence E[q] = v and E[x'] = x
-// up to float rounding and a bias below 2^-16 of a step. The arithmetic is written so that no compiler contracts it into
-// fused multiply-adds (host code is built with -ffp-contract=off; device code
-// uses the _rn intrinsics), which is what makes CPU and CUDA agree bit for bit.
+// up to float rounding and a bias below 2^-16 of a step. The arithmetic is
+// written so that no compiler contracts it into fused multiply-adds (host code
+// is built with -ffp-contract=off; device code uses the _rn intrinsics), which
+// is what makes CPU and CUDA agree bit for bit.
 //
 // Random numbers: Philox4x32-10 keyed by the 64-bit seed. Value j of sample n
 // has stream index e = n * P * G + j; its uniform u is the 16-bit half (e & 1)
