@@ -1,5 +1,6 @@
 #include "args.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace actnn {
@@ -11,17 +12,46 @@ Args& Args::flag(const std::string& name, const std::string& def, const std::str
   return *this;
 }
 
+Args& Args::option(const std::string& name, const std::string& def, const std::string& implicit,
+                   const std::string& help) {
+  flag(name, def, help);
+  flags_[name].has_implicit = true;
+  flags_[name].implicit = implicit;
+  return *this;
+}
+
+Args& Args::alias(const std::string& short_name, const std::string& name) {
+  aliases_[short_name] = name;
+  return *this;
+}
+
+Args& Args::positional(const std::string& name, const std::string& help) {
+  flag(name, "", help);
+  positional_.push_back(name);
+  return *this;
+}
+
 bool Args::parse(int argc, char** argv, int first) {
+  size_t next_positional = 0;
   for (int i = first; i < argc; ++i) {
-    const std::string arg = argv[i];
+    std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") return false;
-    if (arg.rfind("--", 0) != 0) throw UsageError("unexpected argument '" + arg + "'");
+    auto alias = aliases_.find(arg);
+    if (alias != aliases_.end()) arg = "--" + alias->second;
+    if (arg.rfind("--", 0) != 0 || arg == "--") {
+      if (arg.rfind("-", 0) == 0 && arg.size() > 1) throw UsageError("unknown flag '" + arg + "'");
+      if (next_positional >= positional_.size()) throw UsageError("unexpected argument '" + arg + "'");
+      flags_[positional_[next_positional++]].value = arg;
+      continue;
+    }
     const size_t eq = arg.find('=');
     const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
     auto it = flags_.find(name);
     if (it == flags_.end()) throw UsageError("unknown flag '--" + name + "'");
     if (eq != std::string::npos) {
       it->second.value = arg.substr(eq + 1);
+    } else if (it->second.has_implicit) {
+      it->second.value = it->second.implicit;
     } else if (i + 1 < argc) {
       it->second.value = argv[++i];
     } else {
@@ -47,6 +77,10 @@ std::string Args::help() const {
   std::string out;
   for (const auto& name : order_) {
     const Flag& f = flags_.at(name);
+    if (std::find(positional_.begin(), positional_.end(), name) != positional_.end()) {
+      out += "  " + name + "\n      " + f.help + "\n";
+      continue;
+    }
     out += "  --" + name + "=" + (f.value.empty() ? "..." : f.value) + "\n      " + f.help + "\n";
   }
   return out;

@@ -20,6 +20,14 @@ class Args {
  public:
   // Declares a flag with its default value and a one-line description.
   Args& flag(const std::string& name, const std::string& def, const std::string& help);
+  // A flag that may stand alone (`--name`, meaning `implicit`) or take a
+  // value with `=` (`--name=value`).
+  Args& option(const std::string& name, const std::string& def, const std::string& implicit,
+               const std::string& help);
+  // A short alias: `-o FILE` is `--output FILE`.
+  Args& alias(const std::string& short_name, const std::string& name);
+  // Declares a positional argument (in order); absent ones stay empty.
+  Args& positional(const std::string& name, const std::string& help);
   // Parses argv[first..argc); throws UsageError on unknown flags, missing
   // values and stray positional arguments. Returns false when --help was
   // given (print help() then).
@@ -32,9 +40,13 @@ class Args {
  private:
   struct Flag {
     std::string value, help;
+    bool has_implicit = false;
+    std::string implicit;
   };
   std::map<std::string, Flag> flags_;
   std::vector<std::string> order_;
+  std::map<std::string, std::string> aliases_;
+  std::vector<std::string> positional_;
 };
 
 }  // namespace tools

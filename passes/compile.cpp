@@ -1,0 +1,165 @@
+// actnn::compile and the module it builds.
+//
+// The compiled module is a clone of the original (new class type, same
+// tensors) whose forward becomes
+//
+//   def forward(self, x):
+//       if self.training:
+//           return <rebuild result>(ops.actnn.run_training(self, [x]))
+//       return self._actnn_eval_forward(x)   # the original forward
+//
+// and which also carries F and B as methods (_actnn_forward_graph,
+// _actnn_backward_graph, each taking self first and returning a tuple) and
+// the metadata run_training needs as attributes (_actnn_lifted: the state_dict
+// keys of the tensors after the user inputs, _actnn_grad_inputs,
+// _actnn_num_outputs, _actnn_training_flags). Everything is ordinary
+// TorchScript, so .save() writes a normal archive that loads wherever
+// libactnn_runtime.so is loaded.
+#include "actnn/actnn.h"
+
+#include <cctype>
+
+#include <torch/csrc/jit/api/compilation_unit.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+
+#include "actnn/passes/registry.h"
+
+namespace actnn {
+
+using torch::jit::Graph;
+using torch::jit::Node;
+using torch::jit::Value;
+
+std::string pipelineFor(const Options& options) {
+  return options.passes.empty() ? levelPipeline(options.level) : options.passes;
+}
+
+void runPipelineText(const std::string& pipeline, TrainingIR& ir) {
+  auto steps = parsePipeline(pipeline);
+  runPipeline(steps, ir);
+}
+
+namespace {
+
+void addMethod(torch::jit::Module& m, const std::string& name, std::shared_ptr<Graph> graph) {
+  auto cu = m._ivalue()->compilation_unit();
+  c10::QualifiedName qualified(*m.type()->name(), name);
+  auto* fn = cu->create_function(qualified, std::move(graph));
+  m.type()->addMethod(fn);
+}
+
+// A Python identifier for a value name ("layer1.0.conv1.weight" ->
+// "layer1_0_conv1_weight"), since methods are saved as TorchScript source.
+std::string identifier(const std::string& name) {
+  std::string out;
+  for (char ch : name) out += std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+  if (out.empty() || std::isdigit(static_cast<unsigned char>(out[0]))) out = "v" + out;
+  return out;
+}
+
+// A method graph: `self` first, the outputs packed in one tuple.
+std::shared_ptr<Graph> asMethod(const std::shared_ptr<Graph>& g, const c10::ClassTypePtr& self_type) {
+  auto graph = g->copy();
+  for (Value* in : graph->inputs())
+    if (in->hasDebugName()) in->setDebugName(identifier(in->debugName()));
+  graph->insertInput(0, "self")->setType(self_type);
+  std::vector<Value*> outs(graph->outputs().begin(), graph->outputs().end());
+  while (!graph->outputs().empty()) graph->eraseOutput(0);
+  Node* tuple = graph->insertNode(graph->createTuple(outs));
+  graph->registerOutput(tuple->output());
+  return graph;
+}
+
+template <typename T>
+void setAttribute(torch::jit::Module& m, const std::string& name, const c10::TypePtr& type, T value) {
+  m.register_attribute(name, type, c10::IValue(std::move(value)));
+}
+
+}  // namespace
+
+torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
+  TORCH_CHECK(ir.module, "buildTrainingModule needs the source module");
+  if (!ir.forward || !ir.backward) throw CompileError("the pipeline did not run autodiff; no training graphs to build");
+  for (size_t i = 0; i < ir.inputs.size(); ++i)
+    if (ir.inputs[i].role == InputRole::Input && !ir.graph->inputs()[i]->type()->isSubtypeOf(*c10::TensorType::get()))
+      throw CompileError("forward input '" + ir.inputs[i].name + "' has type " +
+                         ir.graph->inputs()[i]->type()->repr_str() + "; compiled modules take tensors only");
+
+  torch::jit::Module m = ir.module->clone(/*inplace=*/true);
+  auto type = m.type();
+  auto cu = m._ivalue()->compilation_unit();
+  auto original = torch::jit::toGraphFunction(m.get_method("forward").function()).graph();
+
+  addMethod(m, "_actnn_eval_forward", original->copy());
+  addMethod(m, "_actnn_forward_graph", asMethod(ir.forward, type));
+  addMethod(m, "_actnn_backward_graph", asMethod(ir.backward, type));
+
+  c10::List<std::string> lifted;
+  c10::List<bool> lifted_rg;
+  size_t num_user = 0;
+  for (const auto& in : ir.inputs) {
+    if (in.role == InputRole::Input) {
+      ++num_user;
+      continue;
+    }
+    lifted.push_back(in.name);
+    lifted_rg.push_back(in.requires_grad);
+  }
+  c10::List<int64_t> grad_inputs;
+  for (size_t i : ir.grad_inputs) grad_inputs.push_back(static_cast<int64_t>(i));
+  c10::List<std::string> flags;
+  for (const auto& f : ir.training_flags) flags.push_back(f.first + "=" + (f.second ? "1" : "0"));
+  setAttribute(m, "_actnn_lifted", c10::ListType::ofStrings(), lifted);
+  setAttribute(m, "_actnn_lifted_requires_grad", c10::ListType::ofBools(), lifted_rg);
+  setAttribute(m, "_actnn_grad_inputs", c10::ListType::ofInts(), grad_inputs);
+  setAttribute(m, "_actnn_num_outputs", c10::IntType::get(), static_cast<int64_t>(ir.num_outputs));
+  setAttribute(m, "_actnn_training_flags", c10::ListType::ofStrings(), flags);
+
+  // The new forward.
+  auto graph = std::make_shared<Graph>();
+  Value* self = graph->addInput("self");
+  self->setType(type);
+  std::vector<Value*> args{self};
+  for (size_t i = 1; i < original->inputs().size(); ++i) {
+    Value* in = graph->addInput(original->inputs()[i]->debugName());
+    in->setType(original->inputs()[i]->type());
+    args.push_back(in);
+  }
+  Node* training = graph->insertNode(graph->createGetAttr(self, "training"));
+  Node* branch = graph->insertNode(graph->create(c10::prim::If, {training->output()}, 1));
+  branch->output()->setType(original->outputs()[0]->type());
+  {
+    auto* block = branch->addBlock();
+    torch::jit::WithInsertPoint guard(block);
+    std::vector<Value*> user(args.begin() + 1, args.end());
+    Node* list = graph->insertNode(graph->createList(c10::TensorType::get(), user));
+    Value* outs = graph->insert(c10::Symbol::fromQualString("actnn::run_training"), {self, list->output()});
+    Node* unpack = graph->insertNode(graph->create(c10::prim::ListUnpack, {outs}, ir.num_outputs));
+    for (Value* o : unpack->outputs()) o->setType(c10::TensorType::get());
+    auto rebuilt = torch::jit::insertGraph(*graph, *ir.output_builder,
+                                           std::vector<Value*>(unpack->outputs().begin(), unpack->outputs().end()));
+    block->registerOutput(rebuilt.at(0));
+  }
+  {
+    auto* block = branch->addBlock();
+    torch::jit::WithInsertPoint guard(block);
+    Node* call = graph->insertNode(graph->create(c10::prim::CallMethod, args, 1));
+    call->s_(c10::attr::name, "_actnn_eval_forward");
+    call->output()->setType(original->outputs()[0]->type());
+    block->registerOutput(call->output());
+  }
+  graph->registerOutput(branch->output());
+
+  type->unsafeRemoveMethod("forward");
+  cu->unsafeRemoveMethod(c10::QualifiedName(*type->name(), "forward"));
+  addMethod(m, "forward", graph);
+  return m;
+}
+
+torch::jit::Module compile(const torch::jit::Module& module, const Options& options) {
+  TrainingIR ir = TrainingIR::fromModule(module);
+  runPipelineText(pipelineFor(options), ir);
+  return buildTrainingModule(ir);
+}
+
+}  // namespace actnn

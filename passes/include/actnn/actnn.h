@@ -1,0 +1,40 @@
+// actnn's C++ API: compile a TorchScript module into one that trains through
+// an explicit forward/backward graph pair (and, at L1+, stores its saved
+// activations compressed).
+//
+//   torch::jit::Module m = torch::jit::load("resnet50.pt");
+//   torch::jit::Module c = actnn::compile(m, {.level = "L0"});
+//   auto loss = criterion(c.forward({x}).toTensor(), y);
+//   loss.backward();              // gradients land in m's parameters
+//   c.save("resnet50.actnn.pt");  // an ordinary TorchScript archive
+//
+// The compiled module shares the original's parameters and buffers (the
+// same tensors, under the same names: its state_dict loads into the original
+// and back, and an optimizer built on either keeps working). In eval mode it
+// runs the original forward unchanged.
+#pragma once
+
+#include <string>
+
+#include <torch/csrc/jit/api/module.h>
+
+#include "actnn/passes/ir.h"
+#include "actnn/passes/pass.h"
+
+namespace actnn {
+
+struct Options {
+  std::string level = "L0";  // L0..L5
+  std::string passes;        // an explicit pipeline; overrides `level`
+};
+
+// Runs the pipeline; throws CompileError (a std::runtime_error) naming the
+// op, node and source location of what could not be compiled.
+torch::jit::Module compile(const torch::jit::Module& module, const Options& options = {});
+
+// The pieces compile() is made of, for tools and tests.
+std::string pipelineFor(const Options& options);
+void runPipelineText(const std::string& pipeline, TrainingIR& ir);
+torch::jit::Module buildTrainingModule(const TrainingIR& ir);
+
+}  // namespace actnn

@@ -1,0 +1,54 @@
+// TrainingIR: what the passes read and rewrite. It starts as a module's forward
+// graph (or a .tsir graph), becomes one lowered graph whose inputs are the user
+// inputs followed by the lifted parameters and buffers, and after `autodiff`
+// also holds the forward graph F and the backward graph B joined by the saved
+// set.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <c10/util/Optional.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/ir/ir.h>
+
+namespace actnn {
+
+enum class InputRole { Input, Parameter, Buffer };
+const char* roleName(InputRole role);
+
+struct InputInfo {
+  std::string name;  // user input: its name in forward(); else the state_dict key
+  InputRole role = InputRole::Input;
+  bool requires_grad = false;  // parameters: as in the module; inputs: float tensors
+};
+
+struct TrainingIR {
+  // The program. Before lower-module (module input) its first input is `self`.
+  std::shared_ptr<torch::jit::Graph> graph;
+  // The source module; absent for graph text.
+  c10::optional<torch::jit::Module> module;
+  bool lowered = false;
+  // One per input of `graph` once lowered.
+  std::vector<InputInfo> inputs;
+  // The `training` flag of every submodule ("" is the root) when compiled; the
+  // runtime refuses to run a program whose module flags have changed.
+  std::vector<std::pair<std::string, bool>> training_flags;
+
+  // Set by autodiff. F(inputs...) -> (outputs..., saved...);
+  // B(grad of each output..., saved...) -> (grad of inputs[grad_inputs[i]]...).
+  std::shared_ptr<torch::jit::Graph> forward, backward;
+  size_t num_outputs = 0;
+  std::vector<size_t> grad_inputs;
+  // Rebuilds the program's result (tuple/list/dict) from F's flat outputs.
+  std::shared_ptr<torch::jit::Graph> output_builder;
+
+  size_t numSaved() const { return forward ? forward->outputs().size() - num_outputs : 0; }
+
+  static TrainingIR fromModule(const torch::jit::Module& module);
+  // Graph text: every input is a user input; float tensors require grad.
+  static TrainingIR fromGraph(std::shared_ptr<torch::jit::Graph> graph);
+};
+
+}  // namespace actnn

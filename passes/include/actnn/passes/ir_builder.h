@@ -1,0 +1,35 @@
+// Small helpers for building IR in passes: insert an ATen op by name with the
+// schema matched from its arguments (constants are inserted for plain values).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/ir/named_value.h>
+
+namespace actnn {
+
+// Inserts `kind(args...)` at the graph's insert point and returns the node
+// (for ops with several outputs, the node itself, not a packing tuple). The
+// node takes `range` as its source range; `kwargs` are keyword arguments.
+// Throws when no schema matches.
+torch::jit::Node* insertOp(torch::jit::Graph& graph, c10::Symbol kind,
+                           const std::vector<torch::jit::NamedValue>& args,
+                           const c10::optional<torch::jit::SourceRange>& range = c10::nullopt,
+                           const std::vector<torch::jit::NamedValue>& kwargs = {});
+
+// Same, for a single-output op.
+torch::jit::Value* insertValue(torch::jit::Graph& graph, c10::Symbol kind,
+                               const std::vector<torch::jit::NamedValue>& args,
+                               const c10::optional<torch::jit::SourceRange>& range = c10::nullopt,
+                           const std::vector<torch::jit::NamedValue>& kwargs = {});
+
+// Whether `v` is a constant, and its value.
+c10::optional<c10::IValue> constantOf(const torch::jit::Value* v);
+
+// Calls f on every node of the block and its nested blocks, in order; f may
+// destroy the node it is given.
+void forEachNode(torch::jit::Block* block, const std::function<void(torch::jit::Node*)>& f);
+
+}  // namespace actnn

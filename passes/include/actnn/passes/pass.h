@@ -1,0 +1,77 @@
+// The pass interface: a pass reads and rewrites a TrainingIR, reports user
+// errors to a Diagnostics sink (naming the node, op and source location), and
+// says whether it changed anything. Options are declared once in the pass's
+// constructor with a default and a help line, and set from a pipeline string
+// such as `canonicalize{shape-checks=remove}`.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "actnn/passes/ir.h"
+
+namespace torch {
+namespace jit {
+struct Node;
+}
+}  // namespace torch
+
+namespace actnn {
+
+// A user-facing compile error: the message names what was wrong and where.
+struct CompileError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Diagnostics {
+ public:
+  // An error about `node`: the message is followed by the node's source
+  // location (when it has one) and its IR line.
+  void error(const torch::jit::Node* node, const std::string& message);
+  void error(const std::string& message);
+  bool hasErrors() const { return !errors_.empty(); }
+  const std::vector<std::string>& errors() const { return errors_; }
+  // Throws CompileError with every error, prefixed by the pass name.
+  void throwIfErrors(const std::string& pass) const;
+
+ private:
+  std::vector<std::string> errors_;
+};
+
+// "where" for a node: file:line:col of its source if known, then its IR.
+std::string describeNode(const torch::jit::Node* node);
+
+class PassOptions {
+ public:
+  void declare(const std::string& name, const std::string& def, const std::string& help);
+  void set(const std::string& name, const std::string& value);  // throws CompileError
+  const std::string& str(const std::string& name) const;
+  bool boolean(const std::string& name) const;
+  int64_t integer(const std::string& name) const;
+  // "name=value (help)" per option, for --help.
+  std::vector<std::string> describe() const;
+
+ private:
+  struct Option {
+    std::string value, help;
+  };
+  std::map<std::string, Option> options_;
+  std::vector<std::string> order_;
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  // Returns true if the IR changed. User errors go to `diag`.
+  virtual bool run(TrainingIR& ir, Diagnostics& diag) = 0;
+  PassOptions& options() { return options_; }
+  const PassOptions& options() const { return options_; }
+
+ protected:
+  PassOptions options_;
+};
+
+}  // namespace actnn

@@ -1,0 +1,39 @@
+#include "actnn/passes/ir.h"
+
+#include "actnn/passes/pass.h"
+
+namespace actnn {
+
+const char* roleName(InputRole role) {
+  switch (role) {
+    case InputRole::Input: return "input";
+    case InputRole::Parameter: return "parameter";
+    case InputRole::Buffer: return "buffer";
+  }
+  return "?";
+}
+
+TrainingIR TrainingIR::fromModule(const torch::jit::Module& module) {
+  auto method = module.find_method("forward");
+  if (!method) throw CompileError("module " + module.type()->str() + " has no forward method");
+  TrainingIR ir;
+  ir.graph = method->graph()->copy();
+  ir.module = module;
+  return ir;
+}
+
+TrainingIR TrainingIR::fromGraph(std::shared_ptr<torch::jit::Graph> graph) {
+  TrainingIR ir;
+  ir.graph = std::move(graph);
+  ir.lowered = true;
+  for (auto* input : ir.graph->inputs()) {
+    InputInfo info;
+    info.name = input->debugName();
+    info.role = InputRole::Input;
+    info.requires_grad = input->type()->isSubtypeOf(*c10::TensorType::get());
+    ir.inputs.push_back(info);
+  }
+  return ir;
+}
+
+}  // namespace actnn

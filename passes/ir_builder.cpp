@@ -1,0 +1,44 @@
+#include "actnn/passes/ir_builder.h"
+
+#include <torch/csrc/jit/ir/constants.h>
+
+namespace actnn {
+
+using torch::jit::Node;
+using torch::jit::Value;
+
+Node* insertOp(torch::jit::Graph& graph, c10::Symbol kind, const std::vector<torch::jit::NamedValue>& args,
+               const c10::optional<torch::jit::SourceRange>& range,
+               const std::vector<torch::jit::NamedValue>& kwargs) {
+  Value* packed = graph.insert(kind, args, kwargs, range);
+  Node* n = packed->node();
+  if (n->kind() == c10::prim::TupleConstruct && n->inputs().size() > 0 &&
+      n->input(0)->node()->kind() == kind) {
+    Node* op = n->input(0)->node();
+    n->destroy();
+    n = op;
+  }
+  if (range) n->setSourceRange(*range);
+  return n;
+}
+
+Value* insertValue(torch::jit::Graph& graph, c10::Symbol kind, const std::vector<torch::jit::NamedValue>& args,
+                   const c10::optional<torch::jit::SourceRange>& range,
+                   const std::vector<torch::jit::NamedValue>& kwargs) {
+  Node* n = insertOp(graph, kind, args, range, kwargs);
+  TORCH_INTERNAL_ASSERT(n->outputs().size() == 1, kind.toQualString(), " has several outputs");
+  return n->output();
+}
+
+c10::optional<c10::IValue> constantOf(const Value* v) { return torch::jit::toIValue(v); }
+
+void forEachNode(torch::jit::Block* block, const std::function<void(Node*)>& f) {
+  for (auto it = block->nodes().begin(); it != block->nodes().end();) {
+    Node* n = *it;
+    ++it;
+    for (auto* b : n->blocks()) forEachNode(b, f);
+    f(n);
+  }
+}
+
+}  // namespace actnn

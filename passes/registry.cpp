@@ -1,0 +1,116 @@
+// The pass registry (read from passes.def), pipeline strings and the levels.
+#include "actnn/passes/registry.h"
+
+#include <sstream>
+
+#include <c10/util/Exception.h>
+
+namespace actnn {
+
+#define ACTNN_PASS(flag, factory, summary) std::unique_ptr<Pass> factory();
+#include "passes.def"
+#undef ACTNN_PASS
+
+const std::vector<PassInfo>& registeredPasses() {
+  static const std::vector<PassInfo> passes = {
+#define ACTNN_PASS(flag, factory, summary) {flag, summary, &factory},
+#include "passes.def"
+#undef ACTNN_PASS
+  };
+  return passes;
+}
+
+std::unique_ptr<Pass> createPass(const std::string& flag) {
+  for (const auto& info : registeredPasses())
+    if (flag == info.flag) return info.create();
+  std::string known;
+  for (const auto& info : registeredPasses()) known += std::string(known.empty() ? "" : ", ") + info.flag;
+  throw CompileError("unknown pass '" + flag + "' (passes: " + known + ")");
+}
+
+namespace {
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\n"), e = s.find_last_not_of(" \t\n");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+void setOptions(Pass& pass, const std::string& flag, const std::string& body) {
+  std::stringstream items(body);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    item = trim(item);
+    if (item.empty()) continue;
+    auto eq = item.find('=');
+    if (eq == std::string::npos)
+      throw CompileError("pass '" + flag + "': option '" + item + "' needs a value (name=value)");
+    try {
+      pass.options().set(trim(item.substr(0, eq)), trim(item.substr(eq + 1)));
+    } catch (const CompileError& e) {
+      throw CompileError("pass '" + flag + "': " + e.what());
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<PipelineStep> parsePipeline(const std::string& text) {
+  std::vector<PipelineStep> steps;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t j = i;
+    while (j < text.size() && text[j] != ',' && text[j] != '{') ++j;
+    std::string flag = trim(text.substr(i, j - i));
+    if (flag.empty()) throw CompileError("empty pass name in pipeline '" + text + "'");
+    PipelineStep step{flag, createPass(flag)};
+    if (j < text.size() && text[j] == '{') {
+      size_t close = text.find('}', j);
+      if (close == std::string::npos)
+        throw CompileError("pass '" + flag + "': missing '}' in pipeline '" + text + "'");
+      setOptions(*step.pass, flag, text.substr(j + 1, close - j - 1));
+      j = close + 1;
+      if (j < text.size() && text[j] != ',')
+        throw CompileError("expected ',' after '}' in pipeline '" + text + "'");
+    }
+    steps.push_back(std::move(step));
+    i = j + 1;
+  }
+  if (steps.empty()) throw CompileError("empty pipeline");
+  return steps;
+}
+
+std::string levelPipeline(const std::string& level) {
+  // L0: the training graph alone.
+  //  - lower-module first: every later pass sees one graph whose inputs are
+  //    the user inputs plus the lifted parameters and buffers, with the
+  //    module's attributes (the training flag included) folded to constants.
+  //  - canonicalize next: folding the training flag makes eval-only branches
+  //    dead, and autodiff needs mutation-free IR with one spelling per op.
+  //  - autodiff last: splits the program into F and B and makes the saved set
+  //    explicit, which is what the compression levels rewrite.
+  if (level == "L0") return "lower-module,canonicalize,autodiff";
+  if (level == "L1" || level == "L2" || level == "L3" || level == "L4" || level == "L5")
+    throw CompileError("level " + level +
+                       " needs the compression passes, which are not built yet; use --level=L0");
+  throw CompileError("unknown level '" + level + "' (levels: L0..L5)");
+}
+
+void runPipeline(std::vector<PipelineStep>& steps, TrainingIR& ir,
+                 const std::function<void(const std::string&, const TrainingIR&)>& after) {
+  for (auto& step : steps) {
+    Diagnostics diag;
+    try {
+      step.pass->run(ir, diag);
+    } catch (const c10::Error& e) {
+      diag.error(e.what_without_backtrace());
+    } catch (const CompileError&) {
+      throw;
+    } catch (const std::exception& e) {
+      diag.error(e.what());
+    }
+    diag.throwIfErrors(step.flag);
+    if (after) after(step.flag, ir);
+  }
+}
+
+}  // namespace actnn

@@ -1,0 +1,266 @@
+// canonicalize: the form autodiff expects.
+//
+//   %y = aten::relu_(%x)                      %y = aten::relu(%x)
+//   %c = aten::conv2d(%x, %w, %b, %s, %p, %d, %g)
+//     ->  %c = aten::convolution(%x, %w, %b, %s, %p, %d, false, [0, 0], %g)
+//   %m = aten::adaptive_avg_pool2d(%x, [1, 1])
+//     ->  %m = aten::mean(%x, [-1, -2], true, None)
+//
+// Steps, repeated until nothing changes:
+//  - in-place ops on activations become functional when no view shares the
+//    activation (list mutation through PyTorch's RemoveListMutation); in-place
+//    updates of buffers (graph inputs) are side effects and stay;
+//  - one spelling per op: conv1d/2d/3d, conv_transpose*, _convolution ->
+//    convolution; relu6 -> hardtanh; 1x1 adaptive average pooling -> mean (what
+//    ATen computes for it); dropout with p = 0 or train = false -> identity;
+//    cross_entropy_loss with class targets -> log_softmax + nll_loss_nd;
+//  - constant propagation, peephole, tuple lowering, dead code elimination;
+//  - string folding: an If whose every branch yields a non-empty string makes
+//    `not s` false (nn.MultiheadAttention's fast-path test).
+// Option shape-checks=keep|remove: branches that only raise (shape asserts)
+// stay in the forward graph by default; `remove` assumes they do not fire.
+// Left alone: mutation autodiff cannot see through (it reports it), loops.
+#include <torch/csrc/jit/ir/alias_analysis.h>
+#include <torch/csrc/jit/passes/constant_pooling.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/lower_tuples.h>
+#include <torch/csrc/jit/passes/peephole.h>
+#include <torch/csrc/jit/passes/remove_exceptions.h>
+#include <torch/csrc/jit/passes/remove_mutation.h>
+
+#include "actnn/passes/ir_builder.h"
+#include "actnn/passes/pass.h"
+
+namespace actnn {
+namespace {
+
+using torch::jit::Graph;
+using torch::jit::NamedValue;
+using torch::jit::Node;
+using torch::jit::Value;
+using torch::jit::WithInsertPoint;
+
+void replace(Node* n, Value* v) {
+  n->output()->replaceAllUsesWith(v);
+  n->destroy();
+}
+
+// Spatial dimensions of a conv op by name.
+int convDims(const Node* n) {
+  std::string name = n->kind().toUnqualString();
+  return name.back() == '1' || name.find("1d") != std::string::npos ? 1
+         : name.find("3d") != std::string::npos                    ? 3
+                                                                    : 2;
+}
+
+bool isConstant(const Value* v, const c10::IValue& expected) {
+  auto c = constantOf(v);
+  if (!c) return false;
+  if (expected.isBool()) return c->isBool() && c->toBool() == expected.toBool();
+  if (expected.isDouble())
+    return (c->isDouble() || c->isInt()) && c->toScalar().toDouble() == expected.toDouble();
+  return false;
+}
+
+bool respell(Graph& graph, Node* n) {
+  using namespace c10;
+  auto range = n->sourceRange();
+  WithInsertPoint guard(n);
+  if (n->matches("aten::conv1d(Tensor input, Tensor weight, Tensor? bias=None, int[1] stride=1, int[1] padding=0, int[1] dilation=1, int groups=1) -> Tensor") ||
+      n->matches("aten::conv2d(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, int[2] dilation=1, int groups=1) -> Tensor") ||
+      n->matches("aten::conv3d(Tensor input, Tensor weight, Tensor? bias=None, int[3] stride=1, int[3] padding=0, int[3] dilation=1, int groups=1) -> Tensor")) {
+    auto zeros = graph.insertConstant(std::vector<int64_t>(convDims(n), 0));
+    replace(n, insertValue(graph, aten::convolution,
+                           {n->input(0), n->input(1), n->input(2), n->input(3), n->input(4), n->input(5),
+                            graph.insertConstant(false), zeros, n->input(6)},
+                           range));
+    return true;
+  }
+  if (n->matches("aten::conv_transpose1d(Tensor input, Tensor weight, Tensor? bias=None, int[1] stride=1, int[1] padding=0, int[1] output_padding=0, int groups=1, int[1] dilation=1) -> Tensor") ||
+      n->matches("aten::conv_transpose2d.input(Tensor input, Tensor weight, Tensor? bias=None, int[2] stride=1, int[2] padding=0, int[2] output_padding=0, int groups=1, int[2] dilation=1) -> Tensor") ||
+      n->matches("aten::conv_transpose3d.input(Tensor input, Tensor weight, Tensor? bias=None, int[3] stride=1, int[3] padding=0, int[3] output_padding=0, int groups=1, int[3] dilation=1) -> Tensor")) {
+    replace(n, insertValue(graph, aten::convolution,
+                           {n->input(0), n->input(1), n->input(2), n->input(3), n->input(4), n->input(7),
+                            graph.insertConstant(true), n->input(5), n->input(6)},
+                           range));
+    return true;
+  }
+  if (n->kind() == aten::_convolution && n->inputs().size() >= 9) {
+    std::vector<NamedValue> args(n->inputs().begin(), n->inputs().begin() + 9);
+    replace(n, insertValue(graph, aten::convolution, args, range));
+    return true;
+  }
+  if (n->matches("aten::relu6(Tensor self) -> Tensor")) {
+    replace(n, insertValue(graph, aten::hardtanh, {n->input(0), 0.0, 6.0}, range));
+    return true;
+  }
+  if (n->matches("aten::adaptive_avg_pool2d(Tensor self, int[2] output_size) -> Tensor")) {
+    auto size = constantOf(n->input(1));
+    if (size && size->isIntList() && size->toIntVector() == std::vector<int64_t>{1, 1}) {
+      replace(n, insertValue(graph, aten::mean,
+                             {n->input(0), graph.insertConstant(std::vector<int64_t>{-1, -2}), true}, range,
+                             {NamedValue("dtype", graph.insertConstant(IValue()))}));
+      return true;
+    }
+    return false;
+  }
+  if (n->matches("aten::dropout(Tensor input, float p, bool train) -> Tensor") ||
+      n->matches("aten::feature_dropout(Tensor input, float p, bool train) -> Tensor")) {
+    if (isConstant(n->input(1), 0.0) || isConstant(n->input(2), false)) {
+      replace(n, n->input(0));
+      return true;
+    }
+    return false;
+  }
+  if (n->matches("aten::cross_entropy_loss(Tensor self, Tensor target, Tensor? weight=None, int reduction=Mean, SymInt ignore_index=-100, float label_smoothing=0.0) -> Tensor") ||
+      n->matches("aten::cross_entropy_loss(Tensor self, Tensor target, Tensor? weight=None, int reduction=Mean, int ignore_index=-100, float label_smoothing=0.0) -> Tensor")) {
+    if (!isConstant(n->input(5), 0.0)) return false;  // autodiff reports it
+    Value* log_probs = insertValue(graph, aten::log_softmax,
+                                   {n->input(0), 1}, range,
+                                   {NamedValue("dtype", graph.insertConstant(IValue()))});
+    replace(n, insertValue(graph, aten::nll_loss_nd,
+                           {log_probs, n->input(1), n->input(2), n->input(3), n->input(4)}, range));
+    return true;
+  }
+  return false;
+}
+
+// Whether the op's output may alias its first input (views).
+bool returnsAlias(const Node* n) {
+  const auto* schema = n->maybeSchema();
+  if (!schema || schema->returns().empty() || schema->arguments().empty()) return false;
+  const auto& ret = schema->returns()[0].alias_info();
+  return ret && !ret->isWrite();
+}
+
+// x.op_(args) -> x' = x.op(args), uses of x after the node read x'. Only when
+// x is an activation no view shares: produced in this graph by an op that is
+// not a view, and never viewed. Graph inputs (buffers) keep their mutation.
+bool functionalize(Graph& graph, Node* n) {
+  const auto* schema = n->maybeSchema();
+  std::string name = n->kind().toUnqualString();
+  if (!schema || name.size() < 2 || name.back() != '_' || name[name.size() - 2] == '_' ||
+      schema->arguments().empty() || !schema->arguments()[0].alias_info() ||
+      !schema->arguments()[0].alias_info()->isWrite() || n->outputs().size() != 1)
+    return false;
+  Value* x = n->input(0);
+  Node* def = x->node();
+  if (def->kind() == c10::prim::Param || returnsAlias(def) || def->owningBlock() != n->owningBlock())
+    return false;
+  for (const auto& use : x->uses())
+    if (use.user != n && returnsAlias(use.user)) return false;
+  auto functional = c10::Symbol::fromQualString(std::string(n->kind().ns().toUnqualString()) + "::" +
+                                                name.substr(0, name.size() - 1));
+  std::vector<NamedValue> args, kwargs;
+  for (size_t i = 0; i < n->inputs().size() && i < schema->arguments().size(); ++i) {
+    const auto& arg = schema->arguments()[i];
+    if (arg.kwarg_only())
+      kwargs.emplace_back(arg.name(), n->input(i));
+    else
+      args.emplace_back(n->input(i));
+  }
+  WithInsertPoint guard(n);
+  Node* f = nullptr;
+  try {
+    f = insertOp(graph, functional, args, n->sourceRange(), kwargs);
+  } catch (const std::exception&) {
+    return false;  // no functional variant; autodiff reports it if it matters
+  }
+  Value* fresh = f->output();
+  fresh->setType(n->output()->type());
+  n->output()->replaceAllUsesWith(fresh);
+  x->replaceAllUsesAfterNodeWith(f, fresh);
+  n->destroy();
+  return true;
+}
+
+// Values every reaching definition of which is a non-empty string.
+bool nonEmptyString(const Value* v) {
+  if (!v->type()->isSubtypeOf(*c10::StringType::get())) return false;
+  if (auto c = constantOf(v)) return c->isString() && !c->toStringRef().empty();
+  const Node* n = v->node();
+  if (n->kind() == c10::aten::format) {
+    auto fmt = constantOf(n->input(0));
+    return fmt && fmt->isString() && !fmt->toStringRef().empty() &&
+           fmt->toStringRef().find_first_not_of("{}") != std::string::npos;
+  }
+  if (n->kind() == c10::prim::If) {
+    size_t i = v->offset();
+    for (const auto* b : n->blocks()) {
+      // A branch that raises yields nothing.
+      bool raises = false;
+      for (const auto* inner : b->nodes()) raises |= inner->kind() == c10::prim::RaiseException;
+      if (!raises && !nonEmptyString(b->outputs()[i])) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
+bool foldStrings(Graph& graph) {
+  bool changed = false;
+  forEachNode(graph.block(), [&](Node* n) {
+    // `not s` on a string is aten::__not__(aten::Bool(s)), or len(s) > 0
+    // (== 0) under `not`.
+    c10::optional<bool> fold;
+    if (n->kind() == c10::aten::Bool && n->inputs().size() == 1 && nonEmptyString(n->input(0))) fold = true;
+    if ((n->kind() == c10::aten::gt || n->kind() == c10::aten::eq || n->kind() == c10::aten::ne) &&
+        n->inputs().size() == 2 && n->input(0)->node()->kind() == c10::aten::len &&
+        nonEmptyString(n->input(0)->node()->input(0)) && isConstant(n->input(1), 0.0))
+      fold = n->kind() != c10::aten::eq;
+    // `a is a`: one SSA value is one object.
+    if ((n->kind() == c10::aten::__is__ || n->kind() == c10::aten::__isnot__) && n->inputs().size() == 2 &&
+        n->input(0) == n->input(1))
+      fold = n->kind() == c10::aten::__is__;
+    if (fold) {
+      WithInsertPoint guard(n);
+      replace(n, graph.insertConstant(*fold));
+      changed = true;
+    }
+  });
+  return changed;
+}
+
+class Canonicalize : public Pass {
+ public:
+  Canonicalize() {
+    options_.declare("shape-checks", "keep",
+                     "keep|remove branches that only raise (shape asserts) in the forward graph");
+  }
+
+  bool run(TrainingIR& ir, Diagnostics& diag) override {
+    const std::string& checks = options_.str("shape-checks");
+    if (checks != "keep" && checks != "remove") {
+      diag.error("option shape-checks expects keep or remove, got '" + checks + "'");
+      return false;
+    }
+    auto& graph = ir.graph;
+    bool any = false;
+    for (int round = 0; round < 20; ++round) {
+      bool changed = false;
+      changed |= torch::jit::RemoveListMutation(graph);
+      changed |= torch::jit::InplaceToFunctionalActivation(graph);
+      forEachNode(graph->block(), [&](Node* n) { changed |= functionalize(*graph, n); });
+      forEachNode(graph->block(), [&](Node* n) { changed |= respell(*graph, n); });
+      changed |= foldStrings(*graph);
+      changed |= torch::jit::ConstantPropagation(graph);
+      changed |= torch::jit::PeepholeOptimize(graph);
+      torch::jit::LowerSimpleTuples(graph);
+      torch::jit::EliminateDeadCode(graph);
+      if (checks == "remove") torch::jit::EliminateExceptions(graph);
+      any |= changed;
+      if (!changed) break;
+    }
+    torch::jit::ConstantPooling(graph);
+    torch::jit::EliminateDeadCode(graph);
+    return any;
+  }
+
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> createCanonicalizePass() { return std::make_unique<Canonicalize>(); }
+
+}  // namespace actnn

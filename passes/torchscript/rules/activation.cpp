@@ -1,0 +1,61 @@
+// Pointwise activations, softmax / log_softmax and dropout. Each backward is
+// the ATen *_backward op autograd uses, fed with the input or the result,
+// whichever autograd saves. Dropout becomes native_dropout so its keep mask
+// is a forward value (drawn from the same generator calls as aten::dropout).
+#include "rules.h"
+
+namespace actnn {
+namespace rules {
+namespace {
+
+// Rule for op(x, extra...) whose backward is `backward(grad, saved, extra...)`.
+BackwardFn pointwise(c10::Symbol backward, bool uses_result, std::vector<size_t> extra = {},
+                     std::vector<c10::IValue> trailing = {}) {
+  return [=](RuleContext& c) {
+    std::vector<NamedValue> args{c.grad(0), c.save(uses_result ? c.output(0) : c.input(0))};
+    for (size_t i : extra) args.emplace_back(c.save(c.input(i)));
+    for (const auto& t : trailing) args.emplace_back(c.constant(t));
+    c.setGrad(0, c.op(backward, args));
+  };
+}
+
+}  // namespace
+
+void registerActivationRules(std::vector<RuleSpec>& rules) {
+  using namespace c10;
+  rules.push_back({"aten::relu", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::threshold_backward, {c.grad(0), c.save(c.output(0)), 0}));
+  }});
+  rules.push_back({"aten::hardtanh", nullptr, pointwise(aten::hardtanh_backward, false, {1, 2})});
+  rules.push_back({"aten::leaky_relu", nullptr, pointwise(aten::leaky_relu_backward, false, {1}, {false})});
+  rules.push_back({"aten::gelu", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::gelu_backward, {c.grad(0), c.save(c.input(0))},
+                      {NamedValue("approximate", c.save(c.input(1)))}));
+  }});
+  rules.push_back({"aten::silu", nullptr, pointwise(aten::silu_backward, false)});
+  rules.push_back({"aten::sigmoid", nullptr, pointwise(aten::sigmoid_backward, true)});
+  rules.push_back({"aten::tanh", nullptr, pointwise(aten::tanh_backward, true)});
+  rules.push_back({"aten::hardswish", nullptr, pointwise(aten::hardswish_backward, false)});
+  rules.push_back({"aten::hardsigmoid", nullptr, pointwise(aten::hardsigmoid_backward, false)});
+  auto softmaxLike = [](c10::Symbol backward) {
+    return [=](RuleContext& c) {
+      Value* x = c.input(0);
+      Value* dtype = c.save(c.forwardOp(prim::dtype, {x}));
+      c.setGrad(0, c.op(backward, {c.grad(0), c.save(c.output(0)), c.save(c.input(1)), dtype}));
+    };
+  };
+  rules.push_back({"aten::softmax.int", nullptr, softmaxLike(aten::_softmax_backward_data)});
+  rules.push_back({"aten::log_softmax.int", nullptr, softmaxLike(aten::_log_softmax_backward_data)});
+  rules.push_back({"aten::dropout",
+                   [](Node* n, Graph& f) {
+                     return replaceNode(n, f, aten::native_dropout, {n->input(0), n->input(1), n->input(2)});
+                   },
+                   nullptr});
+  rules.push_back({"aten::native_dropout", nullptr, [](RuleContext& c) {
+    Value* scale = c.helper("dropout_scale", {c.save(c.input(1))});
+    c.setGrad(0, c.op(aten::native_dropout_backward, {c.grad(0), c.save(c.output(1)), scale}));
+  }});
+}
+
+}  // namespace rules
+}  // namespace actnn

@@ -1,0 +1,130 @@
+// Derivative helpers written in TorchScript, for rules whose backward needs a
+// loop or a branch on runtime ranks. Compiled once; a rule inlines a
+// helper's graph into B (RuleContext::helper).
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/jit.h>
+
+#include <mutex>
+
+#include "rules.h"
+
+namespace actnn {
+namespace rules {
+namespace {
+
+const char* kSource = R"TS(
+def reduce_shape(sizes: List[int], dims: List[int]) -> List[int]:
+    rank = len(sizes)
+    shape: List[int] = []
+    for i in range(rank):
+        reduced = len(dims) == 0
+        for d in dims:
+            if d == i or d + rank == i:
+                reduced = True
+        if reduced:
+            shape.append(1)
+        else:
+            shape.append(sizes[i])
+    return shape
+
+def sum_backward(grad: Tensor, sizes: List[int], dims: List[int], keepdim: bool) -> Tensor:
+    if not keepdim:
+        grad = grad.reshape(reduce_shape(sizes, dims))
+    return grad.expand(sizes)
+
+def mean_backward(grad: Tensor, sizes: List[int], dims: List[int], keepdim: bool) -> Tensor:
+    count = 1
+    rank = len(sizes)
+    for i in range(rank):
+        reduced = len(dims) == 0
+        for d in dims:
+            if d == i or d + rank == i:
+                reduced = True
+        if reduced:
+            count = count * sizes[i]
+    return sum_backward(grad, sizes, dims, keepdim) / count
+
+def permute_backward(grad: Tensor, dims: List[int]) -> Tensor:
+    n = len(dims)
+    inverse: List[int] = [0] * n
+    for i in range(n):
+        d = dims[i]
+        if d < 0:
+            d = d + n
+        inverse[d] = i
+    return grad.permute(inverse)
+
+def slice_backward(grad: Tensor, sizes: List[int], dim: int, start: Optional[int], end: Optional[int], step: int) -> Tensor:
+    s = 0
+    if start is not None:
+        s = start
+    e = 9223372036854775807
+    if end is not None:
+        e = end
+    return torch.slice_backward(grad, sizes, dim, s, e, step)
+
+def linear_weight_grad(grad: Tensor, input: Tensor) -> Tensor:
+    if input.dim() == 1:
+        return grad.unsqueeze(1) * input.unsqueeze(0)
+    return grad.reshape(-1, grad.size(-1)).t().mm(input.reshape(-1, input.size(-1)))
+
+def linear_bias_grad(grad: Tensor) -> Tensor:
+    if grad.dim() == 1:
+        return grad
+    return grad.reshape(-1, grad.size(-1)).sum(0)
+
+def matmul_grad_self(grad: Tensor, self: Tensor, other: Tensor) -> Tensor:
+    if self.dim() == 1 and other.dim() == 1:
+        return grad * other
+    a = self
+    if self.dim() == 1:
+        a = self.unsqueeze(0)
+        grad = grad.unsqueeze(-2)
+    b = other
+    if other.dim() == 1:
+        b = other.unsqueeze(-1)
+        grad = grad.unsqueeze(-1)
+    ga = grad.matmul(b.transpose(-1, -2)).sum_to_size(a.size())
+    return ga.reshape(self.size())
+
+def matmul_grad_other(grad: Tensor, self: Tensor, other: Tensor) -> Tensor:
+    if self.dim() == 1 and other.dim() == 1:
+        return grad * self
+    a = self
+    if self.dim() == 1:
+        a = self.unsqueeze(0)
+        grad = grad.unsqueeze(-2)
+    b = other
+    if other.dim() == 1:
+        b = other.unsqueeze(-1)
+        grad = grad.unsqueeze(-1)
+    gb = a.transpose(-1, -2).matmul(grad).sum_to_size(b.size())
+    return gb.reshape(other.size())
+
+def group_norm_hxw(sizes: List[int]) -> int:
+    hxw = 1
+    for i in range(2, len(sizes)):
+        hxw = hxw * sizes[i]
+    return hxw
+
+def dropout_scale(p: float) -> float:
+    if p == 1.0:
+        return 0.0
+    return 1.0 / (1.0 - p)
+)TS";
+
+}  // namespace
+
+std::shared_ptr<Graph> helperGraph(const std::string& name) {
+  static std::mutex mutex;
+  static std::shared_ptr<torch::jit::CompilationUnit> unit;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!unit) unit = torch::jit::compile(kSource);
+  auto& fn = unit->get_function(name);
+  auto graph = torch::jit::toGraphFunction(fn).graph()->copy();
+  torch::jit::Inline(*graph);
+  return graph;
+}
+
+}  // namespace rules
+}  // namespace actnn

@@ -1,0 +1,84 @@
+// Views, reshapes, concatenation and splitting. Gradients of tensor lists
+// are lists in B: ListConstruct's backward unpacks them, ListUnpack's builds
+// one (zeros for outputs that get no gradient), cat splits, chunk/split cat.
+// Only sizes are saved, never the tensors.
+#include "rules.h"
+
+namespace actnn {
+namespace rules {
+namespace {
+
+Value* reshapeBack(RuleContext& c) {
+  return c.op(c10::aten::reshape, {c.grad(0), c.saveSizes(c.input(0))});
+}
+
+}  // namespace
+
+void registerShapeRules(std::vector<RuleSpec>& rules) {
+  using namespace c10;
+  for (const char* op : {"aten::flatten.using_ints", "aten::view", "aten::reshape", "aten::squeeze",
+                         "aten::unsqueeze", "aten::unflatten.int"})
+    rules.push_back({op, nullptr, [](RuleContext& c) { c.setGrad(0, reshapeBack(c)); }});
+  rules.push_back({"aten::contiguous", nullptr, [](RuleContext& c) { c.setGrad(0, c.grad(0)); }});
+  rules.push_back({"aten::clone", nullptr, [](RuleContext& c) { c.setGrad(0, c.grad(0)); }});
+  rules.push_back({"aten::permute", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.helper("permute_backward", {c.grad(0), c.save(c.input(1))}));
+  }});
+  rules.push_back({"aten::transpose.int", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::transpose, {c.grad(0), c.save(c.input(1)), c.save(c.input(2))}));
+  }});
+  rules.push_back({"aten::t", nullptr, [](RuleContext& c) { c.setGrad(0, c.op(aten::t, {c.grad(0)})); }});
+  rules.push_back({"aten::expand", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::sum_to_size, {c.grad(0), c.saveSizes(c.input(0))}));
+  }});
+  rules.push_back({"aten::select.int", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::select_backward, {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
+                                               c.save(c.input(2))}));
+  }});
+  rules.push_back({"aten::slice.Tensor", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.helper("slice_backward", {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
+                                             c.save(c.input(2)), c.save(c.input(3)), c.save(c.input(4))}));
+  }});
+  rules.push_back({"prim::ListConstruct", nullptr, [](RuleContext& c) {
+    Node* n = c.node();
+    Node* unpack = c.backward().insertNode(c.backward().create(prim::ListUnpack, {c.grad(0)}, n->inputs().size()));
+    for (size_t i = 0; i < n->inputs().size(); ++i) {
+      unpack->output(i)->setType(TensorType::get());
+      c.setGrad(i, unpack->output(i));
+    }
+  }});
+  rules.push_back({"prim::ListUnpack", nullptr, [](RuleContext& c) {
+    Node* n = c.node();
+    std::vector<Value*> grads;
+    for (size_t i = 0; i < n->outputs().size(); ++i) grads.push_back(c.gradOrZeros(i));
+    Node* list = c.backward().insertNode(c.backward().createList(TensorType::get(), grads));
+    c.setGrad(0, list->output());
+  }});
+  rules.push_back({"aten::cat", nullptr, [](RuleContext& c) {
+    Node* list = c.input(0)->node();
+    Value* dim = c.input(1);
+    std::vector<Value*> sizes;
+    if (list->kind() == prim::ListConstruct) {
+      for (Value* t : list->inputs()) sizes.push_back(c.save(c.forwardOp(aten::size, {t, dim})));
+    }
+    if (sizes.empty() && list->kind() != prim::ListConstruct) {
+      TORCH_CHECK(false, "aten::cat of a list that is not built in the graph is not differentiable");
+    }
+    Node* sizes_list = c.backward().insertNode(c.backward().createList(IntType::get(), sizes));
+    c.setGrad(0, c.op(aten::split_with_sizes, {c.grad(0), sizes_list->output(), c.save(dim)}));
+  }});
+  auto catBack = [](RuleContext& c) {
+    Node* n = c.node();
+    Value* dim = n->inputs().size() > 2 ? c.save(n->input(2)) : c.constant(int64_t{0});
+    c.setGrad(0, c.op(aten::cat, {c.grad(0), dim}));
+  };
+  rules.push_back({"aten::chunk", nullptr, catBack});
+  rules.push_back({"aten::split.Tensor", nullptr, catBack});
+  rules.push_back({"aten::split_with_sizes", nullptr, catBack});
+  rules.push_back({"aten::unbind.int", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::stack, {c.grad(0), c.save(c.input(1))}));
+  }});
+}
+
+}  // namespace rules
+}  // namespace actnn

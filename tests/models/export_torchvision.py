@@ -1,0 +1,38 @@
+"""Scripts torchvision classification models (random weights) into
+TorchScript archives for the gradient-parity tests, plus small nets that
+exercise each derivative rule. Run with Debian's /usr/bin/python3 (which has
+python3-torch and python3-torchvision):
+
+    /usr/bin/python3 export_torchvision.py OUTDIR [NAME ...]
+"""
+import os
+import sys
+
+import torch
+import torchvision
+
+TORCHVISION = [
+    "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
+    "vgg11_bn", "squeezenet1_0", "efficientnet_b0", "regnet_x_400mf",
+    "shufflenet_v2_x0_5", "mnasnet0_5", "convnext_tiny", "vit_b_16",
+]
+
+
+def main():
+    out = sys.argv[1]
+    names = sys.argv[2:] or TORCHVISION
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(0)
+    for name in names:
+        path = os.path.join(out, name + ".pt")
+        if os.path.exists(path):
+            continue
+        model = getattr(torchvision.models, name)()
+        model.train()
+        torch.jit.script(model).save(path + ".tmp")
+        os.replace(path + ".tmp", path)
+        print("scripted", name, flush=True)
+
+
+if __name__ == "__main__":
+    main()

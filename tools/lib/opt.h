@@ -1,0 +1,14 @@
+// actnn-opt's driver, callable from tests: reads a module or graph, runs a
+// pipeline, writes IR or a module archive. Returns the process exit code
+// (0 ok, 1 compile error, 2 usage error).
+#pragma once
+
+#include <ostream>
+
+namespace actnn {
+namespace tools {
+
+int optMain(int argc, char** argv, std::ostream& out, std::ostream& err);
+
+}  // namespace tools
+}  // namespace actnn
