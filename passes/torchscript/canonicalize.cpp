@@ -135,8 +135,9 @@ bool returnsAlias(const Node* n) {
 }
 
 // x.op_(args) -> x' = x.op(args), uses of x after the node read x'. Only when
-// x is an activation no view shares: produced in this graph by an op that is
-// not a view, and never viewed. Graph inputs (buffers) keep their mutation.
+// no other view of x's storage is read after the node (dropout_ on a
+// flatten() result is fine) and the storage is not a graph input: buffers
+// keep their mutation.
 bool functionalize(Graph& graph, Node* n) {
   const auto* schema = n->maybeSchema();
   std::string name = n->kind().toUnqualString();
@@ -145,11 +146,24 @@ bool functionalize(Graph& graph, Node* n) {
       !schema->arguments()[0].alias_info()->isWrite() || n->outputs().size() != 1)
     return false;
   Value* x = n->input(0);
-  Node* def = x->node();
-  if (def->kind() == c10::prim::Param || returnsAlias(def) || def->owningBlock() != n->owningBlock())
-    return false;
+  if (x->node()->owningBlock() != n->owningBlock()) return false;
+  // The views sharing x's storage: up to the base, then every view of it.
+  Value* base = x;
+  while (returnsAlias(base->node())) base = base->node()->input(0);
+  if (base->node()->kind() == c10::prim::Param) return false;
+  std::vector<Value*> family{base};
+  for (size_t i = 0; i < family.size(); ++i)
+    for (const auto& use : family[i]->uses())
+      if (returnsAlias(use.user) && use.offset == 0) family.push_back(use.user->output());
+  // Mutating x through its view family is invisible to functional code only
+  // if nothing but x itself is read afterwards.
+  for (Value* member : family) {
+    if (member == x) continue;
+    for (const auto& use : member->uses())
+      if (use.user != n && use.user->isAfter(n)) return false;
+  }
   for (const auto& use : x->uses())
-    if (use.user != n && returnsAlias(use.user)) return false;
+    if (use.user != n && use.user->isAfter(n) && returnsAlias(use.user)) return false;
   auto functional = c10::Symbol::fromQualString(std::string(n->kind().ns().toUnqualString()) + "::" +
                                                 name.substr(0, name.size() - 1));
   std::vector<NamedValue> args, kwargs;
@@ -171,6 +185,40 @@ bool functionalize(Graph& graph, Node* n) {
   fresh->setType(n->output()->type());
   n->output()->replaceAllUsesWith(fresh);
   x->replaceAllUsesAfterNodeWith(f, fresh);
+  n->destroy();
+  return true;
+}
+
+// l = [a, b]; l.append(c); f(l)  ->  l' = [a, b, c]; f(l'). Only for lists
+// built in the same block whose every other use reads them (no other
+// mutation, not stored in a container, not returned from a block).
+bool functionalizeAppend(Graph& graph, Node* n) {
+  if (n->kind() != c10::aten::append || n->inputs().size() != 2) return false;
+  Value* list = n->input(0);
+  Node* def = list->node();
+  if (def->kind() != c10::prim::ListConstruct || def->owningBlock() != n->owningBlock()) return false;
+  for (const auto& use : list->uses()) {
+    Node* user = use.user;
+    if (user == n) continue;
+    if (user->kind() == c10::prim::Return || user->kind() == c10::prim::ListConstruct ||
+        user->kind() == c10::prim::TupleConstruct || user->kind() == c10::prim::DictConstruct)
+      return false;
+    if (user->kind() == c10::aten::append) {
+      if (!user->isAfter(n)) return false;
+      continue;
+    }
+    const auto* schema = user->maybeSchema();
+    if (!schema || use.offset >= schema->arguments().size()) return false;
+    const auto& alias = schema->arguments()[use.offset].alias_info();
+    if (alias && alias->isWrite()) return false;
+  }
+  std::vector<Value*> items(def->inputs().begin(), def->inputs().end());
+  items.push_back(n->input(1));
+  WithInsertPoint guard(n);
+  Node* fresh = graph.insertNode(graph.createList(list->type()->expectRef<c10::ListType>().getElementType(), items));
+  fresh->setSourceRange(n->sourceRange());
+  n->output()->replaceAllUsesWith(fresh->output());
+  list->replaceAllUsesAfterNodeWith(fresh, fresh->output());
   n->destroy();
   return true;
 }
@@ -242,6 +290,7 @@ class Canonicalize : public Pass {
       changed |= torch::jit::RemoveListMutation(graph);
       changed |= torch::jit::InplaceToFunctionalActivation(graph);
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalize(*graph, n); });
+      forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeAppend(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= respell(*graph, n); });
       changed |= foldStrings(*graph);
       changed |= torch::jit::ConstantPropagation(graph);
