@@ -16,7 +16,9 @@
 //    cross_entropy_loss with class targets -> log_softmax + nll_loss_nd;
 //  - constant propagation, peephole, tuple lowering, dead code elimination;
 //  - string folding: an If whose every branch yields a non-empty string makes
-//    `not s` false (nn.MultiheadAttention's fast-path test).
+//    `not s` false (nn.MultiheadAttention's fast-path test); `a is a` is true;
+//  - rank folding: x.dim() when reshape/view/expand/permute fixed the rank and
+//    the ops since kept or shifted it (MultiheadAttention's is_batched).
 // Option shape-checks=keep|remove: branches that only raise (shape asserts)
 // stay in the forward graph by default; `remove` assumes they do not fire.
 // Left alone: mutation autodiff cannot see through (it reports it), loops.
@@ -28,6 +30,9 @@
 #include <torch/csrc/jit/passes/peephole.h>
 #include <torch/csrc/jit/passes/remove_exceptions.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
+
+#include <unordered_map>
+#include <unordered_set>
 
 #include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
@@ -270,6 +275,95 @@ bool foldStrings(Graph& graph) {
   return changed;
 }
 
+// Static ranks: x.dim() is often known without any input shape because a
+// reshape/view/expand/permute names every dimension (ViT's patch embedding),
+// and most ops keep or shift the rank. Folds aten::dim and len(x.size()).
+c10::optional<int64_t> listLength(const Value* v) {
+  if (v->node()->kind() == c10::prim::ListConstruct) return static_cast<int64_t>(v->node()->inputs().size());
+  auto c = constantOf(v);
+  if (c && c->isIntList()) return static_cast<int64_t>(c->toIntList().size());
+  return c10::nullopt;
+}
+
+c10::optional<int64_t> constInt(const Value* v) {
+  auto c = constantOf(v);
+  if (c && c->isInt()) return c->toInt();
+  return c10::nullopt;
+}
+
+bool foldRanks(Graph& graph, const std::vector<InputInfo>& inputs) {
+  static const std::unordered_set<std::string> same = {
+      "aten::transpose", "aten::contiguous", "aten::clone", "aten::slice", "aten::dropout",
+      "aten::native_dropout", "aten::relu", "aten::gelu", "aten::silu", "aten::sigmoid", "aten::tanh",
+      "aten::hardswish", "aten::hardsigmoid", "aten::hardtanh", "aten::leaky_relu", "aten::layer_norm",
+      "aten::batch_norm", "aten::group_norm", "aten::softmax", "aten::log_softmax", "aten::to", "aten::neg",
+      "aten::linear", "aten::convolution", "aten::max_pool2d", "aten::avg_pool2d", "aten::type_as"};
+  static const std::unordered_set<std::string> binary = {"aten::add", "aten::sub", "aten::mul", "aten::div"};
+  std::unordered_map<const Value*, int64_t> rank;
+  auto get = [&](const Value* v) -> c10::optional<int64_t> {
+    auto it = rank.find(v);
+    return it == rank.end() ? c10::nullopt : c10::optional<int64_t>(it->second);
+  };
+  for (size_t i = 0; i < inputs.size() && i < graph.inputs().size(); ++i)
+    if (inputs[i].rank >= 0) rank[graph.inputs()[i]] = inputs[i].rank;
+  bool changed = false;
+  forEachNode(graph.block(), [&](Node* n) {
+    const std::string kind = n->kind().toQualString();
+    if (n->inputs().empty()) return;
+    auto r0 = get(n->input(0));
+    c10::optional<int64_t> out;
+    if (kind == "aten::reshape" || kind == "aten::view" || kind == "aten::expand") {
+      out = listLength(n->input(1));
+    } else if (kind == "aten::permute") {
+      out = listLength(n->input(1));
+    } else if (kind == "aten::bmm" || kind == "aten::baddbmm") {
+      out = 3;
+    } else if (same.count(kind)) {
+      out = r0;
+    } else if (binary.count(kind) && n->inputs().size() >= 2) {
+      if (!n->input(1)->type()->isSubtypeOf(*c10::TensorType::get())) {
+        out = r0;
+      } else if (auto r1 = get(n->input(1))) {
+        if (r0) out = std::max(*r0, *r1);
+      }
+    } else if (kind == "aten::unsqueeze" && r0) {
+      out = *r0 + 1;
+    } else if (kind == "aten::select" && r0) {
+      out = *r0 - 1;
+    } else if (kind == "aten::flatten" && r0 && n->inputs().size() == 3) {
+      auto s = constInt(n->input(1)), e = constInt(n->input(2));
+      if (s && e) {
+        int64_t start = *s < 0 ? *s + *r0 : *s, end = *e < 0 ? *e + *r0 : *e;
+        out = *r0 == 0 ? 1 : *r0 - (end - start);
+      }
+    } else if (kind == "aten::cat" && n->input(0)->node()->kind() == c10::prim::ListConstruct) {
+      for (const Value* item : n->input(0)->node()->inputs())
+        if (auto r = get(item)) out = r;
+    } else if (kind == "prim::ListUnpack") {
+      const Node* src = n->input(0)->node();
+      std::string src_kind = src->kind().toQualString();
+      if ((src_kind == "aten::chunk" || src_kind == "aten::split") && get(src->input(0)))
+        for (Value* o : n->outputs()) rank[o] = *get(src->input(0));
+      return;
+    } else if (kind == "aten::dim" && r0) {
+      WithInsertPoint guard(n);
+      replace(n, graph.insertConstant(*r0));
+      changed = true;
+      return;
+    } else if (kind == "aten::len" && n->input(0)->node()->kind() == c10::aten::size &&
+               n->input(0)->node()->inputs().size() == 1) {
+      if (auto r = get(n->input(0)->node()->input(0))) {
+        WithInsertPoint guard(n);
+        replace(n, graph.insertConstant(*r));
+        changed = true;
+      }
+      return;
+    }
+    if (out && !n->outputs().empty()) rank[n->output(0)] = *out;
+  });
+  return changed;
+}
+
 class Canonicalize : public Pass {
  public:
   Canonicalize() {
@@ -285,7 +379,12 @@ class Canonicalize : public Pass {
     }
     auto& graph = ir.graph;
     bool any = false;
-    for (int round = 0; round < 20; ++round) {
+    // Each round can unlock the next (ViT folds one encoder layer's rank
+    // checks per round), so run to a fixed point; every step shrinks or
+    // respells the graph, and the bound only guards against a bug.
+    const int kMaxRounds = 10000;
+    int round = 0;
+    for (; round < kMaxRounds; ++round) {
       bool changed = false;
       changed |= torch::jit::RemoveListMutation(graph);
       changed |= torch::jit::InplaceToFunctionalActivation(graph);
@@ -293,6 +392,7 @@ class Canonicalize : public Pass {
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeAppend(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= respell(*graph, n); });
       changed |= foldStrings(*graph);
+      changed |= foldRanks(*graph, ir.inputs);
       changed |= torch::jit::ConstantPropagation(graph);
       changed |= torch::jit::PeepholeOptimize(graph);
       torch::jit::LowerSimpleTuples(graph);
@@ -301,6 +401,7 @@ class Canonicalize : public Pass {
       any |= changed;
       if (!changed) break;
     }
+    TORCH_INTERNAL_ASSERT(round < kMaxRounds, "canonicalize did not reach a fixed point");
     torch::jit::ConstantPooling(graph);
     torch::jit::EliminateDeadCode(graph);
     return any;

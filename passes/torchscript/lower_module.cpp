@@ -137,6 +137,7 @@ class LowerModule : public Pass {
           info.role = o == order.end() ? InputRole::Buffer : o->second.second;
           auto rg = requires_grad.find(path);
           info.requires_grad = rg != requires_grad.end() && rg->second;
+          info.rank = value.toTensor().dim();
           infos.push_back(info);
           it = lifted.emplace(path, input).first;
         }

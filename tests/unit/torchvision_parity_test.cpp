@@ -56,7 +56,7 @@ INSTANTIATE_TEST_SUITE_P(Models, TorchvisionParity,
                                            ModelCase{"squeezenet1_0", 64}, ModelCase{"efficientnet_b0", 64},
                                            ModelCase{"regnet_x_400mf", 64}, ModelCase{"shufflenet_v2_x0_5", 64},
                                            ModelCase{"mnasnet0_5", 64}, ModelCase{"convnext_tiny", 64},
-                                           ModelCase{"vit_b_16", 224}),
+                                           ModelCase{"vit_b_16", 64}),
                          [](const ::testing::TestParamInfo<ModelCase>& info) { return std::string(info.param.name); });
 
 }  // namespace

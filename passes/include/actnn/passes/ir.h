@@ -22,6 +22,7 @@ struct InputInfo {
   std::string name;  // user input: its name in forward(); else the state_dict key
   InputRole role = InputRole::Input;
   bool requires_grad = false;  // parameters: as in the module; inputs: float tensors
+  int64_t rank = -1;           // parameters and buffers: their dim(); -1 when unknown
 };
 
 struct TrainingIR {
