@@ -7,7 +7,7 @@ namespace actnn {
 namespace tools {
 
 Args& Args::flag(const std::string& name, const std::string& def, const std::string& help) {
-  flags_[name] = Flag{def, help};
+  flags_[name] = Flag{def, help, false, ""};
   order_.push_back(name);
   return *this;
 }

@@ -11,6 +11,7 @@ const std::vector<BenchCommand>& bench_commands() {
       {"kernels",
        "quantize / dequantize throughput for 1, 2, 4, 8 bits against plain copy bandwidth",
        bench_kernels},
+      {"step", "one training step of a compiled model against LibTorch autograd, as a time ratio", bench_step},
   };
   return commands;
 }

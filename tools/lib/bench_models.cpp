@@ -1,0 +1,51 @@
+#include "bench_models.h"
+
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/jit/serialization/import.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "args.h"
+
+namespace actnn {
+namespace tools {
+namespace {
+
+bool exists(const std::string& path) { return std::ifstream(path).good(); }
+
+std::string shellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace
+
+torch::jit::Module loadModel(const std::string& name) {
+  std::string path = name;
+  if (name.size() < 3 || name.compare(name.size() - 3, 3, ".pt") != 0) {
+    const char* env = std::getenv("ACTNN_MODELS_DIR");
+    const std::string dir = env && *env ? env : ACTNN_BENCH_MODELS_DIR;
+    path = dir + "/" + name + ".pt";
+    if (!exists(path)) {
+      const std::string cmd = "/usr/bin/python3 " + shellQuote(ACTNN_EXPORT_SCRIPT) + " " + shellQuote(dir) + " " +
+                              shellQuote(name) + " >&2";
+      if (std::system(cmd.c_str()) != 0 || !exists(path))
+        throw UsageError("cannot script torchvision model '" + name + "' (ran: " + cmd + ")");
+    }
+  }
+  if (!exists(path)) throw UsageError("no such model archive '" + path + "'");
+  torch::jit::Module m = torch::jit::load(path);
+  m.train();
+  return m;
+}
+
+void trainingStep(torch::jit::Module& module, const at::Tensor& input) {
+  for (const auto& p : module.parameters()) p.mutable_grad() = at::Tensor();
+  at::Tensor loss = module.forward({input}).toTensor().sum();
+  loss.backward();
+}
+
+}  // namespace tools
+}  // namespace actnn

@@ -1,0 +1,24 @@
+// What the model-level suites (step, memory, ...) share: torchvision models
+// scripted on demand and one training step of a module.
+#pragma once
+
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/api/module.h>
+
+namespace actnn {
+namespace tools {
+
+// `name` is a path to a TorchScript archive (ends in .pt) or a torchvision
+// classification model's name: <models dir>/<name>.pt, scripted first by
+// Debian's python3-torchvision (random weights, train mode) when missing.
+// The models dir is $ACTNN_MODELS_DIR, else the build tree's tests/models.
+torch::jit::Module loadModel(const std::string& name);
+
+// One training step: forward, loss = sum(out), backward. Gradients are
+// dropped first, so every step allocates what a real one does.
+void trainingStep(torch::jit::Module& module, const at::Tensor& input);
+
+}  // namespace tools
+}  // namespace actnn
