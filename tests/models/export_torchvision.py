@@ -1,7 +1,7 @@
 """Scripts torchvision classification models (random weights) into
-TorchScript archives for the gradient-parity tests, plus small nets that
-exercise each derivative rule. Run with Debian's /usr/bin/python3 (which has
-python3-torch and python3-torchvision):
+TorchScript archives for the gradient-parity tests (the small nets that
+exercise each derivative rule are export_small_nets.py's). Run with Debian's
+/usr/bin/python3 (which has python3-torch and python3-torchvision):
 
     /usr/bin/python3 export_torchvision.py OUTDIR [NAME ...]
 """

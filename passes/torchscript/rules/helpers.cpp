@@ -107,6 +107,31 @@ def group_norm_hxw(sizes: List[int]) -> int:
         hxw = hxw * sizes[i]
     return hxw
 
+# (N, C, d1, ..., dk) -> (N, d1, ..., dk, C); (C) and (N, C) stay.
+def nll_loss_nd_perm(sizes: List[int]) -> List[int]:
+    perm: List[int] = [0]
+    for i in range(2, len(sizes)):
+        perm.append(i)
+    if len(sizes) > 1:
+        perm.append(1)
+    return perm
+
+# The permuted scores as (rows, C).
+def nll_loss_nd_rows(sizes: List[int]) -> List[int]:
+    if len(sizes) == 1:
+        return [1, sizes[0]]
+    rows = sizes[0]
+    for i in range(2, len(sizes)):
+        rows = rows * sizes[i]
+    return [rows, sizes[1]]
+
+# The loss has the target's shape unreduced (reduction 0), else none.
+def nll_loss_nd_result(target_sizes: List[int], reduction: int) -> List[int]:
+    if reduction == 0:
+        return target_sizes
+    empty: List[int] = []
+    return empty
+
 def dropout_scale(p: float) -> float:
     if p == 1.0:
         return 0.0

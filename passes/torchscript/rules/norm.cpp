@@ -64,12 +64,16 @@ void registerNormRules(std::vector<RuleSpec>& rules) {
   // group_norm(input, num_groups, weight, bias, eps, cudnn_enabled)
   rules.push_back({"aten::group_norm",
                    [](Node* n, Graph& f) {
-                     torch::jit::WithInsertPoint guard(n);
                      Value* x = n->input(0);
-                     Value* sizes = insertValue(f, aten::size, {x});
-                     Value* batch = insertValue(f, aten::size, {x, 0});
-                     Value* channels = insertValue(f, aten::size, {x, 1});
-                     Value* hxw = torch::jit::insertGraph(f, *helperGraph("group_norm_hxw"), {sizes}).at(0);
+                     Value *batch, *channels, *hxw;
+                     {
+                       // Scoped: the guard must not outlive n, which replaceNode destroys.
+                       torch::jit::WithInsertPoint guard(n);
+                       Value* sizes = insertValue(f, aten::size, {x});
+                       batch = insertValue(f, aten::size, {x, 0});
+                       channels = insertValue(f, aten::size, {x, 1});
+                       hxw = torch::jit::insertGraph(f, *helperGraph("group_norm_hxw"), {sizes}).at(0);
+                     }
                      return replaceNode(n, f, aten::native_group_norm,
                                         {x, n->input(2), n->input(3), batch, channels, hxw, n->input(1),
                                          n->input(4)});

@@ -1,7 +1,8 @@
 // Views, reshapes, concatenation and splitting. Gradients of tensor lists
 // are lists in B: ListConstruct's backward unpacks them, ListUnpack's builds
-// one (zeros for outputs that get no gradient), cat splits, chunk/split cat.
-// Only sizes are saved, never the tensors.
+// one (zeros for outputs that get no gradient), cat splits, chunk/split cat,
+// broadcast_tensors sums each gradient back. Only sizes are saved, never the
+// tensors.
 #include "rules.h"
 
 namespace actnn {
@@ -74,9 +75,25 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   };
   rules.push_back({"aten::chunk", nullptr, catBack});
   rules.push_back({"aten::split.Tensor", nullptr, catBack});
+  rules.push_back({"aten::split.sizes", nullptr, catBack});
   rules.push_back({"aten::split_with_sizes", nullptr, catBack});
   rules.push_back({"aten::unbind.int", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::stack, {c.grad(0), c.save(c.input(1))}));
+  }});
+  // What F.mse_loss does to its operands: each gradient is summed back to
+  // its operand's shape.
+  rules.push_back({"aten::broadcast_tensors", nullptr, [](RuleContext& c) {
+    Node* list = c.input(0)->node();
+    TORCH_CHECK(list->kind() == prim::ListConstruct,
+                "aten::broadcast_tensors of a list that is not built in the graph is not differentiable");
+    Graph& b = c.backward();
+    Node* unpack = b.insertNode(b.create(prim::ListUnpack, {c.grad(0)}, list->inputs().size()));
+    std::vector<Value*> grads;
+    for (size_t i = 0; i < list->inputs().size(); ++i) {
+      unpack->output(i)->setType(TensorType::get());
+      grads.push_back(c.op(aten::sum_to_size, {unpack->output(i), c.saveSizes(list->input(i))}));
+    }
+    c.setGrad(0, b.insertNode(b.createList(TensorType::get(), grads))->output());
   }});
 }
 

@@ -1,0 +1,406 @@
+"""Scripts small nets that, together, exercise every derivative rule in
+passes/torchscript/rules/ (the gradient-parity tests check that they do), into
+TorchScript archives with random weights, in train mode. Next to each
+OUTDIR/<name>.pt goes OUTDIR/<name>.inputs, one line per forward input:
+
+    float 2x4x16      a float tensor of that shape (standard normal)
+    long 8 5          an int64 tensor of shape 8, values in [0, 5)
+
+and OUTDIR/small_nets.list names every net. Run with Debian's /usr/bin/python3:
+
+    /usr/bin/python3 export_small_nets.py OUTDIR [NAME ...]
+"""
+import os
+import sys
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Conv1d(nn.Module):
+    """1-d convolutions: bias, no bias, strided, dilated, grouped, 1x1."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(4, 8, 3, padding=1)
+        self.b = nn.Conv1d(8, 8, 3, stride=2, padding=2, dilation=2, groups=4, bias=False)
+        self.c = nn.Conv1d(8, 6, 1)
+
+    def forward(self, x):
+        return self.c(F.relu(self.b(self.a(x))))
+
+
+class Conv2d(nn.Module):
+    """2-d convolutions: dilated depthwise without bias, grouped, rectangular."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=2, dilation=2, groups=8, bias=False)
+        self.c = nn.Conv2d(8, 4, (1, 3), padding=(0, 1), groups=2)
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x)))
+
+
+class Conv3d(nn.Module):
+    """3-d convolutions and a 3-d transposed convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv3d(2, 4, 3, padding=1)
+        self.b = nn.Conv3d(4, 4, (1, 3, 3), stride=(1, 2, 2), padding=(0, 2, 2), dilation=(1, 2, 2),
+                           groups=2, bias=False)
+        self.up = nn.ConvTranspose3d(4, 2, 2, stride=2)
+
+    def forward(self, x):
+        return self.up(self.b(self.a(x)))
+
+
+class ConvTranspose(nn.Module):
+    """Transposed 1-d and 2-d convolutions: output padding, groups, dilation, no bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.t1 = nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1)
+        self.t2 = nn.ConvTranspose2d(4, 8, 3, stride=2, padding=1, output_padding=1, groups=2, bias=False)
+        self.t3 = nn.ConvTranspose2d(8, 2, 3, dilation=2)
+
+    def forward(self, x, y):
+        return self.t1(x), self.t3(self.t2(y))
+
+
+class Linear(nn.Module):
+    """linear on 3-d and 1-d inputs, addmm (broadcast bias, scaled and not),
+    mm, bmm, baddbmm, t."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 5)
+        self.fc1 = nn.Linear(6, 4)
+        self.w = nn.Parameter(torch.randn(5, 4))
+        self.b = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        h = self.fc(x)                     # (2, 3, 5)
+        v = self.fc1(x[0, 0])              # a 1-d input
+        m = h.reshape(6, 5)
+        a = torch.addmm(self.b, m, self.w, beta=0.5, alpha=2.0)
+        a1 = torch.addmm(self.b, m, self.w)
+        mm = torch.mm(m, self.w)
+        mt = torch.mm(self.w.t(), m.t())
+        bm = torch.bmm(h, h.transpose(1, 2))
+        bb = torch.baddbmm(bm, h, h.transpose(1, 2), beta=0.5, alpha=1.5)
+        return a, a1, mm, mt, bb, v
+
+
+class Matmul(nn.Module):
+    """matmul in every rank combination, batch dimensions broadcast."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 4))
+        self.v = nn.Parameter(torch.randn(6))
+        self.u = nn.Parameter(torch.randn(3))
+        self.z = nn.Parameter(torch.randn(4, 6, 5))
+
+    def forward(self, x):                  # x: (2, 3, 6)
+        a = torch.matmul(x, self.w)                         # 3-d @ 2-d
+        b = torch.matmul(x, self.v)                         # 3-d @ 1-d
+        c = torch.matmul(self.u, x)                         # 1-d @ 3-d
+        d = torch.matmul(x[0, 1], self.v)                   # 1-d @ 1-d
+        e = torch.matmul(self.w.transpose(0, 1), x.transpose(1, 2))  # 2-d @ 3-d
+        f = x.unsqueeze(1) @ self.z                          # (2,1,3,6) @ (4,6,5)
+        g = torch.matmul(x[1], self.w)                       # 2-d @ 2-d
+        h = torch.matmul(x[0, 0], self.w)                    # 1-d @ 2-d
+        return a, b, c, d, e, f, g, h
+
+
+class Norm(nn.Module):
+    """Batch norm 1d/2d/3d in training mode (affine or not, with or without
+    running statistics), one in eval mode inside a training net, layer norm
+    and group norm with and without affine parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn1 = nn.BatchNorm1d(4)
+        self.bn1_flat = nn.BatchNorm1d(4, momentum=0.3)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.bn3 = nn.BatchNorm3d(2)
+        self.bn_plain = nn.BatchNorm2d(4, affine=False)
+        self.bn_nostats = nn.BatchNorm2d(4, track_running_stats=False)
+        self.bn_eval = nn.BatchNorm2d(4)
+        self.ln = nn.LayerNorm([6, 6])
+        self.ln_plain = nn.LayerNorm(6, elementwise_affine=False)
+        self.gn = nn.GroupNorm(2, 4)
+        self.gn_plain = nn.GroupNorm(4, 4, affine=False)
+        self.gn1 = nn.GroupNorm(2, 4)
+        with torch.no_grad():
+            for m in self.modules():
+                if getattr(m, "weight", None) is not None:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_()
+            self.bn_eval.running_mean.normal_()
+            self.bn_eval.running_var.uniform_(0.5, 2.0)
+        self.bn_eval.eval()
+
+    def forward(self, x):                  # x: (4, 4, 6, 6)
+        flat = x.flatten(2)
+        return (self.bn1(flat), self.bn1_flat(x.mean((2, 3))), self.bn2(x),
+                self.bn3(x.reshape(4, 2, 2, 6, 6)), self.bn_plain(x), self.bn_nostats(x),
+                self.bn_eval(x), self.ln(x), self.ln_plain(x), self.gn(x), self.gn_plain(x),
+                self.gn1(flat))
+
+
+class Activations(nn.Module):
+    """Every pointwise activation, in-place spellings included; inputs spread
+    over [-6, 6] so each piecewise activation sees every piece."""
+
+    def __init__(self):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=True)
+        self.relu6 = nn.ReLU6()
+        self.act = nn.Hardswish()
+
+    def forward(self, x):
+        x = x * 3.0
+        return (F.relu(x), self.relu(x * 1.0), self.relu6(x), F.relu6(x * 1.0, inplace=True),
+                F.hardtanh(x, -0.5, 1.5), F.leaky_relu(x, 0.2), F.leaky_relu(x * 1.0, 0.1, inplace=True),
+                F.gelu(x), F.gelu(x, approximate="tanh"), F.silu(x), torch.sigmoid(x), torch.tanh(x),
+                self.act(x), F.hardsigmoid(x))
+
+
+class Pool2d(nn.Module):
+    """2-d max and average pooling (padding, ceil mode, indices, divisor),
+    adaptive average (1x1 and not) and adaptive max pooling."""
+
+    def forward(self, x):                  # x: (2, 3, 9, 9)
+        m1 = F.max_pool2d(x, 3, 2, 1)
+        m2 = F.max_pool2d(x, 2, ceil_mode=True)
+        m3, _ = F.max_pool2d(x, 3, 2, return_indices=True)
+        a1 = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+        a2 = F.avg_pool2d(x, 2, ceil_mode=True, divisor_override=3)
+        g1 = F.adaptive_avg_pool2d(x, 1)
+        g2 = F.adaptive_avg_pool2d(x, (3, 2))
+        g3 = F.adaptive_max_pool2d(x, (2, 3))
+        return m1, m2, m3, a1, a2, g1, g2, g3
+
+
+class Pool3d(nn.Module):
+    """3-d max, average, adaptive average and adaptive max pooling."""
+
+    def forward(self, x):                  # x: (2, 2, 6, 6, 6)
+        m1 = F.max_pool3d(x, 3, 2, 1)
+        m2, _ = F.max_pool3d(x, 2, return_indices=True)
+        a1 = F.avg_pool3d(x, 3, 2, 1, count_include_pad=False)
+        a2 = F.avg_pool3d(x, 2)
+        g1 = F.adaptive_avg_pool3d(x, 1)
+        g2 = F.adaptive_avg_pool3d(x, (2, 3, 3))
+        g3 = F.adaptive_max_pool3d(x, (2, 2, 2))
+        return m1, m2, a1, a2, g1, g2, g3
+
+
+class Reductions(nn.Module):
+    """mean and sum over everything, over one or several dims, kept or not."""
+
+    def forward(self, x) -> List[Tensor]:  # x: (2, 3, 4, 5)
+        return [x.mean(), x.sum(), x.mean((1, 2), keepdim=True), x.sum(-1), x.sum([0, 2]), x.mean(1),
+                torch.sum(x, dim=(1,), keepdim=True), x.sum(dtype=torch.float32)]
+
+
+class Elementwise(nn.Module):
+    """add / sub / rsub / mul / div with tensors (broadcast both ways) and
+    scalars, alpha, neg, and an in-place add on an activation; a dict result.
+    (TorchScript emits `1.0 - x` as neg + add and a tensor rsub as sub.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(1, 3, 1))
+        self.scale = nn.Parameter(torch.randn(4))
+
+    def forward(self, x, y) -> Dict[str, Tensor]:  # x: (2, 3, 4), y: (3, 1)
+        t = x * 2.0
+        t.add_(y)
+        return {
+            "add": x + self.bias, "add_scalar": x + 1.5, "add_alpha": torch.add(x, y, alpha=2.0),
+            "sub": x - y, "sub_alpha": torch.sub(x, self.bias, alpha=0.5), "sub_scalar": x - 2,
+            "rsub_scalar": torch.rsub(x, 2.0, 0.5), "one_minus": 1.0 - x, "rsub": torch.rsub(x, y, alpha=3),
+            "mul": x * self.scale,
+            "mul_scalar": x * 3, "div": x / (y * y + 1.0), "div_scalar": x / 4.0, "neg": -x,
+            "inplace": t, "div_param": self.scale / (x * x + 1.0),
+        }
+
+
+class Shapes(nn.Module):
+    """cat, chunk, split (by size and by sizes), split_with_sizes, unbind, flatten, unflatten,
+    view, reshape, permute, transpose, t, contiguous, clone, select, slice,
+    expand, squeeze, unsqueeze; some pieces unused; a list result."""
+
+    def forward(self, x) -> List[Tensor]:  # x: (2, 6, 4)
+        a, b = torch.chunk(x, 2, dim=1)
+        p, q = torch.split(x, 2, dim=2)
+        u, v, w = x.split([1, 2, 3], dim=1)
+        s0, s1 = torch.split_with_sizes(x, [3, 1], 2)
+        r0, r1, r2, r3 = x.unbind(2)
+        c = torch.cat([a, b * 2.0, p.transpose(1, 2).reshape(2, 3, 4)], dim=-1)
+        e = x[:, :1].expand(2, 5, 4)
+        return [c, u * 2.0, w, r0 + r3, r1, x.flatten(1), x.view(2, 3, 8).permute(2, 0, 1).contiguous(),
+                x.transpose(0, 1).reshape(6, -1), x[:, 1], x[:, 1:5:2], x[..., 1:], e, x[:, :1].squeeze(1),
+                x[:1].squeeze(), x.unsqueeze(0), x.unflatten(1, (2, 3)), x.clone(), x[0].t(), q, s0 * s1]
+
+
+class Dropout(nn.Module):
+    """dropout as a module, functional and in place; p = 0 and an eval-mode
+    dropout are identities."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.drop = nn.Dropout(0.5)
+        self.off = nn.Dropout(0.5)
+        self.off.eval()
+
+    def forward(self, x):                  # x: (4, 16)
+        h = self.fc(x)
+        return (self.drop(h), F.dropout(h, 0.3, self.training), F.dropout(h * 1.0, 0.2, True, inplace=True),
+                F.dropout(h, 0.0, True), self.off(h))
+
+
+class Softmax(nn.Module):
+    def forward(self, x):                  # x: (3, 5, 7)
+        return F.softmax(x, 1), F.log_softmax(x, -1), torch.softmax(x * 2.0, 0)
+
+
+class CrossEntropy(nn.Module):
+    """cross_entropy with mean, weighted sum and per-sample reduction
+    (ignore_index), the loss computed inside forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 5)
+        self.register_buffer("weight", torch.rand(5) + 0.5)
+
+    def forward(self, x, target):          # x: (8, 6), target: (8,) in [0, 5)
+        logits = self.fc(x)
+        return (F.cross_entropy(logits, target),
+                F.cross_entropy(logits, target, weight=self.weight, reduction="sum"),
+                F.cross_entropy(logits, target, ignore_index=1, reduction="none"))
+
+
+class CrossEntropyNd(nn.Module):
+    """cross_entropy and nll_loss over (N, C, d1, ..., dk) scores: per pixel
+    and per position, reduced and not."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.register_buffer("weight", torch.rand(4) + 0.5)
+
+    def forward(self, x, target):          # x: (2, 3, 4, 5), target: (2, 4, 5) in [0, 4)
+        scores = self.conv(x)
+        seq = scores.flatten(2)            # (2, 4, 20)
+        return (F.cross_entropy(scores, target),
+                F.cross_entropy(scores, target, weight=self.weight, ignore_index=2, reduction="none"),
+                F.nll_loss(F.log_softmax(seq, 1), target.flatten(1), reduction="sum"))
+
+
+class NllLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 5)
+        self.register_buffer("weight", torch.rand(5) + 0.5)
+
+    def forward(self, x, target):          # x: (8, 6), target: (8,) in [0, 5)
+        logp = F.log_softmax(self.fc(x), 1)
+        # aten::nll_loss, what F.nll_loss scripted to before aten::nll_loss_nd
+        # (reduction 1 = mean, ignore_index -100).
+        legacy = torch._C._nn.nll_loss(logp, target, None, 1, -100)
+        return (F.nll_loss(logp, target) + F.nll_loss(logp, target, weight=self.weight, reduction="sum"),
+                legacy, F.nll_loss(logp[0], target[0]))  # the last one unbatched
+
+
+class MseLoss(nn.Module):
+    """mse_loss against a target that requires grad too."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x, target):          # x: (4, 6), target: (4, 3)
+        out = self.fc(x)
+        return F.mse_loss(out, target), F.mse_loss(out, target, reduction="sum"), F.mse_loss(
+            torch.tanh(out), target, reduction="none")
+
+
+class Outputs(nn.Module):
+    """A nested result: a tuple holding a tensor, a list and a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+
+    def forward(self, x) -> Tuple[Tensor, List[Tensor], Dict[str, Tensor]]:  # x: (3, 5)
+        h = self.fc(x)
+        return h, [torch.relu(h), h * 2.0], {"sig": torch.sigmoid(h), "mean": h.mean(0)}
+
+
+# name -> (module class, forward inputs: ("float", shape) or ("long", shape, high))
+NETS = {
+    "conv1d": (Conv1d, [("float", (2, 4, 16))]),
+    "conv2d": (Conv2d, [("float", (2, 3, 10, 10))]),
+    "conv3d": (Conv3d, [("float", (2, 2, 6, 6, 6))]),
+    "conv_transpose": (ConvTranspose, [("float", (2, 4, 8)), ("float", (2, 4, 5, 5))]),
+    "linear": (Linear, [("float", (2, 3, 6))]),
+    "matmul": (Matmul, [("float", (2, 3, 6))]),
+    "norm": (Norm, [("float", (4, 4, 6, 6))]),
+    "activations": (Activations, [("float", (4, 64))]),
+    "pool2d": (Pool2d, [("float", (2, 3, 9, 9))]),
+    "pool3d": (Pool3d, [("float", (2, 2, 6, 6, 6))]),
+    "reductions": (Reductions, [("float", (2, 3, 4, 5))]),
+    "elementwise": (Elementwise, [("float", (2, 3, 4)), ("float", (3, 1))]),
+    "shapes": (Shapes, [("float", (2, 6, 4))]),
+    "dropout": (Dropout, [("float", (4, 16))]),
+    "softmax": (Softmax, [("float", (3, 5, 7))]),
+    "cross_entropy": (CrossEntropy, [("float", (8, 6)), ("long", (8,), 5)]),
+    "cross_entropy_nd": (CrossEntropyNd, [("float", (2, 3, 4, 5)), ("long", (2, 4, 5), 4)]),
+    "nll_loss": (NllLoss, [("float", (8, 6)), ("long", (8,), 5)]),
+    "mse_loss": (MseLoss, [("float", (4, 6)), ("float", (4, 3))]),
+    "outputs": (Outputs, [("float", (3, 5))]),
+}
+
+
+def spec_line(spec):
+    shape = "x".join(str(d) for d in spec[1])
+    return " ".join([spec[0], shape] + [str(s) for s in spec[2:]])
+
+
+def write(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def main():
+    out = sys.argv[1]
+    names = sys.argv[2:] or list(NETS)
+    os.makedirs(out, exist_ok=True)
+    # Always re-exported (a second or two in all), so an edited net never
+    # leaves a stale archive behind.
+    for name in names:
+        cls, inputs = NETS[name]
+        torch.manual_seed(sum(map(ord, name)))
+        model = cls()  # in train mode, but for the submodules a net puts in eval mode
+        scripted = torch.jit.script(model)
+        path = os.path.join(out, name + ".pt")
+        scripted.save(path + ".tmp")
+        os.replace(path + ".tmp", path)
+        write(os.path.join(out, name + ".inputs"), "".join(spec_line(s) + "\n" for s in inputs))
+    write(os.path.join(out, "small_nets.list"), "".join(n + "\n" for n in NETS))
+    print("scripted", len(names), "small nets into", out, flush=True)
+
+
+if __name__ == "__main__":
+    main()
