@@ -32,6 +32,23 @@ Value* insertValue(torch::jit::Graph& graph, c10::Symbol kind, const std::vector
 
 c10::optional<c10::IValue> constantOf(const Value* v) { return torch::jit::toIValue(v); }
 
+bool returnsAlias(const Node* n) {
+  const auto* schema = n->maybeSchema();
+  if (!schema || schema->returns().empty() || schema->arguments().empty()) return false;
+  const auto& ret = schema->returns()[0].alias_info();
+  return ret && !ret->isWrite();
+}
+
+std::vector<Value*> viewFamily(Value* v) {
+  Value* base = v;
+  while (returnsAlias(base->node())) base = base->node()->input(0);
+  std::vector<Value*> family{base};
+  for (size_t i = 0; i < family.size(); ++i)
+    for (const auto& use : family[i]->uses())
+      if (use.offset == 0 && returnsAlias(use.user)) family.push_back(use.user->output());
+  return family;
+}
+
 void forEachNode(torch::jit::Block* block, const std::function<void(Node*)>& f) {
   for (auto it = block->nodes().begin(); it != block->nodes().end();) {
     Node* n = *it;

@@ -103,9 +103,7 @@ void runPipeline(std::vector<PipelineStep>& steps, TrainingIR& ir,
       step.pass->run(ir, diag);
     } catch (const c10::Error& e) {
       diag.error(e.what_without_backtrace());
-    } catch (const CompileError&) {
-      throw;
-    } catch (const std::exception& e) {
+    } catch (const std::exception& e) {  // CompileError too: it gets the pass name
       diag.error(e.what());
     }
     diag.throwIfErrors(step.flag);

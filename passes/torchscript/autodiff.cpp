@@ -185,7 +185,11 @@ class Differentiator : public rules::RuleContext {
       if (n->kind() == c10::prim::TupleConstruct || n->kind() == c10::prim::ListConstruct ||
           n->kind() == c10::prim::DictConstruct) {
         std::vector<Value*> ins;
-        for (Value* i : n->inputs()) ins.push_back(build(i));
+        for (Value* i : n->inputs()) {
+          Value* built = build(i);
+          if (!built) return nullptr;
+          ins.push_back(built);
+        }
         Node* clone = builder->create(n->kind(), ins, 1);
         clone->output()->setType(v->type());
         builder->insertNode(clone);
@@ -235,15 +239,18 @@ class Differentiator : public rules::RuleContext {
         continue;
       }
       if (rules::isNonDifferentiable(n) || !tensor_out) continue;
+      bool in_place = false;
       if (const auto* schema = n->maybeSchema()) {
         for (size_t i = 0; i < schema->arguments().size() && i < n->inputs().size(); ++i) {
           const auto& alias = schema->arguments()[i].alias_info();
           if (alias && alias->isWrite() && rg_.count(n->input(i))) {
             diag_.error(n, std::string("in-place ") + n->kind().toQualString() +
                                " modifies a value that requires grad (autodiff needs it unchanged)");
+            in_place = true;
           }
         }
       }
+      if (in_place) continue;
       if (!rules::findRule(n)) {
         diag_.error(n, std::string("no derivative rule for ") + n->kind().toQualString() +
                            (n->maybeSchema() ? " (" + toString(*n->maybeSchema()) + ")" : "") +
@@ -294,20 +301,29 @@ class Differentiator : public rules::RuleContext {
     node_ = nullptr;
   }
 
+  // A saved value must reach B as it was when saved: no in-place write to it
+  // or to any view sharing its storage (detach, view, select, ...) may follow
+  // the node that saved it.
   void checkSavedNotMutated() {
     std::unordered_map<const Node*, size_t> position;
     size_t i = 0;
     for (Node* n : f_.nodes()) position[n] = i++;
+    std::unordered_map<const Value*, Value*> saved_through;  // family member -> saved value
+    for (Value* v : saved_order_)
+      for (Value* member : viewFamily(v)) saved_through.emplace(member, v);
     for (Node* n : f_.nodes()) {
       const auto* schema = n->maybeSchema();
       if (!schema) continue;
       for (size_t a = 0; a < schema->arguments().size() && a < n->inputs().size(); ++a) {
         const auto& alias = schema->arguments()[a].alias_info();
         if (!alias || !alias->isWrite()) continue;
-        auto s = saved_by_.find(n->input(a));
-        if (s != saved_by_.end() && s->second && position[n] > position[s->second])
-          diag_.error(n, "modifies a value in place after " + std::string(s->second->kind().toQualString()) +
-                             " saved it for backward");
+        auto through = saved_through.find(n->input(a));
+        if (through == saved_through.end()) continue;
+        const Node* saver = saved_by_[through->second];
+        if (saver && position[n] > position[saver])
+          diag_.error(n, "modifies a value in place after " + std::string(saver->kind().toQualString()) +
+                             " saved it for backward" +
+                             (n->input(a) == through->second ? "" : " (through a view of it)"));
       }
     }
   }

@@ -131,14 +131,6 @@ bool respell(Graph& graph, Node* n) {
   return false;
 }
 
-// Whether the op's output may alias its first input (views).
-bool returnsAlias(const Node* n) {
-  const auto* schema = n->maybeSchema();
-  if (!schema || schema->returns().empty() || schema->arguments().empty()) return false;
-  const auto& ret = schema->returns()[0].alias_info();
-  return ret && !ret->isWrite();
-}
-
 // x.op_(args) -> x' = x.op(args), uses of x after the node read x'. Only when
 // no other view of x's storage is read after the node (dropout_ on a
 // flatten() result is fine) and the storage is not a graph input: buffers
@@ -152,14 +144,9 @@ bool functionalize(Graph& graph, Node* n) {
     return false;
   Value* x = n->input(0);
   if (x->node()->owningBlock() != n->owningBlock()) return false;
-  // The views sharing x's storage: up to the base, then every view of it.
-  Value* base = x;
-  while (returnsAlias(base->node())) base = base->node()->input(0);
-  if (base->node()->kind() == c10::prim::Param) return false;
-  std::vector<Value*> family{base};
-  for (size_t i = 0; i < family.size(); ++i)
-    for (const auto& use : family[i]->uses())
-      if (returnsAlias(use.user) && use.offset == 0) family.push_back(use.user->output());
+  // The views sharing x's storage; a graph input's storage is the caller's.
+  std::vector<Value*> family = viewFamily(x);
+  if (family.front()->node()->kind() == c10::prim::Param) return false;
   // Mutating x through its view family is invisible to functional code only
   // if nothing but x itself is read afterwards.
   for (Value* member : family) {

@@ -133,7 +133,9 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "actnn-opt: error: " << e.what() << "\n";
     return 2;
   } catch (const CompileError& e) {
-    err << "actnn-opt: " << e.what() << "\n";
+    // Pass diagnostics come as "error: <pass>: ..." lines already.
+    const std::string what = e.what();
+    err << "actnn-opt: " << (what.rfind("error: ", 0) == 0 ? "" : "error: ") << what << "\n";
     return 1;
   } catch (const c10::Error& e) {
     err << "actnn-opt: error: " << e.what_without_backtrace() << "\n";

@@ -28,6 +28,15 @@ torch::jit::Value* insertValue(torch::jit::Graph& graph, c10::Symbol kind,
 // Whether `v` is a constant, and its value.
 c10::optional<c10::IValue> constantOf(const torch::jit::Value* v);
 
+// Whether n's first output may share storage with its first input (a view:
+// view, reshape, select, detach, ...), from its schema's alias annotations.
+bool returnsAlias(const torch::jit::Node* n);
+
+// The values sharing v's storage through views: walks up to the base (the
+// first value not made by a view op), then collects every view of it,
+// transitively. Includes v and the base.
+std::vector<torch::jit::Value*> viewFamily(torch::jit::Value* v);
+
 // Calls f on every node of the block and its nested blocks, in order; f may
 // destroy the node it is given.
 void forEachNode(torch::jit::Block* block, const std::function<void(torch::jit::Node*)>& f);
