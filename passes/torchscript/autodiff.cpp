@@ -66,10 +66,14 @@ class Differentiator : public rules::RuleContext {
     if (Value* g = grad(i)) return g;
     Value* out = node_->output(i);
     Value* sizes = saveSizes(out);
-    Value* dtype = save(forwardAfter(out, c10::prim::dtype, {out}));
-    Value* device = save(forwardAfter(out, c10::prim::device, {out}));
-    return op(c10::aten::zeros, {sizes}, {NamedValue("dtype", dtype), NamedValue("layout", none()),
-                                          NamedValue("device", device), NamedValue("pin_memory", none())});
+    return op(c10::aten::zeros, {sizes}, {NamedValue("dtype", saveDtype(out)), NamedValue("layout", none()),
+                                          NamedValue("device", saveDevice(out)), NamedValue("pin_memory", none())});
+  }
+  Value* saveShapeOnly(Value* v) override {
+    Value* zero = op(c10::aten::zeros, {constant(std::vector<int64_t>{})},
+                     {NamedValue("dtype", saveDtype(v)), NamedValue("layout", none()),
+                      NamedValue("device", saveDevice(v)), NamedValue("pin_memory", none())});
+    return op(c10::aten::expand, {zero, saveSizes(v)});
   }
   bool needsGrad(size_t i) const override {
     Value* v = node_->input(i);
@@ -96,6 +100,11 @@ class Differentiator : public rules::RuleContext {
       copy->setType(v->type());
       return copy;
     }
+    auto& uses = uses_[v];
+    if (node_ && (uses.empty() || uses.back().consumer != node_)) {
+      Value* g = node_->outputs().empty() ? nullptr : grad(0);
+      uses.push_back({node_, g});
+    }
     auto it = saved_.find(v);
     if (it != saved_.end()) return it->second;
     Value* in = b_->addInput(v->hasDebugName() ? v->debugName() : "");
@@ -105,11 +114,7 @@ class Differentiator : public rules::RuleContext {
     saved_by_.emplace(v, node_);
     return in;
   }
-  Value* saveSizes(Value* v) override {
-    auto it = sizes_.find(v);
-    if (it == sizes_.end()) it = sizes_.emplace(v, forwardAfter(v, c10::aten::size, {v})).first;
-    return save(it->second);
-  }
+  Value* saveSizes(Value* v) override { return saveMeta(v, c10::aten::size, sizes_); }
   Value* forwardOp(c10::Symbol kind, const std::vector<NamedValue>& args) override {
     WithInsertPoint guard(node_);
     return insertValue(f_, kind, args, node_->sourceRange());
@@ -155,11 +160,21 @@ class Differentiator : public rules::RuleContext {
     }
     for (Value* v : saved_order_) f_.registerOutput(v);
     torch::jit::EliminateDeadCode(b_);
+    recordSavedUses();
     ir_.backward = b_;
     ir_.grad_inputs = grad_inputs;
   }
 
  private:
+  // f(v) computed once in F right after v, saved.
+  Value* saveMeta(Value* v, c10::Symbol f, std::unordered_map<Value*, Value*>& cache) {
+    auto it = cache.find(v);
+    if (it == cache.end()) it = cache.emplace(v, forwardAfter(v, f, {v})).first;
+    return save(it->second);
+  }
+  Value* saveDtype(Value* v) { return saveMeta(v, c10::prim::dtype, dtypes_); }
+  Value* saveDevice(Value* v) { return saveMeta(v, c10::prim::device, devices_); }
+
   Value* forwardAfter(Value* v, c10::Symbol kind, const std::vector<NamedValue>& args) {
     Node* def = v->node();
     Node* point = def->kind() == c10::prim::Param ? f_.block()->nodes().front() : def->next();
@@ -301,6 +316,19 @@ class Differentiator : public rules::RuleContext {
     node_ = nullptr;
   }
 
+  // ir.saved_uses, with gradients DCE removed from B dropped.
+  void recordSavedUses() {
+    std::unordered_set<const Value*> live(b_->inputs().begin(), b_->inputs().end());
+    forEachNode(b_->block(), [&](Node* n) { live.insert(n->outputs().begin(), n->outputs().end()); });
+    ir_.saved_uses.clear();
+    for (Value* v : saved_order_) {
+      std::vector<SavedUse> uses = uses_[v];
+      for (auto& u : uses)
+        if (!live.count(u.grad)) u.grad = nullptr;
+      ir_.saved_uses.push_back(std::move(uses));
+    }
+  }
+
   // A saved value must reach B as it was when saved: no in-place write to it
   // or to any view sharing its storage (detach, view, select, ...) may follow
   // the node that saved it.
@@ -334,7 +362,8 @@ class Differentiator : public rules::RuleContext {
   std::shared_ptr<Graph> b_;
   Node* node_ = nullptr;
   std::unordered_set<Value*> rg_;
-  std::unordered_map<Value*, Value*> grads_, saved_, sizes_;
+  std::unordered_map<Value*, Value*> grads_, saved_, sizes_, dtypes_, devices_;
+  std::unordered_map<Value*, std::vector<SavedUse>> uses_;
   std::unordered_map<Value*, Node*> saved_by_;
   std::vector<Value*> saved_order_;
 };

@@ -62,16 +62,11 @@ void registerLossRules(std::vector<RuleSpec>& rules) {
                        {n->input(0), n->input(1), n->input(2), n->input(3), n->input(4)});
   }, nullptr});
   // nll_loss_forward(self, target, weight, reduction, ignore_index) -> (output, total_weight)
-  // nll_loss_backward reads only the shape and options of self, so an empty
-  // tensor stands in for it and no activation is saved (the log-probabilities
-  // are saved by log_softmax, the (rows, C) view of them would be a second copy).
+  // nll_loss_backward reads only the shape and options of self, so a
+  // stand-in takes its place and no activation is saved (the log-probabilities
+  // are saved by log_softmax; the (rows, C) view of them would be a second copy).
   rules.push_back({"aten::nll_loss_forward", nullptr, [](RuleContext& c) {
-    Value* self = c.input(0);
-    Value* like = c.op(aten::empty, {c.saveSizes(self)},
-                       {NamedValue("dtype", c.save(c.forwardOp(prim::dtype, {self}))),
-                        NamedValue("layout", c.none()),
-                        NamedValue("device", c.save(c.forwardOp(prim::device, {self}))),
-                        NamedValue("pin_memory", c.none()), NamedValue("memory_format", c.none())});
+    Value* like = c.saveShapeOnly(c.input(0));
     Value* weight = c.input(2)->type()->kind() == TypeKind::NoneType ? c.none() : c.save(c.input(2));
     c.setGrad(0, c.op(aten::nll_loss_backward,
                       {c.grad(0), like, c.save(c.input(1)), weight, c.save(c.input(3)), c.save(c.input(4)),

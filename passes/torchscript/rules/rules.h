@@ -48,6 +48,10 @@ class RuleContext {
   virtual Value* save(Value* v) = 0;
   // aten::size(v) computed in F right after v is defined, saved.
   virtual Value* saveSizes(Value* v) = 0;
+  // A B tensor with v's sizes, dtype and device but no storage (a zero
+  // expanded to the sizes), for backward ops that read only the metadata of
+  // an argument (pooling's `self`): v itself is not saved.
+  virtual Value* saveShapeOnly(Value* v) = 0;
   // Forward-side helper: `kind(args)` inserted in F right before the node,
   // single output.
   virtual Value* forwardOp(c10::Symbol kind, const std::vector<NamedValue>& args) = 0;

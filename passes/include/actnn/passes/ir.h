@@ -25,6 +25,14 @@ struct InputInfo {
   int64_t rank = -1;           // parameters and buffers: their dim(); -1 when unknown
 };
 
+// A forward node whose derivative reads a saved value, and the B value of
+// the gradient flowing into that node's first output (null when none does):
+// the gradient that weighs the value's quantization noise.
+struct SavedUse {
+  torch::jit::Node* consumer = nullptr;  // in `forward`
+  torch::jit::Value* grad = nullptr;     // in `backward`
+};
+
 struct TrainingIR {
   // The program. Before lower-module (module input) its first input is `self`.
   std::shared_ptr<torch::jit::Graph> graph;
@@ -44,6 +52,11 @@ struct TrainingIR {
   std::vector<size_t> grad_inputs;
   // Rebuilds the program's result (tuple/list/dict) from F's flat outputs.
   std::shared_ptr<torch::jit::Graph> output_builder;
+
+  // Per saved value (F's outputs after the first num_outputs, in order): the
+  // rules that read it. Set by autodiff; passes that rewrite F and B in place
+  // keep it valid, and any pass that rebuilds them must rebuild it.
+  std::vector<std::vector<SavedUse>> saved_uses;
 
   size_t numSaved() const { return forward ? forward->outputs().size() - num_outputs : 0; }
 
