@@ -12,7 +12,8 @@
 // _actnn_backward_graph, each taking self first and returning a tuple) and
 // the metadata run_training needs as attributes (_actnn_lifted: the state_dict
 // keys of the tensors after the user inputs, _actnn_grad_inputs,
-// _actnn_num_outputs, _actnn_training_flags). Everything is ordinary
+// _actnn_num_outputs, _actnn_training_flags) and, when the saved set is
+// compressed, the CompressionState F and B take last (_actnn_state). Everything is ordinary
 // TorchScript, so .save() writes a normal archive that loads wherever
 // libactnn_runtime.so is loaded.
 #include "actnn/actnn.h"
@@ -23,6 +24,7 @@
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
 #include "actnn/passes/registry.h"
+#include "actnn/runtime/compression.h"
 
 namespace actnn {
 
@@ -114,6 +116,14 @@ torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
   setAttribute(m, "_actnn_grad_inputs", c10::ListType::ofInts(), grad_inputs);
   setAttribute(m, "_actnn_num_outputs", c10::IntType::get(), static_cast<int64_t>(ir.num_outputs));
   setAttribute(m, "_actnn_training_flags", c10::ListType::ofStrings(), flags);
+  if (ir.compression) {
+    std::vector<std::tuple<std::string, int64_t, int64_t>> sites;
+    for (const auto& s : ir.compression->sites) sites.emplace_back(s.name, s.bits, s.floor);
+    auto state = c10::make_intrusive<CompressionState>(ir.compression->budget_bits, ir.compression->group_size,
+                                                       std::move(sites));
+    m.register_attribute("_actnn_state", c10::getCustomClassType<c10::intrusive_ptr<CompressionState>>(),
+                         c10::IValue(std::move(state)));
+  }
 
   // The new forward.
   auto graph = std::make_shared<Graph>();

@@ -13,6 +13,19 @@ const char* roleName(InputRole role) {
   return "?";
 }
 
+const char* savedKindName(SavedKind kind) {
+  switch (kind) {
+    case SavedKind::Held: return "held";
+    case SavedKind::Meta: return "meta";
+    case SavedKind::Statistic: return "statistic";
+    case SavedKind::Mask: return "mask";
+    case SavedKind::PoolIndex: return "pool-index";
+    case SavedKind::Activation: return "activation";
+    case SavedKind::Other: return "other";
+  }
+  return "?";
+}
+
 TrainingIR TrainingIR::fromModule(const torch::jit::Module& module) {
   auto method = module.find_method("forward");
   if (!method) throw CompileError("module " + module.type()->str() + " has no forward method");

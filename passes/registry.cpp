@@ -88,10 +88,22 @@ std::string levelPipeline(const std::string& level) {
   //    dead, and autodiff needs mutation-free IR with one spelling per op.
   //  - autodiff last: splits the program into F and B and makes the saved set
   //    explicit, which is what the compression levels rewrite.
-  if (level == "L0") return "lower-module,canonicalize,autodiff";
-  if (level == "L1" || level == "L2" || level == "L3" || level == "L4" || level == "L5")
-    throw CompileError("level " + level +
-                       " needs the compression passes, which are not built yet; use --level=L0");
+  const std::string l0 = "lower-module,canonicalize,autodiff";
+  if (level == "L0") return l0;
+  // L1-L3 compress the saved set F and B agree on after autodiff:
+  //  - saved-set classifies each saved value (what is held anyway, what is a
+  //    mask, an index, an activation), which insert-compression acts on;
+  //  - insert-compression then packs masks and indices at every level (exact,
+  //    1 bit whatever the level) and quantizes activations: L1 the inputs of
+  //    convolutions at 4 bits, L2 every activation at 4 bits, L3 every
+  //    activation at 2 bits on average, mixed across layers and samples.
+  const std::string compress = l0 + ",saved-set,insert-compression";
+  if (level == "L1") return compress + "{bits=4,only=conv-inputs}";
+  if (level == "L2") return compress + "{bits=4}";
+  if (level == "L3") return compress + "{bits=2,mixed=true}";
+  if (level == "L4" || level == "L5")
+    throw CompileError("level " + level + " needs the swap and memory-plan passes, which are not built yet; use "
+                       "--level=L0..L3");
   throw CompileError("unknown level '" + level + "' (levels: L0..L5)");
 }
 

@@ -7,6 +7,7 @@
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include "actnn/runtime/compression.h"
 #include "actnn/runtime/ops.h"
 #include "checks.h"
 
@@ -87,9 +88,43 @@ at::Tensor dequantize_op(const PackedPtr& p, c10::optional<std::vector<int64_t>>
   return dequantize(*p, std::move(shape), dtype);
 }
 
+using StatePtr = c10::intrusive_ptr<CompressionState>;
+
+PackedPtr compress_op(const at::Tensor& x, const StatePtr& state, int64_t site, int64_t channel_dim,
+                      const c10::optional<at::Tensor>& weight) {
+  return state->compress(x, site, channel_dim, weight);
+}
+
+at::Tensor observe_grad_op(const at::Tensor& grad, const StatePtr& state, int64_t site) {
+  state->observeGrad(grad, site);
+  return grad;
+}
+
+template <typename F>
+std::vector<F> siteField(const StatePtr& self, F CompressionState::Site::*field) {
+  std::lock_guard<std::mutex> lock(self->mutex);
+  std::vector<F> out;
+  for (const auto& s : self->sites) out.push_back(s.*field);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(actnn, m) {
+  // Compression state of a compiled module (runtime/compression.cpp).
+  m.class_<CompressionState>("CompressionState")
+      .def(torch::init<double, int64_t, std::vector<std::tuple<std::string, int64_t, int64_t>>>())
+      .def("budget_bits", [](const StatePtr& self) { return self->budget_bits; })
+      .def("group_size", [](const StatePtr& self) { return self->group_size; })
+      .def("steps", [](const StatePtr& self) { return self->steps; })
+      .def("site_names", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::name); })
+      .def("site_bits", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::bits); })
+      .def("site_floors", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::floor); })
+      .def("site_budgets", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::budget); })
+      .def("last_bits", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::last_bits); })
+      .def_pickle([](const StatePtr& self) { return self->pickle(); },
+                  [](CompressionState::Pickled p) { return CompressionState::unpickle(std::move(p)); });
+
   m.class_<PackedActivation>("PackedActivation")
       .def("nbytes", [](const PackedPtr& self) { return self->nbytes(); })
       .def("original_nbytes", [](const PackedPtr& self) { return self->original_nbytes(); })
@@ -116,6 +151,21 @@ TORCH_LIBRARY(actnn, m) {
   m.def("dequantize(__torch__.torch.classes.actnn.PackedActivation p, int[]? shape=None,"
         " ScalarType? dtype=None) -> Tensor",
         dequantize_op);
+
+  // What rewritten training graphs call (runtime/compression.cpp,
+  // runtime/pool_index.cpp).
+  m.def("compress(Tensor x, __torch__.torch.classes.actnn.CompressionState state, int site,"
+        " int channel_dim=1, Tensor? weight=None) -> __torch__.torch.classes.actnn.PackedActivation",
+        compress_op);
+  m.def("observe_grad(Tensor(a) grad, __torch__.torch.classes.actnn.CompressionState state, int site)"
+        " -> Tensor(a)",
+        observe_grad_op);
+  m.def("pack_pool_index(Tensor indices, int[] input_sizes, int[] kernel, int[] stride, int[] padding,"
+        " int[] dilation) -> Tensor",
+        pack_pool_index);
+  m.def("unpack_pool_index(Tensor packed, int[] output_sizes, int[] input_sizes, int[] kernel, int[] stride,"
+        " int[] padding, int[] dilation) -> Tensor",
+        unpack_pool_index);
 }
 
 }  // namespace actnn

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "actnn/runtime/compression.h"
 #include "specialize_backward.h"
 
 namespace actnn {
@@ -33,6 +34,7 @@ struct Program : torch::CustomClassHolder {
   std::vector<int64_t> grad_inputs;  // B's outputs: gradients of these F inputs
   std::vector<std::pair<std::string, bool>> training_flags;
   int64_t num_outputs = 0;
+  bool compressed = false;  // F and B take the module's CompressionState last
   std::mutex mutex;
   std::map<std::vector<bool>, std::shared_ptr<torch::jit::Code>> backward;  // by needed outputs
 
@@ -84,6 +86,7 @@ c10::intrusive_ptr<Program> loadProgram(const c10::intrusive_ptr<c10::ivalue::Ob
     program->training_flags.emplace_back(entry.substr(0, eq), entry.substr(eq + 1) == "1");
   }
   program->num_outputs = self->getAttr("_actnn_num_outputs").toInt();
+  program->compressed = type->hasAttribute("_actnn_state");
   return program;
 }
 
@@ -103,13 +106,14 @@ c10::intrusive_ptr<Program> programFor(const c10::intrusive_ptr<c10::ivalue::Obj
 
 struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
   static variable_list forward(AutogradContext* ctx, c10::IValue program_value, c10::IValue self,
-                               at::TensorList inputs, at::TensorList lifted) {
+                               c10::IValue state, at::TensorList inputs, at::TensorList lifted) {
     auto program = c10::static_intrusive_pointer_cast<Program>(program_value.toCapsule());
     torch::jit::Stack stack;
-    stack.reserve(1 + inputs.size() + lifted.size());
+    stack.reserve(2 + inputs.size() + lifted.size());
     stack.emplace_back(self);
     for (const auto& t : inputs) stack.emplace_back(t);
     for (const auto& t : lifted) stack.emplace_back(t);
+    if (program->compressed) stack.emplace_back(state);
     torch::jit::InterpreterState(*program->forward).run(stack);
     auto results = stack.back().toTupleRef().elements().vec();
     stack.clear();
@@ -133,6 +137,7 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     ctx->save_for_backward(saved_tensors);
     ctx->saved_data["program"] = program_value;
     ctx->saved_data["self"] = self;
+    ctx->saved_data["state"] = state;
     ctx->saved_data["saved"] = saved;
     c10::List<bool> flags;
     for (bool b : is_tensor) flags.push_back(b);
@@ -144,8 +149,7 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     auto program = c10::static_intrusive_pointer_cast<Program>(ctx->saved_data["program"].toCapsule());
     const int64_t num_inputs = ctx->saved_data["num_inputs"].toInt();
-    // Autograd numbers only the tensor inputs (inputs, then lifted); the
-    // result has one slot per argument: program, self, then the tensors.
+    // Autograd numbers only the tensor arguments (inputs, then lifted).
     std::vector<bool> needed;
     for (int64_t i : program->grad_inputs) needed.push_back(ctx->needs_input_grad(i));
     auto code = program->backwardFor(needed);
@@ -158,13 +162,19 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     for (auto& g : grad_outputs) stack.emplace_back(std::move(g));
     size_t t = 0;
     for (size_t i = 0; i < saved.size(); ++i) stack.emplace_back(is_tensor[i] ? c10::IValue(tensors[t++]) : saved.get(i));
+    if (program->compressed) stack.emplace_back(ctx->saved_data["state"]);
+    // From here the stack alone holds the saved values (but for tensors in
+    // save_for_backward), so B frees each packed value after its last use.
     tensors.clear();
+    saved = c10::impl::GenericList(c10::AnyType::get());
+    ctx->saved_data.erase("saved");
     torch::jit::InterpreterState(*code).run(stack);
     auto grads = stack.back().toTupleRef().elements();
 
-    variable_list result(2 + num_inputs);
+    // One slot per forward argument: program, self, state, then the tensors.
+    variable_list result(3 + num_inputs);
     for (size_t k = 0; k < program->grad_inputs.size(); ++k)
-      if (needed[k] && grads[k].isTensor()) result[2 + program->grad_inputs[k]] = grads[k].toTensor();
+      if (needed[k] && grads[k].isTensor()) result[3 + program->grad_inputs[k]] = grads[k].toTensor();
     return result;
   }
 };
@@ -188,8 +198,13 @@ std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<a
                 "' requires grad but was frozen when the module was compiled; compile it again");
     lifted.push_back(std::move(t));
   }
+  c10::IValue state;
+  if (program->compressed) {
+    state = self->getAttr("_actnn_state");
+    state.toCustomClass<CompressionState>()->beginStep();
+  }
   c10::IValue capsule = c10::IValue::make_capsule(program);
-  return TrainingFunction::apply(capsule, self_value, at::TensorList(inputs), at::TensorList(lifted));
+  return TrainingFunction::apply(capsule, self_value, state, at::TensorList(inputs), at::TensorList(lifted));
 }
 
 }  // namespace

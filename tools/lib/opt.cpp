@@ -30,7 +30,14 @@ std::string passList() {
     auto pass = info.create();
     for (const auto& line : pass->options().describe()) out << "      {" << line << "}\n";
   }
-  out << "\nlevels (--level): L0 = lower-module,canonicalize,autodiff\n";
+  out << "\nlevels (--level):\n";
+  for (const char* level : {"L0", "L1", "L2", "L3", "L4", "L5"}) {
+    try {
+      out << "  " << level << " = " << levelPipeline(level) << "\n";
+    } catch (const CompileError&) {
+      out << "  " << level << " (not built yet)\n";
+    }
+  }
   return out.str();
 }
 

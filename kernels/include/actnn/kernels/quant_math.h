@@ -4,7 +4,8 @@
 // packed codes. Nothing here depends on LibTorch.
 //
 // Layout of a packed activation (see also README "Packed activation format"):
-//  * x has N samples of D values each (D = numel / N). Each sample is split into
+//  * x has N samples of D values each (N = size of dim 0, or 1 for a tensor of
+//    rank 0 or 1; D = numel / N). Each sample is split into
 //    P = ceil(D / G) groups of G values; the last group of a sample is padded.
 //    Groups never span samples.
 //  * Sample n uses b_n bits per value (b_n in {1, 2, 4, 8}); its codes occupy

@@ -33,6 +33,37 @@ struct SavedUse {
   torch::jit::Value* grad = nullptr;     // in `backward`
 };
 
+// What a saved value is, for compression (the saved-set pass decides).
+enum class SavedKind {
+  Held,        // a graph input or a view of one: the caller holds it anyway
+  Meta,        // not a tensor (sizes, dtype, scalars)
+  Statistic,   // small per-channel tensors (batch-norm mean / invstd, ...)
+  Mask,        // a boolean tensor: 1 bit per value
+  PoolIndex,   // max-pooling argmax offsets: a few bits per value
+  Activation,  // a floating-point activation: quantizable
+  Other,       // a tensor of unknown or integer type: kept as it is
+};
+const char* savedKindName(SavedKind kind);
+
+struct SavedValue {
+  SavedKind kind = SavedKind::Other;
+  std::string name;  // "<producer op> %<value> -> <consumer ops>", for reports
+  bool conv_input = false;  // read as the input of a convolution's backward
+};
+
+// Set by insert-compression: what the runtime's CompressionState is built
+// from (one site per quantized activation, in site order).
+struct CompressionConfig {
+  double budget_bits = 2;
+  int64_t group_size = 256;
+  struct Site {
+    std::string name;
+    int64_t bits = 0;   // fixed width, 0: mixed
+    int64_t floor = 1;  // mixed: narrowest width
+  };
+  std::vector<Site> sites;
+};
+
 struct TrainingIR {
   // The program. Before lower-module (module input) its first input is `self`.
   std::shared_ptr<torch::jit::Graph> graph;
@@ -57,6 +88,11 @@ struct TrainingIR {
   // rules that read it. Set by autodiff; passes that rewrite F and B in place
   // keep it valid, and any pass that rebuilds them must rebuild it.
   std::vector<std::vector<SavedUse>> saved_uses;
+
+  // Per saved value, from saved-set.
+  std::vector<SavedValue> saved;
+  // Set when F and B take the compression state as their last input.
+  c10::optional<CompressionConfig> compression;
 
   size_t numSaved() const { return forward ? forward->outputs().size() - num_outputs : 0; }
 

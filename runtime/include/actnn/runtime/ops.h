@@ -33,4 +33,13 @@ at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef shape);
 at::Tensor pack_index(const at::Tensor& index, int64_t num_values);
 at::Tensor unpack_index(const at::Tensor& packed, int64_t num_values, at::IntArrayRef shape);
 
+// Max-pooling argmax offsets (flat within the input plane, as
+// max_pool*_with_indices return them) stored as window-relative indices in
+// the fewest bits that hold prod(kernel); pooling geometry as in ATen.
+at::Tensor pack_pool_index(const at::Tensor& indices, at::IntArrayRef input_sizes, at::IntArrayRef kernel,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation);
+at::Tensor unpack_pool_index(const at::Tensor& packed, at::IntArrayRef output_sizes, at::IntArrayRef input_sizes,
+                             at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef dilation);
+
 }  // namespace actnn

@@ -1,0 +1,404 @@
+// insert-compression: store the saved set compressed. Quantize-on-save in
+// the forward graph F right after each value is produced (so the
+// full-precision value dies at its last forward use), dequantize-on-use in
+// the backward graph B right before its first use.
+//
+//   F:  %y = aten::convolution(%x, ...)          F:  %y = aten::convolution(%x, ...)
+//       %r = aten::relu(%y)                          %r = aten::relu(%y)
+//       return (..., %r)                             %z = aten::le(%r, 0)
+//                                                    %m = actnn::pack_mask(%z)
+//                                                    %p = actnn::compress(%r, %actnn_state, 3, 1, %w)
+//                                                    return (..., %p, %m, %r_sizes)
+//   B:  %g1 = aten::threshold_backward(%g, %r, 0)    %g1 = aten::masked_fill(%g, unpack_mask(%m, ...), 0)
+//       ... convolution_backward(%g2, %r, ...)       %r2 = actnn::dequantize(%p)
+//                                                    ... convolution_backward(%g2, %r2, ...)
+//
+// Per saved-set kind: a mask is packed to 1 bit per value; max-pooling
+// indices to window-relative indices of ceil(log2(window)) bits; an
+// activation read by relu / hardtanh / leaky_relu backward gets a 1-bit mask
+// for that reader (exact), and is quantized for the readers that need its
+// values (conv, batch norm, linear, ...) — when no such reader is left it is
+// not saved at all. Held values, statistics, metadata and other tensors stay.
+// Quantized activations become numbered sites of the runtime's
+// CompressionState (runtime/compression.h), F and B take the state as their
+// last input, and with mixed=true B reports the gradient into each site's
+// consumers (actnn::observe_grad) for the bit allocator.
+//
+// Options: bits (fixed width 1/2/4/8, or with mixed=true the average budget),
+// mixed, only=all|conv-inputs (L1 quantizes convolution inputs only),
+// group-size, masks=true|false.
+#include <torch/custom_class.h>
+
+#include <cstdlib>
+#include <map>
+
+#include <torch/csrc/jit/passes/common_subexpression_elimination.h>
+#include <torch/csrc/jit/passes/constant_pooling.h>
+
+#include "actnn/passes/ir_builder.h"
+#include "actnn/passes/pass.h"
+
+namespace actnn {
+namespace {
+
+using torch::jit::Graph;
+using torch::jit::NamedValue;
+using torch::jit::Node;
+using torch::jit::Value;
+using torch::jit::WithInsertPoint;
+
+c10::Symbol actnnOp(const char* name) { return c10::Symbol::fromQualString(std::string("actnn::") + name); }
+
+c10::TypePtr stateType() {
+  static const auto type = torch::getCustomClass("__torch__.torch.classes.actnn.CompressionState");
+  TORCH_INTERNAL_ASSERT(type, "the actnn runtime (CompressionState) is not registered");
+  return type;
+}
+
+// The node of B's top-level block that holds the earliest use of v.
+Node* firstUse(Value* v, torch::jit::Block* top) {
+  Node* first = nullptr;
+  for (const auto& use : v->uses()) {
+    Node* n = use.user;
+    while (n->owningBlock() != top) n = n->owningBlock()->owningNode();
+    if (!first || n->isBefore(first)) first = n;
+  }
+  return first;
+}
+
+bool isConstant(const Value* v) { return v->node()->kind() == c10::prim::Constant; }
+
+// A B reader that needs only a mask of the value: relu (threshold),
+// hardtanh and leaky_relu backward, with their parameters constant.
+struct MaskReader {
+  Node* node;
+  enum { Threshold, Hardtanh, LeakyRelu } kind;
+};
+
+c10::optional<MaskReader> maskReader(Node* n, size_t offset) {
+  if (offset != 1) return c10::nullopt;
+  if (n->kind() == c10::aten::threshold_backward && isConstant(n->input(2)))
+    return MaskReader{n, MaskReader::Threshold};
+  if (n->kind() == c10::aten::hardtanh_backward && isConstant(n->input(2)) && isConstant(n->input(3)))
+    return MaskReader{n, MaskReader::Hardtanh};
+  if (n->kind() == c10::aten::leaky_relu_backward && isConstant(n->input(2)) && isConstant(n->input(3))) {
+    auto result = constantOf(n->input(3));
+    if (result && result->isBool() && !result->toBool()) return MaskReader{n, MaskReader::LeakyRelu};
+  }
+  return c10::nullopt;
+}
+
+class Rewriter {
+ public:
+  Rewriter(TrainingIR& ir, const PassOptions& options, Diagnostics& diag)
+      : ir_(ir), f_(*ir.forward), b_(*ir.backward), diag_(diag) {
+    const std::string& only = options.str("only");
+    if (only != "all" && only != "conv-inputs") diag.error("option only expects all or conv-inputs, got '" + only + "'");
+    mixed_ = options.boolean("mixed");
+    masks_ = options.boolean("masks");
+    conv_only_ = only == "conv-inputs";
+    group_size_ = options.integer("group-size");
+    if (group_size_ <= 0 || group_size_ % 32 != 0)
+      diag.error("option group-size must be a positive multiple of 32, got " + std::to_string(group_size_));
+    const std::string& bits = options.str("bits");
+    char* end = nullptr;
+    budget_ = std::strtod(bits.c_str(), &end);
+    if (end == bits.c_str() || *end != '\0') {
+      diag.error("option bits expects a number, got '" + bits + "'");
+    } else if (mixed_ ? (budget_ < 1 || budget_ > 8)
+                      : !(budget_ == 1 || budget_ == 2 || budget_ == 4 || budget_ == 8)) {
+      diag.error(mixed_ ? "option bits (the mixed-precision budget) must be in [1, 8], got " + bits
+                        : "option bits must be 1, 2, 4 or 8 (or any budget in [1, 8] with mixed=true), got " + bits);
+    }
+  }
+
+  void run() {
+    state_f_ = f_.addInput("actnn_state");
+    state_f_->setType(stateType());
+    const size_t n = ir_.numSaved();
+    std::vector<bool> drop(n, false);
+    for (size_t i = 0; i < n; ++i) {
+      switch (ir_.saved[i].kind) {
+        case SavedKind::Mask: packMask(i); break;
+        case SavedKind::PoolIndex: packPoolIndex(i); break;
+        case SavedKind::Activation: drop[i] = compressActivation(i); break;
+        default: break;
+      }
+    }
+    for (size_t i = n; i-- > 0;) {
+      if (!drop[i]) continue;
+      f_.eraseOutput(ir_.num_outputs + i);
+      b_.eraseInput(ir_.num_outputs + i);
+      ir_.saved.erase(ir_.saved.begin() + i);
+      ir_.saved_uses.erase(ir_.saved_uses.begin() + i);
+    }
+    // Saved values were added before B's state input, which stays last.
+    stateB()->setDebugName("actnn_state");
+    CompressionConfig config;
+    config.budget_bits = budget_;
+    config.group_size = group_size_;
+    config.sites = sites_;
+    ir_.compression = config;
+  }
+
+  // B's state input, added before any saved value so that new saved values
+  // can be inserted ahead of it.
+  Value* stateB() {
+    if (!state_b_) {
+      state_b_ = b_.addInput("actnn_state");
+      state_b_->setType(stateType());
+    }
+    return state_b_;
+  }
+
+ private:
+  Value* savedF(size_t i) { return f_.outputs()[ir_.num_outputs + i]; }
+  Value* savedB(size_t i) { return b_.inputs()[ir_.num_outputs + i]; }
+
+  // Adds a new saved value (F output, B input) and returns its B input.
+  Value* addSaved(Value* v, SavedKind kind, const std::string& name) {
+    if (isConstant(v)) {
+      WithInsertPoint guard(b_.block()->nodes().front());
+      Value* c = b_.insertConstant(*constantOf(v));
+      c->setType(v->type());
+      return c;
+    }
+    f_.registerOutput(v);
+    // B inputs: grads, saved..., then (temporarily) the state placeholder.
+    Value* in = b_.insertInput(b_.inputs().size() - (state_b_ ? 1 : 0), v->hasDebugName() ? v->debugName() : "");
+    in->setType(v->type());
+    ir_.saved.push_back(SavedValue{kind, name, false});
+    ir_.saved_uses.emplace_back();
+    return in;
+  }
+
+  // Replaces saved value i by `packed` (a forward value of type `type`);
+  // returns B's input, which now has that type.
+  Value* replaceSaved(size_t i, Value* packed) {
+    f_.return_node()->replaceInput(ir_.num_outputs + i, packed);
+    Value* in = savedB(i);
+    in->setType(packed->type());
+    return in;
+  }
+
+  void packMask(size_t i) {
+    Value* v = savedF(i);
+    Value *packed, *sizes;
+    {
+      WithInsertPoint guard(v->node()->next());
+      sizes = insertValue(f_, c10::aten::size, {v});
+      packed = insertValue(f_, actnnOp("pack_mask"), {v});
+    }
+    Value* in = savedB(i);
+    Value* sizes_b = addSaved(sizes, SavedKind::Meta, "sizes of " + ir_.saved[i].name);
+    // Unpack before the first reader, then point the readers at the result.
+    Node* first = firstUse(in, b_.block());
+    replaceSaved(i, packed);
+    WithInsertPoint guard(first);
+    Value* mask = insertValue(b_, actnnOp("unpack_mask"), {in, sizes_b});
+    in->replaceAllUsesAfterNodeWith(mask->node(), mask);
+  }
+
+  void packPoolIndex(size_t i) {
+    Value* v = savedF(i);
+    Node* pool = v->node();
+    Value *packed, *in_sizes, *out_sizes;
+    {
+      WithInsertPoint guard(pool->next());
+      in_sizes = insertValue(f_, c10::aten::size, {pool->input(0)});
+      out_sizes = insertValue(f_, c10::aten::size, {v});
+      packed = insertValue(f_, actnnOp("pack_pool_index"),
+                           {v, in_sizes, pool->input(1), pool->input(2), pool->input(3), pool->input(4)});
+    }
+    const std::string name = ir_.saved[i].name;  // addSaved grows ir_.saved
+    Value* out_b = addSaved(out_sizes, SavedKind::Meta, "output sizes of " + name);
+    Value* in_b = addSaved(in_sizes, SavedKind::Meta, "input sizes of " + name);
+    std::vector<Value*> geometry;
+    for (size_t a = 1; a <= 4; ++a) geometry.push_back(addSaved(pool->input(a), SavedKind::Meta, "geometry of " + name));
+    Value* in = savedB(i);
+    Node* first = firstUse(in, b_.block());
+    replaceSaved(i, packed);
+    std::vector<NamedValue> args{in, out_b, in_b};
+    for (Value* g : geometry) args.emplace_back(g);
+    WithInsertPoint guard(first);
+    Value* indices = insertValue(b_, actnnOp("unpack_pool_index"), args);
+    in->replaceAllUsesAfterNodeWith(indices->node(), indices);
+  }
+
+  // A forward mask of v for one mask reader, saved packed; returns the B
+  // value of the unpacked mask, inserted before `reader`. The mask is set
+  // where the reader passes the gradient through unchanged (Threshold,
+  // Hardtanh: where it zeroes it).
+  Value* readerMask(Value* v, const MaskReader& r, const std::string& name) {
+    Value *mask, *sizes;
+    {
+      WithInsertPoint guard(v->node()->next());
+      Node* n = r.node;
+      auto fconst = [&](size_t k) { return f_.insertConstant(*constantOf(n->input(k))); };
+      switch (r.kind) {
+        case MaskReader::Threshold:  // zero where v <= threshold
+          mask = insertValue(f_, c10::aten::le, {v, fconst(2)});
+          break;
+        case MaskReader::Hardtanh:  // zero where v <= min or v >= max
+          mask = insertValue(f_, c10::aten::logical_or, {insertValue(f_, c10::aten::le, {v, fconst(2)}),
+                                                          insertValue(f_, c10::aten::ge, {v, fconst(3)})});
+          break;
+        case MaskReader::LeakyRelu:  // unscaled where v > 0
+          mask = insertValue(f_, c10::aten::gt, {v, 0});
+          break;
+      }
+      sizes = insertValue(f_, c10::aten::size, {v});
+      mask = insertValue(f_, actnnOp("pack_mask"), {mask});
+    }
+    Value* packed_b = addSaved(mask, SavedKind::Mask, "mask of " + name);
+    Value* sizes_b = addSaved(sizes, SavedKind::Meta, "sizes of " + name);
+    WithInsertPoint guard(r.node);
+    return insertValue(b_, actnnOp("unpack_mask"), {packed_b, sizes_b});
+  }
+
+  void rewriteMaskReader(Value* v, const MaskReader& r, const std::string& name) {
+    Value* mask = readerMask(v, r, name);
+    Node* n = r.node;
+    WithInsertPoint guard(n);
+    Value* g = n->input(0);
+    Value* out = nullptr;
+    if (r.kind == MaskReader::LeakyRelu) {
+      Value* scaled = insertValue(b_, c10::aten::mul, {g, b_.insertConstant(*constantOf(n->input(2)))});
+      out = insertValue(b_, c10::aten::where, {mask, g, scaled});
+    } else {
+      out = insertValue(b_, c10::aten::masked_fill, {g, mask, 0});
+    }
+    out->node()->setSourceRange(n->sourceRange());
+    n->output()->replaceAllUsesWith(out);
+    n->destroy();
+  }
+
+  // Returns true when the value no longer needs saving.
+  bool compressActivation(size_t i) {
+    Value* v = savedF(i);
+    Value* in = savedB(i);
+    const std::string name = ir_.saved[i].name;
+    if (masks_) {
+      std::vector<MaskReader> readers;
+      for (const auto& use : in->uses())
+        if (auto r = maskReader(use.user, use.offset)) readers.push_back(*r);
+      for (const auto& r : readers) rewriteMaskReader(v, r, name);
+    }
+    if (!in->hasUses()) return true;
+    if (conv_only_ && !ir_.saved[i].conv_input) return false;
+
+    // The consumer that sets the statistics' geometry: a convolution's
+    // weight gives the kernel taps, its channels are dim 1.
+    int64_t channel_dim = -1;
+    Value* weight = nullptr;
+    for (const auto& u : ir_.saved_uses[i]) {
+      const auto kind = u.consumer->kind();
+      if (kind == c10::aten::convolution && u.consumer->input(0) == v) {
+        channel_dim = 1;
+        weight = u.consumer->input(1);
+      } else if (kind == c10::aten::native_batch_norm || kind == c10::aten::native_group_norm) {
+        channel_dim = 1;
+      }
+    }
+    const int64_t site = int64_t(sites_.size());
+    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), noiseStaysInWeightGrad(i) ? 1 : 2});
+    Value* packed;
+    {
+      WithInsertPoint guard(v->node()->next());
+      Value* w = weight ? weight : f_.insertConstant(c10::IValue());
+      packed = insertValue(f_, actnnOp("compress"), {v, state_f_, site, channel_dim, w});
+    }
+    Node* first = firstUse(in, b_.block());
+    replaceSaved(i, packed);
+    {
+      WithInsertPoint guard(first);
+      Value* restored = insertValue(b_, actnnOp("dequantize"), {in});
+      in->replaceAllUsesAfterNodeWith(restored->node(), restored);
+    }
+    if (mixed_) observeGrads(i, site);
+    return false;
+  }
+
+  // Whether every reader of saved value i uses it only for a weight gradient
+  // (the input of a convolution or of a product with a parameter): its
+  // quantization noise then reaches no other gradient, and 1 bit is allowed.
+  bool noiseStaysInWeightGrad(size_t i) {
+    Value* v = savedF(i);
+    auto isParam = [](Value* w) { return w->node()->kind() == c10::prim::Param; };
+    for (const auto& u : ir_.saved_uses[i]) {
+      Node* n = u.consumer;
+      const auto kind = n->kind();
+      if ((kind == c10::aten::convolution || kind == c10::aten::linear) && n->input(0) == v && isParam(n->input(1)))
+        continue;
+      if ((kind == c10::aten::mm || kind == c10::aten::matmul || kind == c10::aten::bmm) &&
+          isParam(n->input(n->input(0) == v ? 1 : 0)))
+        continue;
+      return false;
+    }
+    return true;
+  }
+
+  void observeGrads(size_t i, int64_t site) {
+    for (const auto& u : ir_.saved_uses[i]) {
+      Value* g = u.grad;
+      if (!g || !g->type()->isSubtypeOf(*c10::TensorType::get())) continue;
+      Node* point = g->node()->kind() == c10::prim::Param ? b_.block()->nodes().front() : g->node()->next();
+      WithInsertPoint guard(point);
+      Value* seen = insertValue(b_, actnnOp("observe_grad"), {g, stateB(), site});
+      g->replaceAllUsesAfterNodeWith(seen->node(), seen);
+    }
+  }
+
+  TrainingIR& ir_;
+  Graph& f_;
+  Graph& b_;
+  Diagnostics& diag_;
+  bool mixed_ = false, masks_ = true, conv_only_ = false;
+  int64_t group_size_ = 256;
+  double budget_ = 4;
+  Value* state_f_ = nullptr;
+  Value* state_b_ = nullptr;
+  std::vector<CompressionConfig::Site> sites_;
+};
+
+class InsertCompression : public Pass {
+ public:
+  InsertCompression() {
+    options_.declare("bits", "4", "width of quantized activations (1, 2, 4, 8); with mixed=true the average budget");
+    options_.declare("mixed", "false", "mixed precision across layers and samples under the `bits` budget");
+    options_.declare("only", "all", "all | conv-inputs: which activations are quantized");
+    options_.declare("group-size", "256", "values per quantization group (a multiple of 32)");
+    options_.declare("masks", "true", "store relu / hardtanh / leaky_relu readers' operands as 1-bit masks");
+  }
+
+  bool run(TrainingIR& ir, Diagnostics& diag) override {
+    if (!ir.forward) {
+      diag.error("the pipeline has no training graphs yet; run autodiff and saved-set first");
+      return false;
+    }
+    if (ir.compression) {
+      diag.error("the training graphs are compressed already");
+      return false;
+    }
+    if (ir.saved.size() != ir.numSaved()) {
+      diag.error("the saved set is not classified; run saved-set first");
+      return false;
+    }
+    Rewriter rewriter(ir, options_, diag);
+    if (diag.hasErrors()) return false;
+    rewriter.stateB();
+    rewriter.run();
+    // Several masks and pool indices of one value each asked for its sizes.
+    for (auto* g : {&ir.forward, &ir.backward}) {
+      torch::jit::EliminateCommonSubexpression(*g);
+      torch::jit::ConstantPooling(*g);
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> createInsertCompressionPass() { return std::make_unique<InsertCompression>(); }
+
+}  // namespace actnn

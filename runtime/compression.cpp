@@ -1,0 +1,187 @@
+#include "actnn/runtime/compression.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "actnn/runtime/bit_allocation.h"
+#include "actnn/runtime/ops.h"
+
+namespace actnn {
+namespace {
+
+// Per sample: sum over its groups of (max - min)^2, the way quantize groups
+// the sample (dim 0 holds the samples; rank < 2 is one sample).
+std::vector<double> groupRangeSquares(const at::Tensor& x, int64_t group_size) {
+  const int64_t n = x.dim() < 2 ? 1 : x.size(0);
+  at::Tensor flat = x.detach().reshape({n, -1});
+  const int64_t d = flat.size(1), full = d / group_size;
+  at::Tensor sum = at::zeros({n}, flat.options().dtype(at::kDouble));
+  if (full > 0) {
+    auto mm = at::aminmax(flat.narrow(1, 0, full * group_size).reshape({n, full, group_size}), 2);
+    sum += (std::get<1>(mm) - std::get<0>(mm)).to(at::kDouble).square().sum(1);
+  }
+  if (d > full * group_size) {
+    auto mm = at::aminmax(flat.narrow(1, full * group_size, d - full * group_size), 1);
+    sum += (std::get<1>(mm) - std::get<0>(mm)).to(at::kDouble).square();
+  }
+  sum = sum.cpu();
+  std::vector<double> out(sum.data_ptr<double>(), sum.data_ptr<double>() + n);
+  // A group holding Inf or NaN has no finite range: the most sensitive unit.
+  for (double& v : out)
+    if (!std::isfinite(v)) v = 1e300;
+  return out;
+}
+
+// kernel taps / spatial positions: how many weight-gradient terms one value
+// of the input enters, per output position.
+double kappa(const at::Tensor& x, int64_t channel_dim, const c10::optional<at::Tensor>& weight) {
+  double taps = 1;
+  if (weight && weight->defined() && weight->dim() > 2) taps = double(weight->numel() / (weight->size(0) * weight->size(1)));
+  if (x.dim() < 2) return taps;
+  const int64_t per_sample = x.numel() / std::max<int64_t>(x.size(0), 1);
+  const int64_t channels = x.size(channel_dim < 0 ? channel_dim + x.dim() : channel_dim);
+  return taps / double(std::max<int64_t>(per_sample / std::max<int64_t>(channels, 1), 1));
+}
+
+}  // namespace
+
+CompressionState::CompressionState(double budget, int64_t group,
+                                   std::vector<std::tuple<std::string, int64_t, int64_t>> list)
+    : budget_bits(budget), group_size(group) {
+  TORCH_CHECK(budget >= 1 && budget <= 8, "actnn: the bit budget must be in [1, 8], got ", budget);
+  for (auto& [name, bits, floor] : list) {
+    TORCH_CHECK(bits == 0 || bits == 1 || bits == 2 || bits == 4 || bits == 8, "actnn: site '", name,
+                "' has width ", bits, "; widths are 1, 2, 4, 8 or 0 (mixed)");
+    TORCH_CHECK(floor == 1 || floor == 2 || floor == 4 || floor == 8, "actnn: site '", name, "' has floor ",
+                floor, "; floors are 1, 2, 4 or 8");
+    Site s;
+    s.name = std::move(name);
+    s.bits = bits;
+    s.floor = floor;
+    s.budget = budget;
+    sites.push_back(std::move(s));
+  }
+}
+
+CompressionState::Site& CompressionState::site(int64_t k) {
+  TORCH_CHECK(k >= 0 && k < int64_t(sites.size()), "actnn: compression site ", k, " does not exist (",
+              sites.size(), " sites); the module and its state disagree");
+  return sites[k];
+}
+
+void CompressionState::beginStep() {
+  uint64_t drawn;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    drawn = gen.get<at::CPUGeneratorImpl>()->random64();
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  seed = drawn;
+  ++steps;
+  if (dirty) solve();
+  dirty = false;
+}
+
+void CompressionState::solve() {
+  std::vector<double> cost, weight;
+  std::vector<int64_t> floors;
+  std::vector<std::pair<size_t, size_t>> unit;  // (site, sample)
+  for (size_t k = 0; k < sites.size(); ++k) {
+    const Site& s = sites[k];
+    if (s.bits != 0 || !s.observed || s.grad_sq.size() != s.range_cost.size()) continue;
+    for (size_t n = 0; n < s.range_cost.size(); ++n) {
+      cost.push_back(std::min(s.range_cost[n] * s.grad_sq[n], 1e300));
+      weight.push_back(double(s.sample_numel));
+      floors.push_back(s.floor);
+      unit.emplace_back(k, n);
+    }
+  }
+  if (unit.empty()) return;
+  double total = 0;
+  for (double w : weight) total += w;
+  const auto bits = allocateBits(cost, weight, budget_bits * total, floors);
+  std::vector<double> used(sites.size(), 0), held(sites.size(), 0);
+  for (size_t i = 0; i < unit.size(); ++i) {
+    used[unit[i].first] += double(bits[i]) * weight[i];
+    held[unit[i].first] += weight[i];
+  }
+  for (size_t k = 0; k < sites.size(); ++k)
+    if (held[k] > 0) sites[k].budget = used[k] / held[k];
+}
+
+c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor& x, int64_t k, int64_t channel_dim,
+                                                                const c10::optional<at::Tensor>& weight) {
+  std::vector<int64_t> bits;
+  uint64_t step_seed;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    Site& s = site(k);
+    TORCH_CHECK(x.is_floating_point(), "actnn::compress: site ", k, " (", s.name, ") holds a ", x.scalar_type(),
+                " tensor; only floating-point activations are quantized");
+    step_seed = seed;
+    if (s.bits != 0) {
+      bits = {s.bits};
+    } else {
+      const double scale = kappa(x, channel_dim, weight) * double(group_size) / 4;
+      s.range_cost = groupRangeSquares(x, group_size);
+      for (double& c : s.range_cost) c = std::min(c * scale, 1e300);
+      const int64_t n = int64_t(s.range_cost.size());
+      s.sample_numel = x.numel() / std::max<int64_t>(n, 1);
+      s.grad_sq.assign(n, 0);
+      s.observed = false;
+      bits = allocateBits(s.range_cost, std::vector<double>(n, 1.0), s.budget * double(n),
+                          std::vector<int64_t>(n, s.floor));
+    }
+    s.last_bits = bits;
+  }
+  return quantize(x, bits, group_size, int64_t(step_seed), k);
+}
+
+void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {
+  if (!grad.defined()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (site(k).bits != 0) return;
+  }
+  const int64_t n = grad.dim() < 2 ? 1 : grad.size(0);
+  at::Tensor sq = grad.detach().reshape({n, -1}).to(at::kDouble).square().sum(1).cpu();
+  std::lock_guard<std::mutex> lock(mutex);
+  Site& s = site(k);
+  if (int64_t(s.grad_sq.size()) != n) return;  // not the batch this site last saw
+  for (int64_t i = 0; i < n; ++i) s.grad_sq[i] += sq.data_ptr<double>()[i];
+  s.observed = true;
+  dirty = true;
+}
+
+CompressionState::Pickled CompressionState::pickle() {
+  std::lock_guard<std::mutex> lock(mutex);
+  std::vector<std::string> names;
+  std::vector<int64_t> bits, floors;
+  std::vector<double> budgets;
+  for (const auto& s : sites) {
+    names.push_back(s.name);
+    bits.push_back(s.bits);
+    floors.push_back(s.floor);
+    budgets.push_back(s.budget);
+  }
+  return {budget_bits, group_size, names, bits, floors, budgets, steps};
+}
+
+c10::intrusive_ptr<CompressionState> CompressionState::unpickle(Pickled p) {
+  auto& [budget, group, names, bits, floors, budgets, steps] = p;
+  TORCH_CHECK(names.size() == bits.size() && names.size() == floors.size() && names.size() == budgets.size(),
+              "actnn: corrupted CompressionState (", names.size(), " names, ", bits.size(), " widths, ",
+              floors.size(), " floors, ", budgets.size(), " budgets)");
+  std::vector<std::tuple<std::string, int64_t, int64_t>> list;
+  for (size_t i = 0; i < names.size(); ++i) list.emplace_back(names[i], bits[i], floors[i]);
+  auto state = c10::make_intrusive<CompressionState>(budget, group, std::move(list));
+  for (size_t i = 0; i < budgets.size(); ++i) state->sites[i].budget = budgets[i];
+  state->steps = steps;
+  return state;
+}
+
+}  // namespace actnn
