@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs what actnn needs, builds it and runs the main job. Today that is
-# the compression-kernel benchmark: quantize / dequantize throughput at 1, 2,
-# 4 and 8 bits against plain copy bandwidth, as JSON lines, followed by the
-# bundled example that compresses one activation at each width.
+# The main job on the bundled example: installs what actnn needs, builds it,
+# scripts the example model (a small ResNet for Fashion-MNIST, random
+# weights), rewrites it so its saved activations are stored at ~2 bits
+# (level L3), prints the activation memory that saves against plain LibTorch,
+# and trains it for a few steps on Fashion-MNIST.
+# Usage: bash scripts/demo.sh [--level=L3] [--steps=60] [--batch=128]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -G Ninja
-cmake --build "$BUILD_DIR" --target actnn-bench compress_activation
-"$BUILD_DIR/bin/actnn-bench" kernels "$@"
-"$BUILD_DIR/bin/compress_activation"
+cmake --build "$BUILD_DIR" --target train_fashion_mnist actnn-opt
+/usr/bin/python3 examples/fashion_mnist_model.py "$BUILD_DIR/examples/models"
+"$BUILD_DIR/bin/train_fashion_mnist" "$BUILD_DIR/examples/models/fashion_resnet.pt" "$@"

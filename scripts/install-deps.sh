@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler
-  libgtest-dev llvm-14-tools
+  libgtest-dev llvm-14-tools zlib1g-dev
   python3-torch python3-torchvision
   dataset-fashion-mnist libonnx-testdata
 )

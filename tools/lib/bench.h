@@ -21,6 +21,7 @@ const std::vector<BenchCommand>& bench_commands();
 // Suites (one file each).
 int bench_kernels(int argc, char** argv);
 int bench_step(int argc, char** argv);
+int bench_memory(int argc, char** argv);
 
 // Median wall time of `repeat` runs of f after `warmup` runs; `sync` waits
 // for queued device work before each clock reading.

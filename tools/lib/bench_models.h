@@ -20,5 +20,13 @@ torch::jit::Module loadModel(const std::string& name);
 // dropped first, so every step allocates what a real one does.
 void trainingStep(torch::jit::Module& module, const at::Tensor& input);
 
+// Bytes one training step holds (MemoryTracker; see bench_memory.cpp).
+struct StepMemory {
+  int64_t saved_bytes = 0;  // live after forward, minus the output
+  int64_t peak_bytes = 0;   // peak of live bytes during the step
+};
+// One warm-up step, then one measured step.
+StepMemory measureStep(torch::jit::Module& module, const at::Tensor& input);
+
 }  // namespace tools
 }  // namespace actnn

@@ -11,6 +11,8 @@ const std::vector<BenchCommand>& bench_commands() {
       {"kernels",
        "quantize / dequantize throughput for 1, 2, 4, 8 bits against plain copy bandwidth",
        bench_kernels},
+      {"memory", "bytes saved for backward and the allocator peak of a step, against LibTorch autograd",
+       bench_memory},
       {"step", "one training step of a compiled model against LibTorch autograd, as a time ratio", bench_step},
   };
   return commands;

@@ -1,0 +1,88 @@
+// actnn-bench memory: what a training step holds, measured on the CPU
+// allocator (MemoryTracker), for LibTorch autograd on the original module
+// ("fp") and for the compiled module, in the same process on the same input.
+//  - saved_bytes: live bytes after forward minus before, minus the output:
+//    what the step keeps for backward (the reference's method);
+//  - peak_bytes: the largest live bytes during forward and backward above the
+//    bytes live before the step (parameters and the input excluded);
+//  - ratio: fp's saved_bytes / this level's.
+// Each side runs one warm-up step first (first-use allocations, backward
+// specialization, and at L3 the bit allocator's first statistics).
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <iostream>
+
+#include "actnn/actnn.h"
+#include "args.h"
+#include "bench.h"
+#include "bench_models.h"
+#include "json.h"
+#include "memory_tracker.h"
+
+namespace actnn {
+namespace tools {
+
+StepMemory measureStep(torch::jit::Module& module, const at::Tensor& input) {
+  trainingStep(module, input);  // warm-up
+  for (const auto& p : module.parameters()) p.mutable_grad() = at::Tensor();
+  StepMemory m;
+  MemoryTracker tracker;
+  at::Tensor out = module.forward({input}).toTensor();
+  m.saved_bytes = tracker.live() - int64_t(out.nbytes());
+  at::Tensor loss = out.sum();
+  out = at::Tensor();
+  loss.backward();
+  loss = at::Tensor();
+  // Gradients of the parameters stay (an optimizer needs them); they count
+  // towards the peak like any other allocation of the step.
+  m.peak_bytes = tracker.peak();
+  return m;
+}
+
+int bench_memory(int argc, char** argv) {
+  Args args;
+  args.flag("model", "resnet50", "torchvision model name, or a TorchScript archive (.pt)")
+      .flag("level", "L3", "compression level of the compiled module (L0..L5)")
+      .flag("batch", "32", "samples per step")
+      .flag("image", "224", "image height and width")
+      .flag("threads", "0", "CPU threads (0: LibTorch's default)");
+  if (!args.parse(argc, argv, 2)) {
+    std::cout << "usage: actnn-bench memory [flags]\n" << args.help();
+    return 0;
+  }
+  const int64_t batch = args.integer("batch"), image = args.integer("image"), threads = args.integer("threads");
+  if (batch < 1 || image < 1) throw UsageError("--batch and --image must be positive");
+  if (threads > 0) at::set_num_threads(int(threads));
+  const std::string model = args.str("model"), level = args.str("level");
+
+  Options options;
+  options.level = level;
+  at::manual_seed(0);
+  const at::Tensor x = at::randn({batch, 3, image, image});
+  StepMemory fp, ours;
+  {
+    torch::jit::Module reference = loadModel(model);
+    fp = measureStep(reference, x);
+  }
+  {
+    torch::jit::Module compiled = compile(loadModel(model), options);
+    ours = measureStep(compiled, x);
+  }
+  auto line = [&](const std::string& which, const StepMemory& m) {
+    return JsonLine()
+        .add("model", model)
+        .add("batch", batch)
+        .add("image", image)
+        .add("level", which)
+        .add("saved_bytes", m.saved_bytes)
+        .add("peak_bytes", m.peak_bytes)
+        .add("ratio", double(fp.saved_bytes) / double(std::max<int64_t>(m.saved_bytes, 1)))
+        .add("peak_ratio", double(fp.peak_bytes) / double(std::max<int64_t>(m.peak_bytes, 1)));
+  };
+  std::cout << line("fp", fp) << line(level, ours);
+  return 0;
+}
+
+}  // namespace tools
+}  // namespace actnn

@@ -1,0 +1,32 @@
+// Counts CPU allocator traffic on this thread: every tensor allocation and
+// free LibTorch's CPU allocator reports (c10's memory-reporting hook, the one
+// the profiler uses). Live bytes are relative to when the tracker was made.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/ThreadLocalDebugInfo.h>
+
+#include <memory>
+
+namespace actnn {
+namespace tools {
+
+class MemoryTracker {
+ public:
+  MemoryTracker();
+  ~MemoryTracker();
+  // Bytes allocated and not yet freed since construction (may go negative
+  // when older tensors are freed).
+  int64_t live() const;
+  // The largest live() seen since construction or the last resetPeak().
+  int64_t peak() const;
+  void resetPeak();
+
+ private:
+  struct Reporter;
+  std::shared_ptr<Reporter> reporter_;
+  std::unique_ptr<c10::DebugInfoGuard> guard_;
+};
+
+}  // namespace tools
+}  // namespace actnn
