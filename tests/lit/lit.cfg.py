@@ -19,3 +19,4 @@ config.environment["PATH"] = os.pathsep.join(
 config.environment["LD_LIBRARY_PATH"] = config.actnn_lib_dir
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%actnn_lib", config.actnn_lib_dir))
+config.substitutions.append(("%actnn_src", config.actnn_src_root))

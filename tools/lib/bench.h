@@ -22,6 +22,7 @@ const std::vector<BenchCommand>& bench_commands();
 int bench_kernels(int argc, char** argv);
 int bench_step(int argc, char** argv);
 int bench_memory(int argc, char** argv);
+int bench_accuracy(int argc, char** argv);
 
 // Median wall time of `repeat` runs of f after `warmup` runs; `sync` waits
 // for queued device work before each clock reading.

@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "actnn/actnn.h"
+#include "actnn/passes/registry.h"
 #include "args.h"
 #include "bench.h"
 #include "bench_models.h"
@@ -46,20 +47,23 @@ int bench_memory(int argc, char** argv) {
       .flag("level", "L3", "compression level of the compiled module (L0..L5)")
       .flag("batch", "32", "samples per step")
       .flag("image", "224", "image height and width")
+      .flag("channels", "3", "image channels")
       .flag("threads", "0", "CPU threads (0: LibTorch's default)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench memory [flags]\n" << args.help();
     return 0;
   }
-  const int64_t batch = args.integer("batch"), image = args.integer("image"), threads = args.integer("threads");
-  if (batch < 1 || image < 1) throw UsageError("--batch and --image must be positive");
+  const int64_t batch = args.integer("batch"), image = args.integer("image"), channels = args.integer("channels");
+  const int64_t threads = args.integer("threads");
+  if (batch < 1 || image < 1 || channels < 1) throw UsageError("--batch, --image and --channels must be positive");
   if (threads > 0) at::set_num_threads(int(threads));
   const std::string model = args.str("model"), level = args.str("level");
 
+  levelPipeline(level);  // an unknown level fails before any model is run
   Options options;
   options.level = level;
   at::manual_seed(0);
-  const at::Tensor x = at::randn({batch, 3, image, image});
+  const at::Tensor x = at::randn({batch, channels, image, image});
   StepMemory fp, ours;
   {
     torch::jit::Module reference = loadModel(model);

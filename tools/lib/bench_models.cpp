@@ -29,10 +29,11 @@ torch::jit::Module loadModel(const std::string& name) {
     const std::string dir = env && *env ? env : ACTNN_BENCH_MODELS_DIR;
     path = dir + "/" + name + ".pt";
     if (!exists(path)) {
-      const std::string cmd = "/usr/bin/python3 " + shellQuote(ACTNN_EXPORT_SCRIPT) + " " + shellQuote(dir) + " " +
-                              shellQuote(name) + " >&2";
+      const char* script = name == "fashion_resnet" ? ACTNN_EXAMPLE_MODEL_SCRIPT : ACTNN_EXPORT_SCRIPT;
+      const std::string cmd =
+          "/usr/bin/python3 " + shellQuote(script) + " " + shellQuote(dir) + " " + shellQuote(name) + " >&2";
       if (std::system(cmd.c_str()) != 0 || !exists(path))
-        throw UsageError("cannot script torchvision model '" + name + "' (ran: " + cmd + ")");
+        throw UsageError("cannot script model '" + name + "' (ran: " + cmd + ")");
     }
   }
   if (!exists(path)) throw UsageError("no such model archive '" + path + "'");

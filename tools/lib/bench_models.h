@@ -10,9 +10,10 @@
 namespace actnn {
 namespace tools {
 
-// `name` is a path to a TorchScript archive (ends in .pt) or a torchvision
-// classification model's name: <models dir>/<name>.pt, scripted first by
-// Debian's python3-torchvision (random weights, train mode) when missing.
+// `name` is a path to a TorchScript archive (ends in .pt), a torchvision
+// classification model's name or "fashion_resnet" (the bundled example):
+// <models dir>/<name>.pt, scripted first by Debian's python3-torchvision
+// (random weights, train mode) when missing.
 // The models dir is $ACTNN_MODELS_DIR, else the build tree's tests/models.
 torch::jit::Module loadModel(const std::string& name);
 

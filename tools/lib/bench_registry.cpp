@@ -8,6 +8,7 @@ namespace tools {
 
 const std::vector<BenchCommand>& bench_commands() {
   static const std::vector<BenchCommand> commands = {
+      {"accuracy", "train on Fashion-MNIST per level from the same start; test accuracy per epoch", bench_accuracy},
       {"kernels",
        "quantize / dequantize throughput for 1, 2, 4, 8 bits against plain copy bandwidth",
        bench_kernels},

@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "actnn/actnn.h"
+#include "actnn/passes/registry.h"
 #include "args.h"
 #include "bench.h"
 #include "bench_models.h"
@@ -22,24 +23,27 @@ int bench_step(int argc, char** argv) {
       .flag("level", "L0", "compression level of the compiled module (L0..L5)")
       .flag("batch", "8", "samples per step")
       .flag("image", "224", "image height and width")
+      .flag("channels", "3", "image channels")
       .flag("repeat", "5", "timed steps per side; the median is reported")
       .flag("threads", "0", "CPU threads (0: LibTorch's default)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench step [flags]\n" << args.help();
     return 0;
   }
-  const int64_t batch = args.integer("batch"), image = args.integer("image");
+  const int64_t batch = args.integer("batch"), image = args.integer("image"), channels = args.integer("channels");
   const int64_t repeat = args.integer("repeat"), threads = args.integer("threads");
-  if (batch < 1 || image < 1 || repeat < 1) throw UsageError("--batch, --image and --repeat must be positive");
+  if (batch < 1 || image < 1 || channels < 1 || repeat < 1)
+    throw UsageError("--batch, --image, --channels and --repeat must be positive");
   if (threads > 0) at::set_num_threads(int(threads));
   const std::string model = args.str("model"), level = args.str("level");
 
+  levelPipeline(level);  // an unknown level fails before any model is run
   torch::jit::Module reference = loadModel(model);
   Options options;
   options.level = level;
   torch::jit::Module compiled = compile(loadModel(model), options);
   at::manual_seed(0);
-  const at::Tensor x = at::randn({batch, 3, image, image});
+  const at::Tensor x = at::randn({batch, channels, image, image});
 
   std::vector<double> fp, ours;
   const std::function<void()> none = [] {};
