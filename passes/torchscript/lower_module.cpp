@@ -64,7 +64,11 @@ class LowerModule : public Pass {
     for (size_t i = 1; i < graph.inputs().size(); ++i) {
       Value* in = graph.inputs()[i];
       InputInfo info;
-      info.name = in->hasDebugName() ? in->debugName() : "input" + std::to_string(i - 1);
+      // The name in forward()'s signature ("x"), not the graph's ("x.1").
+      const auto& schema = module.get_method("forward").function().getSchema();
+      info.name = i < schema.arguments().size() ? schema.arguments()[i].name()
+                  : in->hasDebugName()          ? in->debugName()
+                                                : "input" + std::to_string(i - 1);
       info.requires_grad = in->type()->isSubtypeOf(*c10::TensorType::get());
       infos.push_back(info);
     }

@@ -10,6 +10,7 @@
 #include "actnn/actnn.h"
 #include "actnn/passes/registry.h"
 #include "args.h"
+#include "saved_report.h"
 
 namespace actnn {
 namespace tools {
@@ -95,6 +96,8 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
       .option("print-ir-after-all", "false", "true", "print the IR after every pass (to stderr)")
       .flag("print-ir-after", "", "print the IR after this pass (to stderr)")
       .flag("output", "", "output file (-o); IR goes to stdout when absent")
+      .option("report", "", "text", "print the saved set instead of IR: text | json (--report alone: text)")
+      .flag("input-shape", "", "shapes of the forward inputs for --report, e.g. x:8x3x224x224,y:8x10")
       .alias("-o", "output");
   try {
     if (!args.parse(argc, argv, 1)) {
@@ -122,6 +125,19 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     });
 
     const std::string output = args.str("output");
+    const std::string report = args.str("report");
+    if (!report.empty()) {
+      if (report != "text" && report != "json") throw UsageError("--report expects text or json, got '" + report + "'");
+      auto rows = savedSetReport(ir, parseInputShapes(args.str("input-shape")));
+      if (output.empty()) {
+        printReport(out, rows, report == "json");
+      } else {
+        std::ofstream file(output);
+        if (!file) throw UsageError("cannot write '" + output + "'");
+        printReport(file, rows, report == "json");
+      }
+      return 0;
+    }
     if (emit == "module") {
       if (output.empty()) throw UsageError("--emit=module writes an archive; give -o FILE");
       if (!ir.module) throw UsageError("--emit=module needs a module input (.pt), not graph text");

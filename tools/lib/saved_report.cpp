@@ -1,0 +1,210 @@
+#include "saved_report.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/runtime/interpreter.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "actnn/actnn.h"
+#include "actnn/runtime/compression.h"
+#include "args.h"
+#include "json.h"
+
+namespace actnn {
+namespace tools {
+namespace {
+
+using torch::jit::Node;
+using torch::jit::Value;
+
+c10::IValue attribute(const torch::jit::Module& m, const std::string& path) {
+  c10::IValue current(m._ivalue());
+  std::stringstream parts(path);
+  for (std::string name; std::getline(parts, name, '.');) current = current.toObjectRef().getAttr(name);
+  return current;
+}
+
+std::string shapeText(const std::vector<int64_t>& shape) {
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+  return s.empty() ? "scalar" : s;
+}
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f MiB", double(bytes) / 1048576.0);
+  return buf;
+}
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  return n;
+}
+
+}  // namespace
+
+std::map<std::string, std::vector<int64_t>> parseInputShapes(const std::string& text) {
+  std::map<std::string, std::vector<int64_t>> out;
+  std::stringstream items(text);
+  for (std::string item; std::getline(items, item, ',');) {
+    const auto colon = item.find(':');
+    if (colon == std::string::npos || colon == 0)
+      throw UsageError("--input-shape expects NAME:DIMxDIM..., got '" + item + "'");
+    std::vector<int64_t> dims;
+    std::stringstream ds(item.substr(colon + 1));
+    for (std::string d; std::getline(ds, d, 'x');) {
+      try {
+        size_t used = 0;
+        dims.push_back(std::stoll(d, &used));
+        if (used != d.size() || dims.back() < 0) throw std::invalid_argument(d);
+      } catch (const std::exception&) {
+        throw UsageError("--input-shape: '" + d + "' in '" + item + "' is not a dimension");
+      }
+    }
+    out[item.substr(0, colon)] = dims;
+  }
+  return out;
+}
+
+std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
+                                     const std::map<std::string, std::vector<int64_t>>& shapes) {
+  if (!compiled.forward) throw UsageError("--report needs the training graphs: run a level or a pipeline with autodiff");
+  TrainingIR ir = compiled;  // shares the graphs; saved-set only fills `saved`
+  if (ir.saved.size() != ir.numSaved()) runPipelineText("saved-set", ir);
+  auto f = ir.forward->copy();
+  // Also return what each packing op packs, to know its full-precision size.
+  const size_t first_saved = ir.num_outputs, num_saved = f->outputs().size() - ir.num_outputs;
+  std::vector<int64_t> original(num_saved, -1);  // extra output index of the packed value
+  for (size_t i = 0; i < num_saved; ++i) {
+    Node* n = f->outputs()[first_saved + i]->node();
+    const std::string kind = n->kind().toQualString();
+    if (kind == "actnn::pack_mask" || kind == "actnn::pack_pool_index") {
+      original[i] = int64_t(f->outputs().size());
+      f->registerOutput(n->input(0));
+    }
+  }
+
+  torch::jit::Stack stack;
+  at::manual_seed(0);
+  std::map<std::string, bool> used;
+  for (size_t i = 0; i < ir.inputs.size(); ++i) {
+    const auto& in = ir.inputs[i];
+    if (in.role != InputRole::Input) {
+      if (!ir.module) throw UsageError("--report: graph text has no module to take '" + in.name + "' from");
+      stack.push_back(attribute(*ir.module, in.name));
+      continue;
+    }
+    if (!ir.forward->inputs()[i]->type()->isSubtypeOf(*c10::TensorType::get()))
+      throw UsageError("--report: input '" + in.name + "' is not a tensor; only tensor inputs can be given a shape");
+    auto it = shapes.find(in.name);
+    if (it == shapes.end()) throw UsageError("--report needs --input-shape=" + in.name + ":DIMxDIM...");
+    used[in.name] = true;
+    stack.emplace_back(at::randn(it->second));
+  }
+  for (const auto& s : shapes)
+    if (!used.count(s.first)) throw UsageError("--input-shape names '" + s.first + "', which is not a forward input");
+  if (ir.compression) {
+    std::vector<std::tuple<std::string, int64_t, int64_t>> sites;
+    for (const auto& s : ir.compression->sites) sites.emplace_back(s.name, s.bits, s.floor);
+    auto state = c10::make_intrusive<CompressionState>(ir.compression->budget_bits, ir.compression->group_size,
+                                                       std::move(sites));
+    state->beginStep();
+    stack.emplace_back(std::move(state));
+  }
+  {
+    at::NoGradGuard no_grad;
+    torch::jit::Code code(f, "actnn_report");
+    torch::jit::InterpreterState(code).run(stack);
+  }
+  std::vector<c10::IValue> outs(stack.end() - f->outputs().size(), stack.end());
+
+  std::vector<SavedRow> rows;
+  for (size_t i = 0; i < num_saved; ++i) {
+    const c10::IValue& v = outs[first_saved + i];
+    Value* fv = f->outputs()[first_saved + i];
+    SavedRow r;
+    r.index = i;
+    r.kind = savedKindName(ir.saved[i].kind);
+    r.value = ir.saved[i].name;
+    const std::string producer = fv->node()->kind().toQualString();
+    if (v.isTensor()) {
+      const at::Tensor t = v.toTensor();
+      r.shape = t.sizes().vec();
+      r.dtype = c10::toString(t.scalar_type());
+      r.stored_bytes = r.kind == "held" ? 0 : int64_t(t.nbytes());
+      r.full_bytes = r.stored_bytes;
+      r.bits = std::to_string(t.element_size() * 8);
+      if (original[i] >= 0) {
+        const at::Tensor o = outs[size_t(original[i])].toTensor();
+        r.shape = o.sizes().vec();
+        r.dtype = c10::toString(o.scalar_type());
+        r.full_bytes = int64_t(o.nbytes());
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "%.3g", 8.0 * double(r.stored_bytes) / double(std::max<int64_t>(o.numel(), 1)));
+        r.bits = producer == "actnn::pack_mask" ? std::string("1") : std::string(buf);
+      }
+    } else if (v.isCustomClass() && producer == "actnn::compress") {
+      auto p = v.toCustomClass<PackedActivation>();
+      r.shape = p->shape;
+      r.dtype = c10::toString(p->scalar_type());
+      r.full_bytes = p->original_nbytes();
+      r.stored_bytes = p->nbytes();
+      double sum = 0;
+      for (int64_t b : p->bits) sum += double(b);
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%.3g", sum / double(p->bits.size()));
+      r.bits = buf;
+    } else {
+      r.tensor = false;
+      r.dtype = fv->type()->repr_str();
+      r.bits = "-";
+    }
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+void printReport(std::ostream& os, const std::vector<SavedRow>& rows, bool json) {
+  int64_t full = 0, stored = 0;
+  for (const auto& r : rows) {
+    full += r.full_bytes;
+    stored += r.stored_bytes;
+  }
+  const double ratio = double(full) / double(std::max<int64_t>(stored, 1));
+  if (json) {
+    for (const auto& r : rows)
+      os << JsonLine()
+                .add("index", int64_t(r.index))
+                .add("kind", r.kind)
+                .add("value", r.value)
+                .add("shape", r.tensor ? shapeText(r.shape) : "-")
+                .add("dtype", r.dtype)
+                .add("full_bytes", r.full_bytes)
+                .add("stored_bytes", r.stored_bytes)
+                .add("bits", r.bits);
+    os << JsonLine()
+              .add("saved_values", int64_t(rows.size()))
+              .add("full_bytes", full)
+              .add("stored_bytes", stored)
+              .add("ratio", ratio);
+    return;
+  }
+  char line[512];
+  std::snprintf(line, sizeof(line), "saved set: %zu values, %s at full precision, %s stored (%.2fx)\n", rows.size(),
+                mib(full).c_str(), mib(stored).c_str(), ratio);
+  os << line;
+  std::snprintf(line, sizeof(line), "%4s  %-10s  %-16s  %-8s  %12s  %12s  %-7s  %s\n", "#", "kind", "shape", "dtype",
+                "full", "stored", "bits", "value");
+  os << line;
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof(line), "%4zu  %-10s  %-16s  %-8s  %12s  %12s  %-7s  %s\n", r.index, r.kind.c_str(),
+                  r.tensor ? shapeText(r.shape).c_str() : "-", r.dtype.c_str(), mib(r.full_bytes).c_str(), mib(r.stored_bytes).c_str(),
+                  r.bits.c_str(), r.value.c_str());
+    os << line;
+  }
+}
+
+}  // namespace tools
+}  // namespace actnn

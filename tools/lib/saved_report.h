@@ -1,0 +1,42 @@
+// The saved set of a compiled training graph, one row per value F saves for
+// B: what it is, its shape, its full-precision bytes and the bytes it is
+// stored in (actnn-opt --report). Shapes and bytes come from running F once
+// on random inputs of the given shapes (no gradients), so they are exact for
+// those shapes, mixed precision included (its first step: before any
+// backward, every sample of a mixed site gets the budget's widths by range).
+#pragma once
+
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "actnn/passes/ir.h"
+
+namespace actnn {
+namespace tools {
+
+struct SavedRow {
+  size_t index = 0;
+  std::string kind;   // savedKindName, or "held" for graph inputs
+  std::string value;  // SavedValue::name, or the value's producer
+  bool tensor = true;  // false for metadata (lists, scalars)
+  std::vector<int64_t> shape;
+  std::string dtype;
+  int64_t full_bytes = 0;    // as LibTorch would hold it (0 for held values and metadata)
+  int64_t stored_bytes = 0;  // as the compiled module holds it
+  std::string bits;          // "32", "4", "2.0 avg", "1", "mask", ...
+};
+
+// "x:8x3x224x224,y:8x10" -> {x: [8,3,224,224], y: [8,10]}; throws UsageError.
+std::map<std::string, std::vector<int64_t>> parseInputShapes(const std::string& text);
+
+// Runs F of `ir` (after autodiff) once and describes every saved value.
+// Every user input that is a tensor needs a shape; parameters and buffers
+// come from the module.
+std::vector<SavedRow> savedSetReport(const TrainingIR& ir, const std::map<std::string, std::vector<int64_t>>& shapes);
+
+void printReport(std::ostream& os, const std::vector<SavedRow>& rows, bool json);
+
+}  // namespace tools
+}  // namespace actnn
