@@ -290,7 +290,10 @@ class Differentiator : public rules::RuleContext {
       for (Value* v : n->inputs()) uses |= rg_.count(v) > 0;
       if (!uses) continue;
       const auto* rule = rules::findRule(n);
-      if (rule && rule->lower) rule->lower(n, f_);
+      if (!rule || !rule->lower) continue;
+      // The replacement's outputs require grad as n's did, so a lowered op
+      // that reads them (max_pool2d -> dropout) is lowered too.
+      for (Value* o : rule->lower(n, f_)->outputs()) rg_.insert(o);
     }
   }
 
