@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
 #include <queue>
 #include <tuple>
@@ -47,6 +48,39 @@ std::vector<int64_t> allocateBits(const std::vector<double>& cost, const std::ve
     used -= weight[i] * double(bits[i] - next);
     bits[i] = next;
     push(i);
+  }
+  // The last narrowing may save far more than was still needed, leaving
+  // earlier ones unnecessary: widen back, largest variance removed per bit
+  // first, whatever still fits. The budget left only shrinks, so a widening
+  // that does not fit now never will.
+  std::priority_queue<Step, std::vector<Step>, std::greater<Step>> widen;
+  auto pushWiden = [&](size_t i) {
+    const int64_t b = bits[i];
+    if (b < 8) widen.emplace(-cost[i] * (noise(b) - noise(2 * b)) / (weight[i] * double(b)), i);
+  };
+  for (size_t i = 0; i < n; ++i) pushWiden(i);
+  while (!widen.empty()) {
+    const size_t i = std::get<1>(widen.top());
+    widen.pop();
+    const double extra = weight[i] * double(bits[i]);
+    if (used + extra > budget) continue;
+    used += extra;
+    bits[i] *= 2;
+    pushWiden(i);
+  }
+  // Greedy steps are coarse (a unit saves 4, 2 or 1 bits at once), so the
+  // result can still lose to one width for all: then that width is returned.
+  double total = 0;
+  int64_t narrowest = 1;
+  for (size_t i = 0; i < n; ++i) {
+    total += weight[i];
+    if (!floor.empty()) narrowest = std::max(narrowest, floor[i]);
+  }
+  for (int64_t u = 8; u >= narrowest; u /= 2) {
+    if (double(u) * total > budget) continue;
+    const std::vector<int64_t> uniform(n, u);
+    if (allocationVariance(cost, uniform) < allocationVariance(cost, bits)) bits = uniform;
+    break;
   }
   return bits;
 }

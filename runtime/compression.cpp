@@ -1,7 +1,6 @@
 #include "actnn/runtime/compression.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <cmath>
@@ -72,16 +71,21 @@ CompressionState::Site& CompressionState::site(int64_t k) {
   return sites[k];
 }
 
+// SplitMix64's finalizer: a bijective mix of 64 bits.
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
 void CompressionState::beginStep() {
-  uint64_t drawn;
-  {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    drawn = gen.get<at::CPUGeneratorImpl>()->random64();
-  }
+  // The step's seed comes from the default generator's seed and this state's
+  // step count, without drawing from the generator: the module's own random
+  // ops (dropout) see the same stream as at L0 and in plain autograd.
+  const uint64_t base = at::detail::getDefaultCPUGenerator().current_seed();
   std::lock_guard<std::mutex> lock(mutex);
-  seed = drawn;
   ++steps;
+  seed = mix64(base ^ mix64(uint64_t(steps) + 0x9e3779b97f4a7c15ULL));
   if (dirty) solve();
   dirty = false;
 }

@@ -34,8 +34,8 @@ Window window(const char* op, at::IntArrayRef input_sizes, at::IntArrayRef kerne
   };
   Window w;
   w.kernel = kernel.vec();
-  w.stride = expand(stride, "stride", -1);
-  if (stride.empty()) w.stride = w.kernel;  // ATen's default: stride = kernel
+  // An empty stride is ATen's default, the kernel (F.max_pool2d(x, 2) passes []).
+  w.stride = stride.empty() ? w.kernel : expand(stride, "stride", -1);
   w.padding = expand(padding, "padding", 0);
   w.dilation = expand(dilation, "dilation", 1);
   w.in.assign(input_sizes.end() - k, input_sizes.end());
@@ -71,6 +71,11 @@ at::Tensor pack_pool_index(const at::Tensor& indices, at::IntArrayRef input_size
     for (size_t e = size_t(d) + 1; e < w.kernel.size(); ++e) inner *= w.kernel[e];
     relative += tap * inner;
   }
+  // What is left is 0 for an offset inside the plane. It is not when the
+  // geometry names fewer spatial dims than the pool has (max_pool2d with
+  // kernel [3] means 3x3 to ATen): pushed out of range, so pack_index reports
+  // it instead of storing a wrong index.
+  relative += rest * w.count();
   return pack_index(relative, w.count());
 }
 

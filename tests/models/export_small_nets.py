@@ -6,7 +6,9 @@ OUTDIR/<name>.pt goes OUTDIR/<name>.inputs, one line per forward input:
     float 2x4x16      a float tensor of that shape (standard normal)
     long 8 5          an int64 tensor of shape 8, values in [0, 5)
 
-and OUTDIR/small_nets.list names every net. Run with Debian's /usr/bin/python3:
+and OUTDIR/small_nets.list names every net of NETS (the L0 parity set). The
+nets of STAT_NETS, for the gradient statistics of the compressed levels, are
+scripted the same way but not listed. Run with Debian's /usr/bin/python3:
 
     /usr/bin/python3 export_small_nets.py OUTDIR [NAME ...]
 """
@@ -372,6 +374,56 @@ NETS = {
 }
 
 
+class StatsMasks(nn.Module):
+    """Only masks and pooling indices on the input gradient's path: relu,
+    max pooling (stride != kernel with padding, then the default stride),
+    dropout, relu6, hardtanh and leaky_relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):                  # x: (4, 3, 32, 32)
+        h = F.max_pool2d(F.relu(x * 2.0), 3, 2, 1)
+        h = self.drop(F.max_pool2d(h, 2))  # kept values ~8 +- 2.4: every piece below is reached
+        return F.leaky_relu(F.hardtanh(F.relu6(h - 6.0), 0.5, 4.5) - 2.0, 0.1)
+
+
+class StatsConvNet(nn.Module):
+    """No batch norm: conv -> relu -> conv -> relu -> global average -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):                  # x: (8, 3, 12, 12)
+        h = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
+class StatsLinear(nn.Module):
+    """One linear layer whose input is an activation (x * 2), so it is saved
+    and, at L2 and L3 (not L1: no convolution), quantized."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(640, 16, bias=False)
+
+    def forward(self, x):                  # x: (8, 640)
+        return self.fc(x * 2.0)
+
+
+# Nets for the gradient statistics of compressed levels
+# (tests/unit/compression_gradients_test.cpp), not part of the L0 parity set.
+STAT_NETS = {
+    "stats_masks": (StatsMasks, [("float", (4, 3, 32, 32))]),
+    "stats_convnet": (StatsConvNet, [("float", (8, 3, 12, 12))]),
+    "stats_linear": (StatsLinear, [("float", (8, 640))]),
+}
+
+
 def spec_line(spec):
     shape = "x".join(str(d) for d in spec[1])
     return " ".join([spec[0], shape] + [str(s) for s in spec[2:]])
@@ -385,12 +437,13 @@ def write(path, text):
 
 def main():
     out = sys.argv[1]
-    names = sys.argv[2:] or list(NETS)
+    every = {**NETS, **STAT_NETS}
+    names = sys.argv[2:] or list(every)
     os.makedirs(out, exist_ok=True)
     # Always re-exported (a second or two in all), so an edited net never
     # leaves a stale archive behind.
     for name in names:
-        cls, inputs = NETS[name]
+        cls, inputs = every[name]
         torch.manual_seed(sum(map(ord, name)))
         model = cls()  # in train mode, but for the submodules a net puts in eval mode
         scripted = torch.jit.script(model)
@@ -398,6 +451,7 @@ def main():
         scripted.save(path + ".tmp")
         os.replace(path + ".tmp", path)
         write(os.path.join(out, name + ".inputs"), "".join(spec_line(s) + "\n" for s in inputs))
+    # The parity nets only: SmallNets.EveryExportedNetIsTested reads this list.
     write(os.path.join(out, "small_nets.list"), "".join(n + "\n" for n in NETS))
     print("scripted", len(names), "small nets into", out, flush=True)
 

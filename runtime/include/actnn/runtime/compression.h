@@ -23,9 +23,10 @@
 // bit everywhere, ~1x at 2), while noise in a convolution's or linear's
 // input stays in that layer's weight gradient.
 //
-// Seeds: each step draws one 64-bit seed from LibTorch's default CPU
-// generator (so at::manual_seed / torch.manual_seed reproduces a run); site k
-// quantizes with Philox key (seed, k).
+// Seeds: each step's 64-bit seed mixes the seed of LibTorch's default CPU
+// generator with the state's step count (so at::manual_seed /
+// torch.manual_seed reproduces a run, and nothing is drawn from the stream
+// dropout uses); site k quantizes with Philox key (seed, k).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -60,7 +61,7 @@ struct CompressionState : torch::CustomClassHolder {
   CompressionState(double budget_bits, int64_t group_size,
                    std::vector<std::tuple<std::string, int64_t, int64_t>> sites);
 
-  // Called by the runtime before each forward: draws the step's seed and, when
+  // Called by the runtime before each forward: sets the step's seed and, when
   // a backward has reported gradients since, re-solves the site budgets.
   void beginStep();
   // Quantizes x for `site`. channel_dim: the dim holding channels (1 for
