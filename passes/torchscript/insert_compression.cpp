@@ -29,6 +29,7 @@
 // group-size, masks=true|false.
 #include <torch/custom_class.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 
@@ -105,7 +106,7 @@ class Rewriter {
     budget_ = std::strtod(bits.c_str(), &end);
     if (end == bits.c_str() || *end != '\0') {
       diag.error("option bits expects a number, got '" + bits + "'");
-    } else if (mixed_ ? (budget_ < 1 || budget_ > 8)
+    } else if (mixed_ ? !(budget_ >= 1 && budget_ <= 8)
                       : !(budget_ == 1 || budget_ == 2 || budget_ == 4 || budget_ == 8)) {
       diag.error(mixed_ ? "option bits (the mixed-precision budget) must be in [1, 8], got " + bits
                         : "option bits must be 1, 2, 4 or 8 (or any budget in [1, 8] with mixed=true), got " + bits);
@@ -155,8 +156,25 @@ class Rewriter {
   Value* savedF(size_t i) { return f_.outputs()[ir_.num_outputs + i]; }
   Value* savedB(size_t i) { return b_.inputs()[ir_.num_outputs + i]; }
 
-  // Adds a new saved value (F output, B input) and returns its B input.
+  // aten::size(v) in F: the one autodiff or this pass already made (moved up
+  // to the insert point if it comes later), or a new one there. int[] values
+  // are mutable, so CSE would keep the copies.
+  Value* sizesOf(Value* v) {
+    Node* point = f_.insertPoint();
+    for (const auto& use : v->uses()) {
+      Node* n = use.user;
+      if (n->kind() != c10::aten::size || n->inputs().size() != 1 || n->owningBlock() != f_.block()) continue;
+      if (n->isAfter(point)) n->moveBefore(point);
+      return n->output();
+    }
+    return insertValue(f_, c10::aten::size, {v});
+  }
+
+  // Adds a new saved value (F output, B input) and returns its B input; a
+  // value F saves already is not saved twice.
   Value* addSaved(Value* v, SavedKind kind, const std::string& name) {
+    for (size_t k = ir_.num_outputs; k < f_.outputs().size(); ++k)
+      if (f_.outputs()[k] == v) return b_.inputs()[k];  // saved already
     if (isConstant(v)) {
       WithInsertPoint guard(b_.block()->nodes().front());
       Value* c = b_.insertConstant(*constantOf(v));
@@ -186,7 +204,7 @@ class Rewriter {
     Value *packed, *sizes;
     {
       WithInsertPoint guard(v->node()->next());
-      sizes = insertValue(f_, c10::aten::size, {v});
+      sizes = sizesOf(v);
       packed = insertValue(f_, actnnOp("pack_mask"), {v});
     }
     Value* in = savedB(i);
@@ -199,22 +217,45 @@ class Rewriter {
     in->replaceAllUsesAfterNodeWith(mask->node(), mask);
   }
 
+  // The pooling geometry (kernel, stride, padding, dilation) with one entry
+  // per spatial dim, as constants: ATen repeats a one-entry list ([3] is 3x3
+  // for max_pool2d) and reads an empty stride as the kernel.
+  c10::optional<std::vector<Value*>> poolGeometry(Node* pool) {
+    const size_t dims = pool->kind() == c10::aten::max_pool3d_with_indices ? 3 : 2;
+    std::vector<std::vector<int64_t>> lists;
+    for (size_t a = 1; a <= 4; ++a) {
+      auto c = constantOf(pool->input(a));
+      if (!c || !c->isIntList()) return c10::nullopt;
+      std::vector<int64_t> l = c->toIntVector();
+      if (a == 2 && l.empty()) l = lists[0];
+      if (l.size() == 1) l.assign(dims, l[0]);
+      if (l.size() != dims) return c10::nullopt;
+      lists.push_back(l);
+    }
+    std::vector<Value*> out;
+    for (const auto& l : lists) out.push_back(f_.insertConstant(l));
+    return out;
+  }
+
   void packPoolIndex(size_t i) {
     Value* v = savedF(i);
     Node* pool = v->node();
     Value *packed, *in_sizes, *out_sizes;
+    std::vector<Value*> geo;
     {
       WithInsertPoint guard(pool->next());
-      in_sizes = insertValue(f_, c10::aten::size, {pool->input(0)});
-      out_sizes = insertValue(f_, c10::aten::size, {v});
-      packed = insertValue(f_, actnnOp("pack_pool_index"),
-                           {v, in_sizes, pool->input(1), pool->input(2), pool->input(3), pool->input(4)});
+      auto geometry = poolGeometry(pool);
+      if (!geometry) return;  // not constant: the indices stay as they are
+      geo = *geometry;
+      in_sizes = sizesOf(pool->input(0));
+      out_sizes = sizesOf(v);
+      packed = insertValue(f_, actnnOp("pack_pool_index"), {v, in_sizes, geo[0], geo[1], geo[2], geo[3]});
     }
     const std::string name = ir_.saved[i].name;  // addSaved grows ir_.saved
     Value* out_b = addSaved(out_sizes, SavedKind::Meta, "output sizes of " + name);
     Value* in_b = addSaved(in_sizes, SavedKind::Meta, "input sizes of " + name);
     std::vector<Value*> geometry;
-    for (size_t a = 1; a <= 4; ++a) geometry.push_back(addSaved(pool->input(a), SavedKind::Meta, "geometry of " + name));
+    for (Value* g : geo) geometry.push_back(addSaved(g, SavedKind::Meta, "geometry of " + name));
     Value* in = savedB(i);
     Node* first = firstUse(in, b_.block());
     replaceSaved(i, packed);
@@ -230,7 +271,8 @@ class Rewriter {
   // where the reader passes the gradient through unchanged (Threshold,
   // Hardtanh: where it zeroes it).
   Value* readerMask(Value* v, const MaskReader& r, const std::string& name) {
-    Value *mask, *sizes;
+    Value* mask = nullptr;
+    Value* sizes = nullptr;
     {
       WithInsertPoint guard(v->node()->next());
       Node* n = r.node;
@@ -247,7 +289,7 @@ class Rewriter {
           mask = insertValue(f_, c10::aten::gt, {v, 0});
           break;
       }
-      sizes = insertValue(f_, c10::aten::size, {v});
+      sizes = sizesOf(v);
       mask = insertValue(f_, actnnOp("pack_mask"), {mask});
     }
     Value* packed_b = addSaved(mask, SavedKind::Mask, "mask of " + name);
@@ -256,7 +298,10 @@ class Rewriter {
     return insertValue(b_, actnnOp("unpack_mask"), {packed_b, sizes_b});
   }
 
-  void rewriteMaskReader(Value* v, const MaskReader& r, const std::string& name) {
+  // Rewrites reader r of saved value i to use a mask. The reader no longer
+  // reads the value (its use is dropped from saved_uses[i]), and any saved
+  // use whose gradient was the reader's result now names the replacement.
+  void rewriteMaskReader(size_t i, Value* v, const MaskReader& r, const std::string& name) {
     Value* mask = readerMask(v, r, name);
     Node* n = r.node;
     WithInsertPoint guard(n);
@@ -269,6 +314,11 @@ class Rewriter {
       out = insertValue(b_, c10::aten::masked_fill, {g, mask, 0});
     }
     out->node()->setSourceRange(n->sourceRange());
+    auto& own = ir_.saved_uses[i];
+    own.erase(std::remove_if(own.begin(), own.end(), [&](const SavedUse& u) { return u.grad == g; }), own.end());
+    for (auto& uses : ir_.saved_uses)
+      for (auto& u : uses)
+        if (u.grad == n->output()) u.grad = out;
     n->output()->replaceAllUsesWith(out);
     n->destroy();
   }
@@ -282,7 +332,7 @@ class Rewriter {
       std::vector<MaskReader> readers;
       for (const auto& use : in->uses())
         if (auto r = maskReader(use.user, use.offset)) readers.push_back(*r);
-      for (const auto& r : readers) rewriteMaskReader(v, r, name);
+      for (const auto& r : readers) rewriteMaskReader(i, v, r, name);
     }
     if (!in->hasUses()) return true;
     if (conv_only_ && !ir_.saved[i].conv_input) return false;
@@ -388,7 +438,6 @@ class InsertCompression : public Pass {
     if (diag.hasErrors()) return false;
     rewriter.stateB();
     rewriter.run();
-    // Several masks and pool indices of one value each asked for its sizes.
     for (auto* g : {&ir.forward, &ir.backward}) {
       torch::jit::EliminateCommonSubexpression(*g);
       torch::jit::ConstantPooling(*g);
