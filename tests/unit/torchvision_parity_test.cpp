@@ -14,6 +14,12 @@
 
 namespace {
 
+actnn::Options level0() {
+  actnn::Options options;
+  options.level = "L0";
+  return options;
+}
+
 std::string modelPath(const std::string& name) { return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + ".pt"; }
 
 struct ModelCase {
@@ -32,7 +38,7 @@ TEST_P(TorchvisionParity, GradientsEqualAutograd) {
   const auto& c = GetParam();
   torch::jit::Module reference = torch::jit::load(modelPath(c.name));
   torch::jit::Module original = torch::jit::load(modelPath(c.name));
-  torch::jit::Module compiled = actnn::compile(original);
+  torch::jit::Module compiled = actnn::compile(original, level0());
   at::manual_seed(0);
   at::Tensor x = at::randn({2, 3, c.image, c.image});
   expectParity(actnn::testing::compareTrainingStep(reference, compiled, {x}, 7));
@@ -42,7 +48,7 @@ TEST_P(TorchvisionParity, GradientsEqualAutogradAfterSaveLoad) {
   const auto& c = GetParam();
   torch::jit::Module reference = torch::jit::load(modelPath(c.name));
   std::string archive = std::string(ACTNN_TEST_MODELS_DIR) + "/" + c.name + ".actnn.pt";
-  actnn::compile(torch::jit::load(modelPath(c.name))).save(archive);
+  actnn::compile(torch::jit::load(modelPath(c.name)), level0()).save(archive);
   torch::jit::Module loaded = torch::jit::load(archive);
   at::manual_seed(0);
   at::Tensor x = at::randn({2, 3, c.image, c.image});

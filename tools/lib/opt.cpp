@@ -90,7 +90,7 @@ void printIR(std::ostream& os, const TrainingIR& ir, const std::string& emit) {
 int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
   Args args;
   args.positional("INPUT", "a TorchScript archive (.pt) or graph text (.tsir)")
-      .flag("level", "L0", "the named pipeline to run (L0..L5)")
+      .flag("level", "L3", "the named pipeline to run (L0..L5)")
       .flag("passes", "", "an explicit pipeline, e.g. lower-module,canonicalize{shape-checks=remove}")
       .flag("emit", "training", "module | forward | backward | training (F and B)")
       .option("print-ir-after-all", "false", "true", "print the IR after every pass (to stderr)")

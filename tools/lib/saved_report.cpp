@@ -37,12 +37,6 @@ std::string mib(int64_t bytes) {
   return buf;
 }
 
-int64_t numel(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
-}
-
 }  // namespace
 
 std::map<std::string, std::vector<int64_t>> parseInputShapes(const std::string& text) {

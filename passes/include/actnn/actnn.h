@@ -3,7 +3,7 @@
 // activations compressed).
 //
 //   torch::jit::Module m = torch::jit::load("resnet50.pt");
-//   torch::jit::Module c = actnn::compile(m, {.level = "L0"});
+//   torch::jit::Module c = actnn::compile(m, {.level = "L3"});
 //   auto loss = criterion(c.forward({x}).toTensor(), y);
 //   loss.backward();              // gradients land in m's parameters
 //   c.save("resnet50.actnn.pt");  // an ordinary TorchScript archive
@@ -24,7 +24,7 @@
 namespace actnn {
 
 struct Options {
-  std::string level = "L0";  // L0..L5
+  std::string level = "L3";  // L0..L5 (the tool's default too)
   std::string passes;        // an explicit pipeline; overrides `level`
 };
 
