@@ -8,13 +8,11 @@
 //  - ratio: fp's saved_bytes / this level's.
 // Each side runs one warm-up step first (first-use allocations, backward
 // specialization, and at L3 the bit allocator's first statistics).
-#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <iostream>
 
 #include "actnn/actnn.h"
-#include "actnn/passes/registry.h"
 #include "args.h"
 #include "bench.h"
 #include "bench_models.h"
@@ -43,27 +41,16 @@ StepMemory measureStep(torch::jit::Module& module, const at::Tensor& input) {
 
 int bench_memory(int argc, char** argv) {
   Args args;
-  args.flag("model", "resnet50", "torchvision model name, or a TorchScript archive (.pt)")
-      .flag("level", "L3", "compression level of the compiled module (L0..L5)")
-      .flag("batch", "32", "samples per step")
-      .flag("image", "224", "image height and width")
-      .flag("channels", "3", "image channels")
-      .flag("threads", "0", "CPU threads (0: LibTorch's default)");
+  declareModelFlags(args, "L3", "32");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench memory [flags]\n" << args.help();
     return 0;
   }
-  const int64_t batch = args.integer("batch"), image = args.integer("image"), channels = args.integer("channels");
-  const int64_t threads = args.integer("threads");
-  if (batch < 1 || image < 1 || channels < 1) throw UsageError("--batch, --image and --channels must be positive");
-  if (threads > 0) at::set_num_threads(int(threads));
-  const std::string model = args.str("model"), level = args.str("level");
-
-  levelPipeline(level);  // an unknown level fails before any model is run
+  const ModelFlags flags = readModelFlags(args);
+  const std::string& model = flags.model;
   Options options;
-  options.level = level;
-  at::manual_seed(0);
-  const at::Tensor x = at::randn({batch, channels, image, image});
+  options.level = flags.level;
+  const at::Tensor x = flags.input();
   StepMemory fp, ours;
   {
     torch::jit::Module reference = loadModel(model);
@@ -76,15 +63,15 @@ int bench_memory(int argc, char** argv) {
   auto line = [&](const std::string& which, const StepMemory& m) {
     return JsonLine()
         .add("model", model)
-        .add("batch", batch)
-        .add("image", image)
+        .add("batch", flags.batch)
+        .add("image", flags.image)
         .add("level", which)
         .add("saved_bytes", m.saved_bytes)
         .add("peak_bytes", m.peak_bytes)
         .add("ratio", double(fp.saved_bytes) / double(std::max<int64_t>(m.saved_bytes, 1)))
         .add("peak_ratio", double(fp.peak_bytes) / double(std::max<int64_t>(m.peak_bytes, 1)));
   };
-  std::cout << line("fp", fp) << line(level, ours);
+  std::cout << line("fp", fp) << line(flags.level, ours);
   return 0;
 }
 

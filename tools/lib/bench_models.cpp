@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <ATen/Parallel.h>
+
+#include "actnn/passes/registry.h"
 #include "args.h"
 
 namespace actnn {
@@ -21,6 +24,35 @@ std::string shellQuote(const std::string& s) {
 }
 
 }  // namespace
+
+void declareModelFlags(Args& args, const char* default_level, const char* default_batch) {
+  args.flag("model", "resnet50", "torchvision model name, or a TorchScript archive (.pt)")
+      .flag("level", default_level, "compression level of the compiled module (L0..L5)")
+      .flag("batch", default_batch, "samples per step")
+      .flag("image", "224", "image height and width")
+      .flag("channels", "3", "image channels")
+      .flag("threads", "0", "CPU threads (0: LibTorch's default)");
+}
+
+ModelFlags readModelFlags(const Args& args) {
+  ModelFlags f;
+  f.model = args.str("model");
+  f.level = args.str("level");
+  f.batch = args.integer("batch");
+  f.image = args.integer("image");
+  f.channels = args.integer("channels");
+  const int64_t threads = args.integer("threads");
+  if (f.batch < 1 || f.image < 1 || f.channels < 1)
+    throw UsageError("--batch, --image and --channels must be positive");
+  levelPipeline(f.level);
+  if (threads > 0) at::set_num_threads(int(threads));
+  return f;
+}
+
+at::Tensor ModelFlags::input() const {
+  at::manual_seed(0);
+  return at::randn({batch, channels, image, image});
+}
 
 torch::jit::Module loadModel(const std::string& name) {
   std::string path = name;

@@ -10,6 +10,21 @@
 namespace actnn {
 namespace tools {
 
+class Args;
+
+// The flags the single-model suites share: --model, --level, --batch,
+// --image, --channels, --threads.
+struct ModelFlags {
+  std::string model, level;
+  int64_t batch = 0, image = 0, channels = 0;
+  // A random input batch [batch, channels, image, image] (seed 0).
+  at::Tensor input() const;
+};
+void declareModelFlags(Args& args, const char* default_level, const char* default_batch);
+// Checks the values and the level (an unknown one fails before any model
+// runs) and applies --threads.
+ModelFlags readModelFlags(const Args& args);
+
 // `name` is a path to a TorchScript archive (ends in .pt), a torchvision
 // classification model's name or "fashion_resnet" (the bundled example):
 // <models dir>/<name>.pt, scripted first by Debian's python3-torchvision
