@@ -68,6 +68,40 @@ bool isConstant(const Value* v, const c10::IValue& expected) {
   return false;
 }
 
+// 1-d pooling as ATen computes it: the 2-d op on x.unsqueeze(-2), with a
+// unit first window dim, squeezed back. Only for constant geometry.
+bool poolAs2d(Graph& graph, Node* n) {
+  using namespace c10;
+  const bool max = n->kind() == aten::max_pool1d, adaptive = n->kind() == aten::adaptive_avg_pool1d;
+  // Per list argument: the value the added leading dim gets (kernel and
+  // dilation 1, stride 1, padding 0); -1 marks a non-list argument.
+  const std::vector<int64_t> lead = adaptive ? std::vector<int64_t>{1}
+                                    : max    ? std::vector<int64_t>{1, 1, 0, 1, -1}
+                                             : std::vector<int64_t>{1, 1, 0, -1, -1};
+  std::vector<NamedValue> args;  // inserted before n (respell's insert point)
+  Value* x = insertValue(graph, aten::unsqueeze, {n->input(0), -2}, n->sourceRange());
+  args.emplace_back(x);
+  for (size_t i = 0; i < lead.size() && i + 1 < n->inputs().size(); ++i) {
+    Value* v = n->input(i + 1);
+    if (lead[i] < 0) {
+      args.emplace_back(v);
+      continue;
+    }
+    auto c = constantOf(v);
+    if (!c || !c->isIntList()) {
+      x->node()->destroy();
+      return false;  // autodiff reports it
+    }
+    std::vector<int64_t> l = c->toIntVector();
+    if (!l.empty()) l.insert(l.begin(), lead[i]);  // an empty stride means the kernel
+    args.emplace_back(graph.insertConstant(l));
+  }
+  const Symbol kind = adaptive ? aten::adaptive_avg_pool2d : max ? aten::max_pool2d : aten::avg_pool2d;
+  Value* pooled = insertValue(graph, kind, args, n->sourceRange());
+  replace(n, insertValue(graph, aten::squeeze, {pooled, -2}, n->sourceRange()));
+  return true;
+}
+
 bool respell(Graph& graph, Node* n) {
   using namespace c10;
   auto range = n->sourceRange();
@@ -110,6 +144,8 @@ bool respell(Graph& graph, Node* n) {
     }
     return false;
   }
+  if (n->kind() == aten::max_pool1d || n->kind() == aten::avg_pool1d || n->kind() == aten::adaptive_avg_pool1d)
+    return poolAs2d(graph, n);
   if (n->matches("aten::dropout(Tensor input, float p, bool train) -> Tensor") ||
       n->matches("aten::feature_dropout(Tensor input, float p, bool train) -> Tensor")) {
     if (isConstant(n->input(1), 0.0) || isConstant(n->input(2), false)) {

@@ -191,6 +191,20 @@ class Pool2d(nn.Module):
         return m1, m2, m3, a1, a2, g1, g2, g3
 
 
+class Pool1d(nn.Module):
+    """1-d max, average and adaptive average pooling (ATen runs the 2-d ops on
+    an unsqueezed input), batched and unbatched."""
+
+    def forward(self, x):                  # x: (2, 4, 17)
+        m1 = F.max_pool1d(x, 3, 2, 1)
+        m2 = F.max_pool1d(x[0], 2, ceil_mode=True)
+        a1 = F.avg_pool1d(x, 3, 2, 1, count_include_pad=False)
+        a2 = F.avg_pool1d(x, 2)
+        g1 = F.adaptive_avg_pool1d(x, 5)
+        g2 = F.adaptive_avg_pool1d(x, 1)
+        return m1, m2, a1, a2, g1, g2
+
+
 class Pool3d(nn.Module):
     """3-d max, average, adaptive average and adaptive max pooling."""
 
@@ -359,6 +373,7 @@ NETS = {
     "matmul": (Matmul, [("float", (2, 3, 6))]),
     "norm": (Norm, [("float", (4, 4, 6, 6))]),
     "activations": (Activations, [("float", (4, 64))]),
+    "pool1d": (Pool1d, [("float", (2, 4, 17))]),
     "pool2d": (Pool2d, [("float", (2, 3, 9, 9))]),
     "pool3d": (Pool3d, [("float", (2, 2, 6, 6, 6))]),
     "reductions": (Reductions, [("float", (2, 3, 4, 5))]),

@@ -3,7 +3,8 @@
 // activations compressed).
 //
 //   torch::jit::Module m = torch::jit::load("resnet50.pt");
-//   torch::jit::Module c = actnn::compile(m, {.level = "L3"});
+//   actnn::Options options;  // level L3 unless told otherwise
+//   torch::jit::Module c = actnn::compile(m, options);
 //   auto loss = criterion(c.forward({x}).toTensor(), y);
 //   loss.backward();              // gradients land in m's parameters
 //   c.save("resnet50.actnn.pt");  // an ordinary TorchScript archive
