@@ -15,11 +15,12 @@ namespace {
 // the sample (dim 0 holds the samples; rank < 2 is one sample).
 std::vector<double> groupRangeSquares(const at::Tensor& x, int64_t group_size) {
   const int64_t n = x.dim() < 2 ? 1 : x.size(0);
-  at::Tensor flat = x.detach().reshape({n, -1});
+  at::Tensor flat = x.detach().reshape({n, -1}).contiguous();
   const int64_t d = flat.size(1), full = d / group_size;
   at::Tensor sum = at::zeros({n}, flat.options().dtype(at::kDouble));
   if (full > 0) {
-    auto mm = at::aminmax(flat.narrow(1, 0, full * group_size).reshape({n, full, group_size}), 2);
+    // A view of the whole groups (no copy even when a partial group follows).
+    auto mm = at::aminmax(flat.as_strided({n, full, group_size}, {flat.stride(0), group_size, 1}), 2);
     sum += (std::get<1>(mm) - std::get<0>(mm)).to(at::kDouble).square().sum(1);
   }
   if (d > full * group_size) {
@@ -152,7 +153,10 @@ void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {
     if (site(k).bits != 0) return;
   }
   const int64_t n = grad.dim() < 2 ? 1 : grad.size(0);
-  at::Tensor sq = grad.detach().reshape({n, -1}).to(at::kDouble).square().sum(1).cpu();
+  // Accumulated in double without a double copy of the gradient.
+  at::Tensor sq = at::linalg_vector_norm(grad.detach().reshape({n, -1}), 2, at::IntArrayRef{1}, false, at::kDouble)
+                      .square()
+                      .cpu();
   std::lock_guard<std::mutex> lock(mutex);
   Site& s = site(k);
   if (int64_t(s.grad_sq.size()) != n) return;  // not the batch this site last saw
