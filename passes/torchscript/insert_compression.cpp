@@ -190,8 +190,8 @@ class Rewriter {
     return in;
   }
 
-  // Replaces saved value i by `packed` (a forward value of type `type`);
-  // returns B's input, which now has that type.
+  // Replaces saved value i by `packed` (a forward value); returns B's input,
+  // which now has packed's type.
   Value* replaceSaved(size_t i, Value* packed) {
     f_.return_node()->replaceInput(ir_.num_outputs + i, packed);
     Value* in = savedB(i);

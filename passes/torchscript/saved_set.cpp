@@ -5,9 +5,9 @@
 //   F: return (%out, %conv_w, %x1, %mean, %invstd, %mask, %idx, %sizes)
 //   saved-set:      held   activation  statistic ×2  mask pool-index meta
 //
-// Kinds (SavedKind): held — a graph input (user input, parameter, buffer) or
-// a view of one, which its owner keeps alive anyway, so storing it costs
-// nothing; meta — not a tensor; statistic — batch/layer/group-norm mean and
+// Kinds (SavedKind): held — a graph input (user input, parameter, buffer), a
+// result of the program, or a view of either, which its owner keeps alive
+// anyway, so storing it costs nothing; meta — not a tensor; statistic — batch/layer/group-norm mean and
 // inverse std, nll_loss's total weight (per channel, kept); mask — boolean
 // tensors (comparisons, dropout's keep mask); pool-index — the argmax offsets
 // of max pooling; activation — any other tensor made by an op that yields
@@ -29,9 +29,13 @@ using torch::jit::Value;
 
 bool isTensor(const Value* v) { return v->type()->isSubtypeOf(*c10::TensorType::get()); }
 
-SavedKind classify(Value* v) {
+// `outputs`: the program's own results, which the caller holds anyway.
+SavedKind classify(Value* v, const std::unordered_set<const Value*>& outputs) {
   if (!isTensor(v)) return SavedKind::Meta;
-  if (viewFamily(v).front()->node()->kind() == c10::prim::Param) return SavedKind::Held;
+  const auto family = viewFamily(v);
+  if (family.front()->node()->kind() == c10::prim::Param) return SavedKind::Held;
+  for (const Value* member : family)
+    if (outputs.count(member)) return SavedKind::Held;
   const Node* n = v->node();
   const std::string kind = n->kind().toQualString();
   const size_t out = v->offset();
@@ -75,10 +79,12 @@ class SavedSet : public Pass {
     TORCH_INTERNAL_ASSERT(ir.saved_uses.size() == n, "autodiff recorded ", ir.saved_uses.size(),
                           " saved uses for ", n, " saved values");
     ir.saved.assign(n, SavedValue{});
+    std::unordered_set<const Value*> outputs(ir.forward->outputs().begin(),
+                                             ir.forward->outputs().begin() + ir.num_outputs);
     for (size_t i = 0; i < n; ++i) {
       Value* v = ir.forward->outputs()[ir.num_outputs + i];
       SavedValue& s = ir.saved[i];
-      s.kind = classify(v);
+      s.kind = classify(v, outputs);
       s.name = describe(v, ir.saved_uses[i]);
       for (const auto& u : ir.saved_uses[i])
         s.conv_input |= u.consumer->kind() == c10::aten::convolution && u.consumer->input(0) == v;
