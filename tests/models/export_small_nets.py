@@ -270,7 +270,8 @@ class Shapes(nn.Module):
 
 class Dropout(nn.Module):
     """dropout as a module, functional and in place; p = 0 and an eval-mode
-    dropout are identities."""
+    dropout are identities; channel-wise Dropout2d (feature_dropout), also
+    with p = 1."""
 
     def __init__(self):
         super().__init__()
@@ -278,11 +279,14 @@ class Dropout(nn.Module):
         self.drop = nn.Dropout(0.5)
         self.off = nn.Dropout(0.5)
         self.off.eval()
+        self.channels = nn.Dropout2d(0.4)
+        self.all = nn.Dropout2d(1.0)
 
     def forward(self, x):                  # x: (4, 16)
         h = self.fc(x)
+        planes = h.view(4, 4, 2, 2)
         return (self.drop(h), F.dropout(h, 0.3, self.training), F.dropout(h * 1.0, 0.2, True, inplace=True),
-                F.dropout(h, 0.0, True), self.off(h))
+                F.dropout(h, 0.0, True), self.off(h), self.channels(planes) * planes, self.all(planes))
 
 
 class Softmax(nn.Module):

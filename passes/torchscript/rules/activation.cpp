@@ -1,7 +1,8 @@
 // Pointwise activations, softmax / log_softmax and dropout. Each backward is
 // the ATen *_backward op autograd uses, fed with the input or the result,
 // whichever autograd saves. Dropout becomes native_dropout so its keep mask
-// is a forward value (drawn from the same generator calls as aten::dropout).
+// is a forward value (drawn from the same generator calls as aten::dropout);
+// feature dropout becomes the ops ATen runs for it.
 #include "rules.h"
 
 namespace actnn {
@@ -49,6 +50,28 @@ void registerActivationRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::dropout",
                    [](Node* n, Graph& f) {
                      return replaceNode(n, f, aten::native_dropout, {n->input(0), n->input(1), n->input(2)});
+                   },
+                   nullptr});
+  // feature_dropout(input, p, train): canonicalize removed it unless train;
+  // the noise (one value per sample and channel) becomes a forward value and
+  // mul's rule saves it.
+  rules.push_back({"aten::feature_dropout",
+                   [](Node* n, Graph& f) {
+                     auto train = torch::jit::toIValue(n->input(2));
+                     TORCH_CHECK(train && train->isBool() && train->toBool(),
+                                 "aten::feature_dropout needs a constant train=True after canonicalize");
+                     Value* out;
+                     {
+                       torch::jit::WithInsertPoint guard(n);
+                       out = torch::jit::insertGraph(f, *helperGraph("feature_dropout_train"),
+                                                     {n->input(0), n->input(1)})
+                                 .at(0);
+                     }
+                     out->setType(n->output()->type());
+                     n->output()->replaceAllUsesWith(out);
+                     Node* result = out->node();
+                     n->destroy();
+                     return result;
                    },
                    nullptr});
   rules.push_back({"aten::native_dropout", nullptr, [](RuleContext& c) {

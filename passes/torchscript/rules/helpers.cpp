@@ -136,6 +136,17 @@ def dropout_scale(p: float) -> float:
     if p == 1.0:
         return 0.0
     return 1.0 / (1.0 - p)
+
+# Training-mode feature dropout (Dropout1d/2d/3d), drawing what ATen draws:
+# one Bernoulli(1 - p) per (sample, channel), scaled by 1 / (1 - p). The noise
+# is 0 or 1, so scaling by the reciprocal gives ATen's division's bits.
+def feature_dropout_train(x: Tensor, p: float) -> Tensor:
+    sizes: List[int] = [x.size(0), x.size(1)]
+    for i in range(2, x.dim()):
+        sizes.append(1)
+    noise = torch.empty(sizes, dtype=x.dtype, device=x.device)
+    noise.bernoulli_(1.0 - p)
+    return x * (noise * dropout_scale(p))
 )TS";
 
 }  // namespace
