@@ -1,5 +1,5 @@
 // actnn-bench memory: what a training step holds, measured on the CPU
-// allocator (MemoryTracker), for LibTorch autograd on the original module
+// allocator or the CUDA caching allocator (MemoryTracker), for LibTorch autograd on the original module
 // ("fp") and for the compiled module, in the same process on the same input.
 //  - saved_bytes: live bytes after forward minus before, minus the output:
 //    what the step keeps for backward (the reference's method);
@@ -9,6 +9,8 @@
 // Each side runs one warm-up step first (first-use allocations, backward
 // specialization, and at L3 the bit allocator's first statistics).
 #include <torch/csrc/autograd/autograd.h>
+
+#include <torch/cuda.h>
 
 #include <iostream>
 
@@ -26,7 +28,7 @@ StepMemory measureStep(torch::jit::Module& module, const at::Tensor& input) {
   trainingStep(module, input);  // warm-up
   for (const auto& p : module.parameters()) p.mutable_grad() = at::Tensor();
   StepMemory m;
-  MemoryTracker tracker;
+  MemoryTracker tracker(input.device().type());
   at::Tensor out = module.forward({input}).toTensor();
   m.saved_bytes = tracker.live() - int64_t(out.nbytes());
   at::Tensor loss = out.sum();
@@ -42,22 +44,30 @@ StepMemory measureStep(torch::jit::Module& module, const at::Tensor& input) {
 int bench_memory(int argc, char** argv) {
   Args args;
   declareModelFlags(args, "L3", "32");
+  args.flag("device", "cpu", "cpu or cuda (the CUDA caching allocator's reports)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench memory [flags]\n" << args.help();
     return 0;
   }
   const ModelFlags flags = readModelFlags(args);
   const std::string& model = flags.model;
+  const std::string device = args.str("device");
+  if (device != "cpu" && device != "cuda") throw UsageError("--device must be cpu or cuda, got '" + device + "'");
+  if (device == "cuda" && !torch::cuda::is_available()) throw UsageError("--device=cuda: no CUDA device in this process");
+  const c10::Device where(device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU);
   Options options;
   options.level = flags.level;
-  const at::Tensor x = flags.input();
+  const at::Tensor x = flags.input().to(where);
   StepMemory fp, ours;
   {
     torch::jit::Module reference = loadModel(model);
+    reference.to(where);
     fp = measureStep(reference, x);
   }
   {
-    torch::jit::Module compiled = compile(loadModel(model), options);
+    torch::jit::Module original = loadModel(model);
+    original.to(where);  // before compiling: the compiled module shares its tensors
+    torch::jit::Module compiled = compile(original, options);
     ours = measureStep(compiled, x);
   }
   auto line = [&](const std::string& which, const StepMemory& m) {
@@ -66,6 +76,7 @@ int bench_memory(int argc, char** argv) {
         .add("batch", flags.batch)
         .add("image", flags.image)
         .add("level", which)
+        .add("device", device)
         .add("saved_bytes", m.saved_bytes)
         .add("peak_bytes", m.peak_bytes)
         .add("ratio", double(fp.saved_bytes) / double(std::max<int64_t>(m.saved_bytes, 1)))

@@ -1,6 +1,8 @@
-// Counts CPU allocator traffic on this thread: every tensor allocation and
-// free LibTorch's CPU allocator reports (c10's memory-reporting hook, the one
-// the profiler uses). Live bytes are relative to when the tracker was made.
+// Counts allocator traffic for one device type: every allocation and free
+// LibTorch's CPU allocator, or the CUDA caching allocator, reports through
+// c10's memory-reporting hook (the one the profiler uses), on this thread and
+// on the threads it hands work to (autograd's device threads inherit it).
+// Live bytes are relative to when the tracker was made.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,7 +15,7 @@ namespace tools {
 
 class MemoryTracker {
  public:
-  MemoryTracker();
+  explicit MemoryTracker(c10::DeviceType device = c10::DeviceType::CPU);
   ~MemoryTracker();
   // Bytes allocated and not yet freed since construction (may go negative
   // when older tensors are freed).
