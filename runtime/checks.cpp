@@ -27,9 +27,7 @@ QuantPlan plan_quantize(const char* op, c10::ScalarType dtype, at::IntArrayRef s
   plan.meta_dtype = kernels::meta_is_half(plan.elem) ? c10::ScalarType::Half : c10::ScalarType::BFloat16;
   TORCH_CHECK(group_size > 0 && group_size % 32 == 0, op,
               ": group_size must be a positive multiple of 32, got ", group_size);
-  // Samples run along dim 0; a rank-0 or rank-1 tensor is one sample (a
-  // vector's values are not samples of one value each).
-  const int64_t n = shape.size() < 2 ? 1 : shape[0];
+  const int64_t n = sampleCount(shape);
   int64_t d = 1;
   for (size_t i = shape.size() < 2 ? 0 : 1; i < shape.size(); ++i) d *= shape[i];
   TORCH_CHECK(!bits.empty(), op, ": bits must hold one width, or one per sample (", n, "), got none");

@@ -11,10 +11,10 @@
 namespace actnn {
 namespace {
 
-// Per sample: sum over its groups of (max - min)^2, the way quantize groups
-// the sample (dim 0 holds the samples; rank < 2 is one sample).
+// Per sample: sum over its groups of (max - min)^2, grouped the way quantize
+// groups the sample.
 std::vector<double> groupRangeSquares(const at::Tensor& x, int64_t group_size) {
-  const int64_t n = x.dim() < 2 ? 1 : x.size(0);
+  const int64_t n = sampleCount(x.sizes());
   at::Tensor flat = x.detach().reshape({n, -1}).contiguous();
   const int64_t d = flat.size(1), full = d / group_size;
   at::Tensor sum = at::zeros({n}, flat.options().dtype(at::kDouble));
@@ -42,8 +42,15 @@ double kappa(const at::Tensor& x, int64_t channel_dim, const c10::optional<at::T
   if (weight && weight->defined() && weight->dim() > 2) taps = double(weight->numel() / (weight->size(0) * weight->size(1)));
   if (x.dim() < 2) return taps;
   const int64_t per_sample = x.numel() / std::max<int64_t>(x.size(0), 1);
-  const int64_t channels = x.size(channel_dim < 0 ? channel_dim + x.dim() : channel_dim);
+  const int64_t channels = x.size(channel_dim);
   return taps / double(std::max<int64_t>(per_sample / std::max<int64_t>(channels, 1), 1));
+}
+
+// SplitMix64's finalizer: a bijective mix of 64 bits.
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
 }
 
 }  // namespace
@@ -72,13 +79,6 @@ CompressionState::Site& CompressionState::site(int64_t k) {
   return sites[k];
 }
 
-// SplitMix64's finalizer: a bijective mix of 64 bits.
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 void CompressionState::beginStep() {
   // The step's seed comes from the default generator's seed and this state's
   // step count, without drawing from the generator: the module's own random
@@ -97,9 +97,12 @@ void CompressionState::solve() {
   std::vector<std::pair<size_t, size_t>> unit;  // (site, sample)
   for (size_t k = 0; k < sites.size(); ++k) {
     const Site& s = sites[k];
-    if (s.bits != 0 || !s.observed || s.grad_sq.size() != s.range_cost.size()) continue;
+    if (s.bits != 0 || !s.observed) continue;
+    // The one device-to-host copy of the gradient statistics per step.
+    const at::Tensor grad_sq = s.grad_sq.to(at::kCPU).contiguous();
+    TORCH_INTERNAL_ASSERT(grad_sq.numel() == int64_t(s.range_cost.size()));
     for (size_t n = 0; n < s.range_cost.size(); ++n) {
-      cost.push_back(std::min(s.range_cost[n] * s.grad_sq[n], 1e300));
+      cost.push_back(std::min(s.range_cost[n] * grad_sq.data_ptr<double>()[n], 1e300));
       weight.push_back(double(s.sample_numel));
       floors.push_back(s.floor);
       unit.emplace_back(k, n);
@@ -120,23 +123,34 @@ void CompressionState::solve() {
 
 c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor& x, int64_t k, int64_t channel_dim,
                                                                 const c10::optional<at::Tensor>& weight) {
+  int64_t width;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    const Site& s = site(k);
+    TORCH_CHECK(x.is_floating_point(), "actnn::compress: site ", k, " (", s.name, ") holds a ", x.scalar_type(),
+                " tensor; only floating-point activations are quantized");
+    width = s.bits;
+  }
+  // Mixed sites: the range statistics are computed outside the lock.
+  std::vector<double> range_cost;
+  if (width == 0) {
+    const double scale = kappa(x, channel_dim, weight) * double(group_size) / 4;
+    range_cost = groupRangeSquares(x, group_size);
+    for (double& c : range_cost) c = std::min(c * scale, 1e300);
+  }
   std::vector<int64_t> bits;
   uint64_t step_seed;
   {
     std::lock_guard<std::mutex> lock(mutex);
     Site& s = site(k);
-    TORCH_CHECK(x.is_floating_point(), "actnn::compress: site ", k, " (", s.name, ") holds a ", x.scalar_type(),
-                " tensor; only floating-point activations are quantized");
     step_seed = seed;
-    if (s.bits != 0) {
-      bits = {s.bits};
+    if (width != 0) {
+      bits = {width};
     } else {
-      const double scale = kappa(x, channel_dim, weight) * double(group_size) / 4;
-      s.range_cost = groupRangeSquares(x, group_size);
-      for (double& c : s.range_cost) c = std::min(c * scale, 1e300);
-      const int64_t n = int64_t(s.range_cost.size());
+      const int64_t n = int64_t(range_cost.size());
+      s.range_cost = std::move(range_cost);
       s.sample_numel = x.numel() / std::max<int64_t>(n, 1);
-      s.grad_sq.assign(n, 0);
+      s.grad_sq = at::Tensor();
       s.observed = false;
       bits = allocateBits(s.range_cost, std::vector<double>(n, 1.0), s.budget * double(n),
                           std::vector<int64_t>(n, s.floor));
@@ -152,15 +166,15 @@ void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {
     std::lock_guard<std::mutex> lock(mutex);
     if (site(k).bits != 0) return;
   }
-  const int64_t n = grad.dim() < 2 ? 1 : grad.size(0);
-  // Accumulated in double without a double copy of the gradient.
-  at::Tensor sq = at::linalg_vector_norm(grad.detach().reshape({n, -1}), 2, at::IntArrayRef{1}, false, at::kDouble)
-                      .square()
-                      .cpu();
+  const int64_t n = sampleCount(grad.sizes());
+  // Accumulated in double without a double copy of the gradient, and kept on
+  // its device: solve() copies it to the host once per step.
+  at::Tensor sq =
+      at::linalg_vector_norm(grad.detach().reshape({n, -1}), 2, at::IntArrayRef{1}, false, at::kDouble).square();
   std::lock_guard<std::mutex> lock(mutex);
   Site& s = site(k);
-  if (int64_t(s.grad_sq.size()) != n) return;  // not the batch this site last saw
-  for (int64_t i = 0; i < n; ++i) s.grad_sq[i] += sq.data_ptr<double>()[i];
+  if (int64_t(s.range_cost.size()) != n) return;  // not the batch this site last saw
+  s.grad_sq = s.grad_sq.defined() ? s.grad_sq + sq : sq;
   s.observed = true;
   dirty = true;
 }

@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "actnn/runtime/compression.h"
+#include "actnn/runtime/training.h"
 #include "specialize_backward.h"
 
 namespace actnn {
@@ -49,19 +50,6 @@ struct Program : torch::CustomClassHolder {
   }
 };
 
-c10::IValue attributePath(const c10::intrusive_ptr<c10::ivalue::Object>& root, const std::string& path) {
-  c10::IValue current(root);
-  size_t start = 0;
-  while (true) {
-    size_t dot = path.find('.', start);
-    std::string name = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    TORCH_CHECK(current.isObject() && current.toObjectRef().type()->hasAttribute(name),
-                "actnn: the compiled module has no attribute '", path, "'");
-    current = current.toObjectRef().getAttr(name);
-    if (dot == std::string::npos) return current;
-    start = dot + 1;
-  }
-}
 
 std::shared_ptr<torch::jit::Graph> methodGraph(const c10::ClassTypePtr& type, const std::string& name) {
   auto* fn = type->findMethod(name);
@@ -154,6 +142,9 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     for (int64_t i : program->grad_inputs) needed.push_back(ctx->needs_input_grad(i));
     auto code = program->backwardFor(needed);
 
+    TORCH_CHECK(ctx->saved_data.find("saved") != ctx->saved_data.end(),
+                "actnn: a compressed module's backward runs once per forward (its packed activations are freed "
+                "as backward uses them); retain_graph=True is not supported at L1-L3");
     auto tensors = ctx->get_saved_variables();
     auto saved = ctx->saved_data["saved"].toList();
     auto is_tensor = ctx->saved_data["is_tensor"].toBoolList();
@@ -163,11 +154,13 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     size_t t = 0;
     for (size_t i = 0; i < saved.size(); ++i) stack.emplace_back(is_tensor[i] ? c10::IValue(tensors[t++]) : saved.get(i));
     if (program->compressed) stack.emplace_back(ctx->saved_data["state"]);
-    // From here the stack alone holds the saved values (but for tensors in
-    // save_for_backward), so B frees each packed value after its last use.
     tensors.clear();
-    saved = c10::impl::GenericList(c10::AnyType::get());
-    ctx->saved_data.erase("saved");
+    if (program->compressed) {
+      // From here the stack alone holds the packed values, so B frees each
+      // after its last use (tensors in save_for_backward stay with autograd).
+      saved = c10::impl::GenericList(c10::AnyType::get());
+      ctx->saved_data.erase("saved");
+    }
     torch::jit::InterpreterState(*code).run(stack);
     auto grads = stack.back().toTupleRef().elements();
 
@@ -208,6 +201,20 @@ std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<a
 }
 
 }  // namespace
+
+c10::IValue attributePath(const c10::intrusive_ptr<c10::ivalue::Object>& root, const std::string& path) {
+  c10::IValue current(root);
+  size_t start = 0;
+  while (true) {
+    size_t dot = path.find('.', start);
+    std::string name = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    TORCH_CHECK(current.isObject() && current.toObjectRef().type()->hasAttribute(name),
+                "actnn: the module has no attribute '", path, "'");
+    current = current.toObjectRef().getAttr(name);
+    if (dot == std::string::npos) return current;
+    start = dot + 1;
+  }
+}
 
 TORCH_LIBRARY_FRAGMENT(actnn, m) {
   m.def("run_training(Any self, Tensor[] inputs) -> Tensor[]", &runTraining);

@@ -143,7 +143,7 @@ TEST(CompressionState, ObservedGradientsResolveBudgetsAcrossSites) {
   EXPECT_GT(big_grad, plain);
   EXPECT_GT(big_range, plain);
   EXPECT_LE((plain + big_grad + big_range) / 3, 2.0 + 1e-12);  // equal sizes: the plain average
-  EXPECT_TRUE(state->sites[3].grad_sq.empty());
+  EXPECT_FALSE(state->sites[3].grad_sq.defined());
   // The new budgets reach the next compress calls.
   EXPECT_LE(mean(state->sites[1].last_bits), big_grad);
   EXPECT_GT(mean(state->sites[1].last_bits), 2.0);

@@ -51,7 +51,7 @@ struct CompressionState : torch::CustomClassHolder {
     // The last step's statistics (mixed sites).
     int64_t sample_numel = 0;
     std::vector<double> range_cost;  // per sample: kappa * G/4 * sum_g R_g^2
-    std::vector<double> grad_sq;     // per sample: sum over consumers of |g_n|^2
+    at::Tensor grad_sq;              // per sample: sum over consumers of |g_n|^2 (on the gradients' device)
     bool observed = false;           // grad_sq belongs to range_cost's step
     std::vector<int64_t> last_bits;  // widths of the last compress
   };

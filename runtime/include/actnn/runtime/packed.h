@@ -12,6 +12,10 @@
 
 namespace actnn {
 
+// Samples run along dim 0; a tensor of rank 0 or 1 is one sample (how
+// quantize groups values, and how the compression statistics count samples).
+inline int64_t sampleCount(at::IntArrayRef shape) { return shape.size() < 2 ? 1 : shape[0]; }
+
 struct PackedActivation : torch::CustomClassHolder {
   at::Tensor codes;            // uint8, every sample's codes back to back
   at::Tensor lo;               // per group minimum, [N, P], BFloat16 or Half
