@@ -79,6 +79,12 @@ void setAttribute(torch::jit::Module& m, const std::string& name, const c10::Typ
 
 }  // namespace
 
+c10::IValue makeCompressionState(const CompressionConfig& config) {
+  std::vector<std::tuple<std::string, int64_t, int64_t>> sites;
+  for (const auto& s : config.sites) sites.emplace_back(s.name, s.bits, s.floor);
+  return c10::IValue(c10::make_intrusive<CompressionState>(config.budget_bits, config.group_size, std::move(sites)));
+}
+
 torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
   TORCH_CHECK(ir.module, "buildTrainingModule needs the source module");
   if (!ir.forward || !ir.backward) throw CompileError("the pipeline did not run autodiff; no training graphs to build");
@@ -116,14 +122,9 @@ torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
   setAttribute(m, "_actnn_grad_inputs", c10::ListType::ofInts(), grad_inputs);
   setAttribute(m, "_actnn_num_outputs", c10::IntType::get(), static_cast<int64_t>(ir.num_outputs));
   setAttribute(m, "_actnn_training_flags", c10::ListType::ofStrings(), flags);
-  if (ir.compression) {
-    std::vector<std::tuple<std::string, int64_t, int64_t>> sites;
-    for (const auto& s : ir.compression->sites) sites.emplace_back(s.name, s.bits, s.floor);
-    auto state = c10::make_intrusive<CompressionState>(ir.compression->budget_bits, ir.compression->group_size,
-                                                       std::move(sites));
+  if (ir.compression)
     m.register_attribute("_actnn_state", c10::getCustomClassType<c10::intrusive_ptr<CompressionState>>(),
-                         c10::IValue(std::move(state)));
-  }
+                         makeCompressionState(*ir.compression));
 
   // The new forward.
   auto graph = std::make_shared<Graph>();

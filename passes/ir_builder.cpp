@@ -32,6 +32,11 @@ Value* insertValue(torch::jit::Graph& graph, c10::Symbol kind, const std::vector
 
 c10::optional<c10::IValue> constantOf(const Value* v) { return torch::jit::toIValue(v); }
 
+c10::optional<int64_t> constantInt(const Value* v) {
+  auto c = constantOf(v);
+  return c && c->isInt() ? c10::optional<int64_t>(c->toInt()) : c10::nullopt;
+}
+
 bool returnsAlias(const Node* n) {
   const auto* schema = n->maybeSchema();
   if (!schema || schema->returns().empty() || schema->arguments().empty()) return false;

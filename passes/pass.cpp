@@ -1,6 +1,8 @@
 // Diagnostics and pass options.
 #include "actnn/passes/pass.h"
 
+#include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 #include <torch/csrc/jit/ir/ir.h>
@@ -85,6 +87,15 @@ int64_t PassOptions::integer(const std::string& name) const {
   }
   if (used == 0 || used != v.size())
     throw CompileError("option '" + name + "' expects an integer, got '" + v + "'");
+  return result;
+}
+
+double PassOptions::number(const std::string& name) const {
+  const std::string& v = str(name);
+  char* end = nullptr;
+  const double result = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(result))
+    throw CompileError("option '" + name + "' expects a number, got '" + v + "'");
   return result;
 }
 

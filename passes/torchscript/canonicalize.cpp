@@ -308,12 +308,6 @@ c10::optional<int64_t> listLength(const Value* v) {
   return c10::nullopt;
 }
 
-c10::optional<int64_t> constInt(const Value* v) {
-  auto c = constantOf(v);
-  if (c && c->isInt()) return c->toInt();
-  return c10::nullopt;
-}
-
 bool foldRanks(Graph& graph, const std::vector<InputInfo>& inputs) {
   static const std::unordered_set<std::string> same = {
       "aten::transpose", "aten::contiguous", "aten::clone", "aten::slice", "aten::dropout",
@@ -335,9 +329,7 @@ bool foldRanks(Graph& graph, const std::vector<InputInfo>& inputs) {
     if (n->inputs().empty()) return;
     auto r0 = get(n->input(0));
     c10::optional<int64_t> out;
-    if (kind == "aten::reshape" || kind == "aten::view" || kind == "aten::expand") {
-      out = listLength(n->input(1));
-    } else if (kind == "aten::permute") {
+    if (kind == "aten::reshape" || kind == "aten::view" || kind == "aten::expand" || kind == "aten::permute") {
       out = listLength(n->input(1));
     } else if (kind == "aten::bmm" || kind == "aten::baddbmm") {
       out = 3;
@@ -354,7 +346,7 @@ bool foldRanks(Graph& graph, const std::vector<InputInfo>& inputs) {
     } else if (kind == "aten::select" && r0) {
       out = *r0 - 1;
     } else if (kind == "aten::flatten" && r0 && n->inputs().size() == 3) {
-      auto s = constInt(n->input(1)), e = constInt(n->input(2));
+      auto s = constantInt(n->input(1)), e = constantInt(n->input(2));
       if (s && e) {
         int64_t start = *s < 0 ? *s + *r0 : *s, end = *e < 0 ? *e + *r0 : *e;
         out = *r0 == 0 ? 1 : *r0 - (end - start);
@@ -362,6 +354,15 @@ bool foldRanks(Graph& graph, const std::vector<InputInfo>& inputs) {
     } else if (kind == "aten::cat" && n->input(0)->node()->kind() == c10::prim::ListConstruct) {
       for (const Value* item : n->input(0)->node()->inputs())
         if (auto r = get(item)) out = r;
+    } else if (kind == "prim::If") {
+      // Blocks are visited first: an output whose branches agree has a rank.
+      for (size_t i = 0; i < n->outputs().size(); ++i) {
+        auto r = get(n->blocks()[0]->outputs()[i]);
+        for (const auto* b : n->blocks())
+          if (r && get(b->outputs()[i]) != r) r = c10::nullopt;
+        if (r) rank[n->output(i)] = *r;
+      }
+      return;
     } else if (kind == "prim::ListUnpack") {
       const Node* src = n->input(0)->node();
       std::string src_kind = src->kind().toQualString();

@@ -92,7 +92,7 @@ c10::optional<MaskReader> maskReader(Node* n, size_t offset) {
 class Rewriter {
  public:
   Rewriter(TrainingIR& ir, const PassOptions& options, Diagnostics& diag)
-      : ir_(ir), f_(*ir.forward), b_(*ir.backward), diag_(diag) {
+      : ir_(ir), f_(*ir.forward), b_(*ir.backward) {
     const std::string& only = options.str("only");
     if (only != "all" && only != "conv-inputs") diag.error("option only expects all or conv-inputs, got '" + only + "'");
     mixed_ = options.boolean("mixed");
@@ -102,11 +102,8 @@ class Rewriter {
     if (group_size_ <= 0 || group_size_ % 32 != 0)
       diag.error("option group-size must be a positive multiple of 32, got " + std::to_string(group_size_));
     const std::string& bits = options.str("bits");
-    char* end = nullptr;
-    budget_ = std::strtod(bits.c_str(), &end);
-    if (end == bits.c_str() || *end != '\0') {
-      diag.error("option bits expects a number, got '" + bits + "'");
-    } else if (mixed_ ? !(budget_ >= 1 && budget_ <= 8)
+    budget_ = options.number("bits");  // throws naming the option
+    if (mixed_ ? !(budget_ >= 1 && budget_ <= 8)
                       : !(budget_ == 1 || budget_ == 2 || budget_ == 4 || budget_ == 8)) {
       diag.error(mixed_ ? "option bits (the mixed-precision budget) must be in [1, 8], got " + bits
                         : "option bits must be 1, 2, 4 or 8 (or any budget in [1, 8] with mixed=true), got " + bits);
@@ -114,8 +111,12 @@ class Rewriter {
   }
 
   void run() {
+    // F and B take the state last; B's is added before any new saved value,
+    // which addSaved inserts ahead of it.
     state_f_ = f_.addInput("actnn_state");
     state_f_->setType(stateType());
+    state_b_ = b_.addInput("actnn_state");
+    state_b_->setType(stateType());
     const size_t n = ir_.numSaved();
     std::vector<bool> drop(n, false);
     for (size_t i = 0; i < n; ++i) {
@@ -133,23 +134,11 @@ class Rewriter {
       ir_.saved.erase(ir_.saved.begin() + i);
       ir_.saved_uses.erase(ir_.saved_uses.begin() + i);
     }
-    // Saved values were added before B's state input, which stays last.
-    stateB()->setDebugName("actnn_state");
     CompressionConfig config;
     config.budget_bits = budget_;
     config.group_size = group_size_;
     config.sites = sites_;
     ir_.compression = config;
-  }
-
-  // B's state input, added before any saved value so that new saved values
-  // can be inserted ahead of it.
-  Value* stateB() {
-    if (!state_b_) {
-      state_b_ = b_.addInput("actnn_state");
-      state_b_->setType(stateType());
-    }
-    return state_b_;
   }
 
  private:
@@ -182,10 +171,10 @@ class Rewriter {
       return c;
     }
     f_.registerOutput(v);
-    // B inputs: grads, saved..., then (temporarily) the state placeholder.
-    Value* in = b_.insertInput(b_.inputs().size() - (state_b_ ? 1 : 0), v->hasDebugName() ? v->debugName() : "");
+    // B inputs: grads, saved..., the state.
+    Value* in = b_.insertInput(b_.inputs().size() - 1, v->hasDebugName() ? v->debugName() : "");
     in->setType(v->type());
-    ir_.saved.push_back(SavedValue{kind, name, false});
+    ir_.saved.push_back(SavedValue{kind, name});
     ir_.saved_uses.emplace_back();
     return in;
   }
@@ -335,8 +324,6 @@ class Rewriter {
       for (const auto& r : readers) rewriteMaskReader(i, v, r, name);
     }
     if (!in->hasUses()) return true;
-    if (conv_only_ && !ir_.saved[i].conv_input) return false;
-
     // The consumer that sets the statistics' geometry: a convolution's
     // weight gives the kernel taps, its channels are dim 1.
     int64_t channel_dim = -1;
@@ -350,6 +337,7 @@ class Rewriter {
         channel_dim = 1;
       }
     }
+    if (conv_only_ && !weight) return false;  // L1: convolution inputs only
     const int64_t site = int64_t(sites_.size());
     sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), noiseStaysInWeightGrad(i) ? 1 : 2});
     Value* packed;
@@ -394,7 +382,7 @@ class Rewriter {
       if (!g || !g->type()->isSubtypeOf(*c10::TensorType::get())) continue;
       Node* point = g->node()->kind() == c10::prim::Param ? b_.block()->nodes().front() : g->node()->next();
       WithInsertPoint guard(point);
-      Value* seen = insertValue(b_, actnnOp("observe_grad"), {g, stateB(), site});
+      Value* seen = insertValue(b_, actnnOp("observe_grad"), {g, state_b_, site});
       g->replaceAllUsesAfterNodeWith(seen->node(), seen);
     }
   }
@@ -402,7 +390,6 @@ class Rewriter {
   TrainingIR& ir_;
   Graph& f_;
   Graph& b_;
-  Diagnostics& diag_;
   bool mixed_ = false, masks_ = true, conv_only_ = false;
   int64_t group_size_ = 256;
   double budget_ = 4;
@@ -436,7 +423,6 @@ class InsertCompression : public Pass {
     }
     Rewriter rewriter(ir, options_, diag);
     if (diag.hasErrors()) return false;
-    rewriter.stateB();
     rewriter.run();
     for (auto* g : {&ir.forward, &ir.backward}) {
       torch::jit::EliminateCommonSubexpression(*g);

@@ -60,12 +60,12 @@ class LowerModule : public Pass {
       order.emplace(b.name, std::make_pair(rank++, InputRole::Buffer));
 
     std::vector<InputInfo> infos;
+    const auto& schema = module.get_method("forward").function().getSchema();
     Value* self = graph.inputs()[0];
     for (size_t i = 1; i < graph.inputs().size(); ++i) {
       Value* in = graph.inputs()[i];
       InputInfo info;
       // The name in forward()'s signature ("x"), not the graph's ("x.1").
-      const auto& schema = module.get_method("forward").function().getSchema();
       info.name = i < schema.arguments().size() ? schema.arguments()[i].name()
                   : in->hasDebugName()          ? in->debugName()
                                                 : "input" + std::to_string(i - 1);

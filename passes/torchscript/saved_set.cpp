@@ -86,8 +86,6 @@ class SavedSet : public Pass {
       SavedValue& s = ir.saved[i];
       s.kind = classify(v, outputs);
       s.name = describe(v, ir.saved_uses[i]);
-      for (const auto& u : ir.saved_uses[i])
-        s.conv_input |= u.consumer->kind() == c10::aten::convolution && u.consumer->input(0) == v;
     }
     return false;
   }

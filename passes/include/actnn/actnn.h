@@ -37,5 +37,8 @@ torch::jit::Module compile(const torch::jit::Module& module, const Options& opti
 std::string pipelineFor(const Options& options);
 void runPipelineText(const std::string& pipeline, TrainingIR& ir);
 torch::jit::Module buildTrainingModule(const TrainingIR& ir);
+// The runtime state F and B take when the saved set is compressed (a fresh
+// one: budgets at the global average, no statistics yet).
+c10::IValue makeCompressionState(const CompressionConfig& config);
 
 }  // namespace actnn

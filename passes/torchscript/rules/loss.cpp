@@ -16,11 +16,6 @@ namespace actnn {
 namespace rules {
 namespace {
 
-c10::optional<int64_t> constantInt(Value* v) {
-  auto c = constantOf(v);
-  return c && c->isInt() ? c10::optional<int64_t>(c->toInt()) : c10::nullopt;
-}
-
 Node* lowerNd(Node* n, Graph& f) {
   using namespace c10;
   Value *x2, *t2, *shape = nullptr;

@@ -48,7 +48,6 @@ const char* savedKindName(SavedKind kind);
 struct SavedValue {
   SavedKind kind = SavedKind::Other;
   std::string name;  // "<producer op> %<value> -> <consumer ops>", for reports
-  bool conv_input = false;  // read as the input of a convolution's backward
 };
 
 // Set by insert-compression: what the runtime's CompressionState is built

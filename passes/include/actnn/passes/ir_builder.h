@@ -27,6 +27,8 @@ torch::jit::Value* insertValue(torch::jit::Graph& graph, c10::Symbol kind,
 
 // Whether `v` is a constant, and its value.
 c10::optional<c10::IValue> constantOf(const torch::jit::Value* v);
+// Whether `v` is a constant int, and its value.
+c10::optional<int64_t> constantInt(const torch::jit::Value* v);
 
 // Whether n's first output may share storage with its first input (a view:
 // view, reshape, select, detach, ...), from its schema's alias annotations.

@@ -51,6 +51,7 @@ class PassOptions {
   const std::string& str(const std::string& name) const;
   bool boolean(const std::string& name) const;
   int64_t integer(const std::string& name) const;
+  double number(const std::string& name) const;  // finite
   // "name=value (help)" per option, for --help.
   std::vector<std::string> describe() const;
 
