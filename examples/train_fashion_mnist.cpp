@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     }
     if (args.str("MODEL").empty()) throw actnn::tools::UsageError("no MODEL given");
     const int64_t steps = args.integer("steps"), batch = args.integer("batch");
-    const double lr = std::stod(args.str("lr"));
+    if (steps < 1 || batch < 1 || batch > 60000) throw actnn::tools::UsageError("--steps must be positive, --batch in [1, 60000]");
+    const double lr = args.number("lr");
     at::manual_seed(0);
 
     // 1. Compile: the result trains through forward() / backward() as before.
@@ -41,13 +42,13 @@ int main(int argc, char** argv) {
     options.level = args.str("level");
     torch::jit::Module model = actnn::compile(torch::jit::load(args.str("MODEL")), options);
 
-    // 2. Memory held for backward by one step, against plain LibTorch autograd.
+    // 2. Memory held for backward by one step, against plain LibTorch autograd
+    // (measureStep runs steps without an optimizer: the weights stay).
     const auto train = actnn::tools::loadFashionMnist(/*train=*/true);
     const at::Tensor probe = train.images.narrow(0, 0, batch);
     torch::jit::Module reference = torch::jit::load(args.str("MODEL"));
     const auto fp = actnn::tools::measureStep(reference, probe);
-    torch::jit::Module measured = actnn::compile(torch::jit::load(args.str("MODEL")), options);
-    const auto ours = actnn::tools::measureStep(measured, probe);
+    const auto ours = actnn::tools::measureStep(model, probe);
     std::printf("activation memory of one step (batch %lld): LibTorch %.2f MiB, actnn %s %.2f MiB: %.1fx less\n",
                 (long long)batch, fp.saved_bytes / 1048576.0, options.level.c_str(), ours.saved_bytes / 1048576.0,
                 double(fp.saved_bytes) / double(std::max<int64_t>(ours.saved_bytes, 1)));
@@ -60,7 +61,7 @@ int main(int argc, char** argv) {
     double first = 0, last = 0;
     const int64_t window = std::max<int64_t>(1, std::min<int64_t>(10, steps / 3));
     for (int64_t step = 0; step < steps; ++step) {
-      const auto b = actnn::tools::batchOf(train, order, step, batch);
+      const auto b = actnn::tools::batchOf(train, order, step % (train.images.size(0) / batch), batch);
       sgd.zero_grad();
       at::Tensor loss = at::cross_entropy_loss(model.forward({b.images}).toTensor(), b.labels);
       loss.backward();

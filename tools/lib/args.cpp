@@ -1,5 +1,7 @@
 #include "args.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -69,6 +71,16 @@ int64_t Args::integer(const std::string& name) const {
   const long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0') {
     throw UsageError("flag '--" + name + "' expects an integer, got '" + v + "'");
+  }
+  return x;
+}
+
+double Args::number(const std::string& name) const {
+  const std::string& v = flags_.at(name).value;
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(x)) {
+    throw UsageError("flag '--" + name + "' expects a number, got '" + v + "'");
   }
   return x;
 }

@@ -35,6 +35,7 @@ class Args {
 
   std::string str(const std::string& name) const;
   int64_t integer(const std::string& name) const;  // throws UsageError when not an integer
+  double number(const std::string& name) const;    // throws UsageError when not a finite number
   std::string help() const;  // one line per flag
 
  private:

@@ -66,12 +66,7 @@ int bench_accuracy(int argc, char** argv) {
   const int64_t threads = args.integer("threads");
   if (epochs < 1 || batch < 1) throw UsageError("--epochs and --batch must be positive");
   if (threads > 0) at::set_num_threads(int(threads));
-  double lr = 0;
-  try {
-    lr = std::stod(args.str("lr"));
-  } catch (const std::exception&) {
-    throw UsageError("flag '--lr' expects a number, got '" + args.str("lr") + "'");
-  }
+  const double lr = args.number("lr");
   std::vector<std::string> levels;
   {
     std::stringstream list(args.str("levels"));

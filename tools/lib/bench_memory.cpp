@@ -26,7 +26,7 @@ namespace tools {
 
 StepMemory measureStep(torch::jit::Module& module, const at::Tensor& input) {
   trainingStep(module, input);  // warm-up
-  for (const auto& p : module.parameters()) p.mutable_grad() = at::Tensor();
+  dropGrads(module);
   StepMemory m;
   MemoryTracker tracker(input.device().type());
   at::Tensor out = module.forward({input}).toTensor();

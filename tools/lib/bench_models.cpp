@@ -74,8 +74,12 @@ torch::jit::Module loadModel(const std::string& name) {
   return m;
 }
 
-void trainingStep(torch::jit::Module& module, const at::Tensor& input) {
+void dropGrads(torch::jit::Module& module) {
   for (const auto& p : module.parameters()) p.mutable_grad() = at::Tensor();
+}
+
+void trainingStep(torch::jit::Module& module, const at::Tensor& input) {
+  dropGrads(module);
   at::Tensor loss = module.forward({input}).toTensor().sum();
   loss.backward();
 }

@@ -32,6 +32,9 @@ ModelFlags readModelFlags(const Args& args);
 // The models dir is $ACTNN_MODELS_DIR, else the build tree's tests/models.
 torch::jit::Module loadModel(const std::string& name);
 
+// Drops the parameters' gradients (each step then allocates them anew).
+void dropGrads(torch::jit::Module& module);
+
 // One training step: forward, loss = sum(out), backward. Gradients are
 // dropped first, so every step allocates what a real one does.
 void trainingStep(torch::jit::Module& module, const at::Tensor& input);

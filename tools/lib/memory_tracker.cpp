@@ -30,7 +30,6 @@ MemoryTracker::~MemoryTracker() = default;
 
 int64_t MemoryTracker::live() const { return reporter_->live; }
 int64_t MemoryTracker::peak() const { return reporter_->peak; }
-void MemoryTracker::resetPeak() { reporter_->peak = reporter_->live.load(); }
 
 }  // namespace tools
 }  // namespace actnn

@@ -20,9 +20,8 @@ class MemoryTracker {
   // Bytes allocated and not yet freed since construction (may go negative
   // when older tensors are freed).
   int64_t live() const;
-  // The largest live() seen since construction or the last resetPeak().
+  // The largest live() seen since construction.
   int64_t peak() const;
-  void resetPeak();
 
  private:
   struct Reporter;

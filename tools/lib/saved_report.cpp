@@ -8,6 +8,7 @@
 
 #include "actnn/actnn.h"
 #include "actnn/runtime/compression.h"
+#include "actnn/runtime/training.h"
 #include "args.h"
 #include "json.h"
 
@@ -17,13 +18,6 @@ namespace {
 
 using torch::jit::Node;
 using torch::jit::Value;
-
-c10::IValue attribute(const torch::jit::Module& m, const std::string& path) {
-  c10::IValue current(m._ivalue());
-  std::stringstream parts(path);
-  for (std::string name; std::getline(parts, name, '.');) current = current.toObjectRef().getAttr(name);
-  return current;
-}
 
 std::string shapeText(const std::vector<int64_t>& shape) {
   std::string s;
@@ -87,7 +81,7 @@ std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
     const auto& in = ir.inputs[i];
     if (in.role != InputRole::Input) {
       if (!ir.module) throw UsageError("--report: graph text has no module to take '" + in.name + "' from");
-      stack.push_back(attribute(*ir.module, in.name));
+      stack.push_back(attributePath(ir.module->_ivalue(), in.name));
       continue;
     }
     if (!ir.forward->inputs()[i]->type()->isSubtypeOf(*c10::TensorType::get()))
@@ -100,11 +94,8 @@ std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
   for (const auto& s : shapes)
     if (!used.count(s.first)) throw UsageError("--input-shape names '" + s.first + "', which is not a forward input");
   if (ir.compression) {
-    std::vector<std::tuple<std::string, int64_t, int64_t>> sites;
-    for (const auto& s : ir.compression->sites) sites.emplace_back(s.name, s.bits, s.floor);
-    auto state = c10::make_intrusive<CompressionState>(ir.compression->budget_bits, ir.compression->group_size,
-                                                       std::move(sites));
-    state->beginStep();
+    c10::IValue state = makeCompressionState(*ir.compression);
+    state.toCustomClass<CompressionState>()->beginStep();
     stack.emplace_back(std::move(state));
   }
   {
@@ -127,7 +118,7 @@ std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
       const at::Tensor t = v.toTensor();
       r.shape = t.sizes().vec();
       r.dtype = c10::toString(t.scalar_type());
-      r.stored_bytes = r.kind == "held" ? 0 : int64_t(t.nbytes());
+      r.stored_bytes = ir.saved[i].kind == SavedKind::Held ? 0 : int64_t(t.nbytes());
       r.full_bytes = r.stored_bytes;
       r.bits = std::to_string(t.element_size() * 8);
       if (original[i] >= 0) {
