@@ -24,6 +24,7 @@
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
 #include "actnn/passes/registry.h"
+#include "actnn/runtime/arena.h"
 #include "actnn/runtime/compression.h"
 
 namespace actnn {
@@ -125,6 +126,12 @@ torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
   if (ir.compression)
     m.register_attribute("_actnn_state", c10::getCustomClassType<c10::intrusive_ptr<CompressionState>>(),
                          makeCompressionState(*ir.compression));
+  if (ir.arena) {
+    std::vector<std::tuple<std::string, int64_t, int64_t, int64_t>> slots;
+    for (const auto& s : ir.arena->slots) slots.emplace_back(s.name, s.first, s.last, s.source);
+    m.register_attribute("_actnn_arena", c10::getCustomClassType<c10::intrusive_ptr<Arena>>(),
+                         c10::IValue(c10::make_intrusive<Arena>(ir.arena->alignment, std::move(slots))));
+  }
 
   // The new forward.
   auto graph = std::make_shared<Graph>();

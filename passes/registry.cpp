@@ -101,9 +101,15 @@ std::string levelPipeline(const std::string& level) {
   if (level == "L1") return compress + "{bits=4,only=conv-inputs}";
   if (level == "L2") return compress + "{bits=4}";
   if (level == "L3") return compress + "{bits=2,mixed=true}";
-  if (level == "L4" || level == "L5")
-    throw CompileError("level " + level + " needs the swap and memory-plan passes, which are not built yet; use "
-                       "--level=L0..L3");
+  // L4 keeps L3's compression and moves what it packs off the device:
+  //  - schedule-swap runs last in F's and B's construction, once every packed
+  //    value exists; each goes to host memory right after it is made and
+  //    comes back two uses ahead of its first use in B (enough to hide one
+  //    copy behind the backward of one layer on a GPU).
+  if (level == "L4") return compress + "{bits=2,mixed=true},schedule-swap{prefetch=2}";
+  // L5 adds the static plan of what is still on the device: plan-memory must
+  // see the final F and B (swap_in included), so it runs after everything.
+  if (level == "L5") return compress + "{bits=2,mixed=true},schedule-swap{prefetch=2},plan-memory";
   throw CompileError("unknown level '" + level + "' (levels: L0..L5)");
 }
 

@@ -101,17 +101,44 @@ void check_packed_stream(const char* op, const at::Tensor& packed, int64_t count
 }
 
 QuantizeCall prepare_quantize(const at::Tensor& x, at::IntArrayRef bits, int64_t group_size,
-                              int64_t seed, int64_t offset) {
+                              int64_t seed, int64_t offset, const c10::optional<at::Tensor>& buffer,
+                              int64_t alignment) {
   QuantizeCall c;
   c.plan = plan_quantize("actnn::quantize", x.scalar_type(), x.sizes(), bits, group_size);
   c.x = x.contiguous();
-  c.codes = at::empty({c.plan.code_bytes}, x.options().dtype(at::kByte));
-  c.lo = at::empty({c.plan.geo.num_samples, c.plan.geo.groups_per_sample},
-                   x.options().dtype(c.plan.meta_dtype));
-  c.scale = at::empty_like(c.lo);
+  const int64_t n = c.plan.geo.num_samples, p = c.plan.geo.groups_per_sample;
+  if (buffer && buffer->defined()) {
+    TORCH_CHECK(alignment > 0 && alignment % 8 == 0, "actnn::quantize: alignment must be a positive multiple of 8, got ",
+                alignment);
+    const int64_t meta = n * p * int64_t(c10::elementSize(c.plan.meta_dtype));
+    const int64_t need = packedSliceBytes(c.plan.code_bytes, meta, alignment);
+    TORCH_CHECK(buffer->scalar_type() == at::kByte && buffer->dim() == 1 && buffer->is_contiguous() &&
+                    buffer->numel() >= need && buffer->device() == x.device(),
+                "actnn::quantize: the output buffer must be a contiguous 1-d uint8 tensor of at least ", need,
+                " bytes on ", x.device(), ", got ", buffer->scalar_type(), " of shape ", buffer->sizes(), " on ",
+                buffer->device());
+    const int64_t lo_at = alignBytes(c.plan.code_bytes, alignment), scale_at = lo_at + alignBytes(meta, alignment);
+    c.codes = buffer->narrow(0, 0, c.plan.code_bytes);
+    c.lo = buffer->narrow(0, lo_at, meta).view(c.plan.meta_dtype).view({n, p});
+    c.scale = buffer->narrow(0, scale_at, meta).view(c.plan.meta_dtype).view({n, p});
+  } else {
+    c.codes = at::empty({c.plan.code_bytes}, x.options().dtype(at::kByte));
+    c.lo = at::empty({n, p}, x.options().dtype(c.plan.meta_dtype));
+    c.scale = at::empty_like(c.lo);
+  }
   c.seed = uint64_t(seed);
   c.offset = uint64_t(offset);
   return c;
+}
+
+at::Tensor packed_output(const char* op, const c10::optional<at::Tensor>& out, int64_t bytes,
+                         const at::Tensor& like) {
+  if (!out || !out->defined()) return at::empty({bytes}, like.options().dtype(at::kByte));
+  TORCH_CHECK(out->scalar_type() == at::kByte && out->dim() == 1 && out->is_contiguous() && out->numel() == bytes &&
+                  out->device() == like.device(),
+              op, ": out must be a contiguous 1-d uint8 tensor of ", bytes, " bytes on ", like.device(), ", got ",
+              out->scalar_type(), " of shape ", out->sizes(), " on ", out->device());
+  return *out;
 }
 
 namespace {

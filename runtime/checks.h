@@ -46,8 +46,17 @@ struct QuantizeCall {
   uint64_t seed = 0, offset = 0;
   kernels::QuantizeArgs args() const;
 };
+// With `buffer` (uint8, 1-d, contiguous, on x's device, at least
+// packedSliceBytes(...) long) codes, lo and scale are views of it.
 QuantizeCall prepare_quantize(const at::Tensor& x, at::IntArrayRef bits, int64_t group_size,
-                              int64_t seed, int64_t offset);
+                              int64_t seed, int64_t offset,
+                              const c10::optional<at::Tensor>& buffer = c10::nullopt,
+                              int64_t alignment = 64);
+
+// `out` when given (checked: uint8, 1-d, contiguous, `bytes` long, on
+// `like`'s device), else a new uint8 tensor of `bytes` bytes.
+at::Tensor packed_output(const char* op, const c10::optional<at::Tensor>& out, int64_t bytes,
+                         const at::Tensor& like);
 
 struct DequantizeCall {
   QuantPlan plan;

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "actnn/runtime/arena.h"
 #include "actnn/runtime/bit_allocation.h"
 #include "actnn/runtime/ops.h"
+#include "checks.h"
 
 namespace actnn {
 namespace {
@@ -122,7 +124,8 @@ void CompressionState::solve() {
 }
 
 c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor& x, int64_t k, int64_t channel_dim,
-                                                                const c10::optional<at::Tensor>& weight) {
+                                                                const c10::optional<at::Tensor>& weight,
+                                                                const c10::intrusive_ptr<Arena>& arena, int64_t slot) {
   int64_t width;
   {
     std::lock_guard<std::mutex> lock(mutex);
@@ -157,7 +160,18 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
     }
     s.last_bits = bits;
   }
-  return quantize(x, bits, group_size, int64_t(step_seed), k);
+  if (!arena) return quantize(x, bits, group_size, int64_t(step_seed), k);
+  const QuantPlan plan = plan_quantize("actnn::compress", x.scalar_type(), x.sizes(), bits, group_size);
+  const int64_t meta = plan.geo.num_samples * plan.geo.groups_per_sample * int64_t(c10::elementSize(plan.meta_dtype));
+  const int64_t bytes = packedSliceBytes(plan.code_bytes, meta, arena->alignment);
+  at::Tensor slice = arena->acquire(slot, bytes);
+  auto packed = quantize(x, bits, group_size, int64_t(step_seed), k,
+                         slice.defined() ? c10::optional<at::Tensor>(slice) : c10::nullopt, arena->alignment);
+  if (width == 0)
+    arena->recordQuantized(slot, k, plan.geo.num_samples, plan.geo.sample_bytes(1), meta, bytes);
+  else
+    arena->recordFixed(slot, bytes);
+  return packed;
 }
 
 void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {

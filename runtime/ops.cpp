@@ -7,8 +7,10 @@
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include "actnn/runtime/arena.h"
 #include "actnn/runtime/compression.h"
 #include "actnn/runtime/ops.h"
+#include "actnn/runtime/swap.h"
 #include "checks.h"
 
 namespace actnn {
@@ -28,11 +30,13 @@ std::string shape_str(at::IntArrayRef s) {
 }  // namespace
 
 c10::intrusive_ptr<PackedActivation> quantize(const at::Tensor& x, std::vector<int64_t> bits,
-                                              int64_t group_size, int64_t seed, int64_t offset) {
+                                              int64_t group_size, int64_t seed, int64_t offset,
+                                              const c10::optional<at::Tensor>& buffer, int64_t alignment) {
   static auto op = op_handle("actnn::quantize_groups")
                        .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-                           const at::Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t)>();
-  auto [codes, lo, scale] = op.call(x, bits, group_size, seed, offset);
+                           const at::Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t,
+                           const c10::optional<at::Tensor>&, int64_t)>();
+  auto [codes, lo, scale] = op.call(x, bits, group_size, seed, offset, buffer, alignment);
   return c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(),
                                                int64_t(x.scalar_type()), std::move(bits),
                                                group_size);
@@ -51,9 +55,14 @@ at::Tensor dequantize(const PackedActivation& p, c10::optional<std::vector<int64
   return op.call(p.codes, p.lo, p.scale, p.bits, p.shape, p.scalar_type(), p.group_size);
 }
 
-at::Tensor pack_mask(const at::Tensor& mask) {
+at::Tensor pack_mask(const at::Tensor& mask, const c10::optional<at::Tensor>& out) {
   static auto op = op_handle("actnn::pack_mask").typed<at::Tensor(const at::Tensor&)>();
-  return op.call(mask);
+  static auto op_out = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("actnn::pack_mask", "out")
+                           .typed<at::Tensor(const at::Tensor&, at::Tensor&)>();
+  if (!out) return op.call(mask);
+  at::Tensor target = *out;
+  return op_out.call(mask, target);
 }
 
 at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef shape) {
@@ -62,10 +71,14 @@ at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef shape) {
   return op.call(packed, shape);
 }
 
-at::Tensor pack_index(const at::Tensor& index, int64_t num_values) {
-  static auto op =
-      op_handle("actnn::pack_index").typed<at::Tensor(const at::Tensor&, int64_t)>();
-  return op.call(index, num_values);
+at::Tensor pack_index(const at::Tensor& index, int64_t num_values, const c10::optional<at::Tensor>& out) {
+  static auto op = op_handle("actnn::pack_index").typed<at::Tensor(const at::Tensor&, int64_t)>();
+  static auto op_out = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("actnn::pack_index", "out")
+                           .typed<at::Tensor(const at::Tensor&, int64_t, at::Tensor&)>();
+  if (!out) return op.call(index, num_values);
+  at::Tensor target = *out;
+  return op_out.call(index, num_values, target);
 }
 
 at::Tensor unpack_index(const at::Tensor& packed, int64_t num_values, at::IntArrayRef shape) {
@@ -90,9 +103,41 @@ at::Tensor dequantize_op(const PackedPtr& p, c10::optional<std::vector<int64_t>>
 
 using StatePtr = c10::intrusive_ptr<CompressionState>;
 
+using ArenaPtr = c10::intrusive_ptr<Arena>;
+using SwappedPtr = c10::intrusive_ptr<SwappedValue>;
+
 PackedPtr compress_op(const at::Tensor& x, const StatePtr& state, int64_t site, int64_t channel_dim,
-                      const c10::optional<at::Tensor>& weight) {
-  return state->compress(x, site, channel_dim, weight);
+                      const c10::optional<at::Tensor>& weight, const c10::optional<ArenaPtr>& arena, int64_t slot) {
+  return state->compress(x, site, channel_dim, weight, arena ? *arena : ArenaPtr(), slot);
+}
+
+// A packed tensor of `bytes` bytes written by `pack` into the arena slot when
+// the step is planned, else allocated as usual; either way the slot records
+// its size for the next plan.
+template <typename Pack>
+at::Tensor packIntoSlot(const ArenaPtr& arena, int64_t slot, int64_t bytes, Pack pack) {
+  at::Tensor slice = arena->acquire(slot, bytes);
+  at::Tensor out = pack(slice.defined() ? c10::optional<at::Tensor>(slice) : c10::nullopt);
+  arena->recordFixed(slot, bytes);
+  return out;
+}
+
+at::Tensor pack_mask_arena_op(const at::Tensor& mask, const ArenaPtr& arena, int64_t slot) {
+  return packIntoSlot(arena, slot, (mask.numel() + 7) / 8,
+                      [&](const c10::optional<at::Tensor>& out) { return pack_mask(mask, out); });
+}
+
+at::Tensor pack_pool_index_op(const at::Tensor& indices, at::IntArrayRef input_sizes, at::IntArrayRef kernel,
+                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  return pack_pool_index(indices, input_sizes, kernel, stride, padding, dilation);
+}
+
+at::Tensor pack_pool_index_arena_op(const at::Tensor& indices, at::IntArrayRef input_sizes, at::IntArrayRef kernel,
+                                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                    const ArenaPtr& arena, int64_t slot) {
+  return packIntoSlot(arena, slot, pool_index_bytes(indices.numel(), kernel), [&](const c10::optional<at::Tensor>& out) {
+    return pack_pool_index(indices, input_sizes, kernel, stride, padding, dilation, out);
+  });
 }
 
 at::Tensor observe_grad_op(const at::Tensor& grad, const StatePtr& state, int64_t site) {
@@ -125,6 +170,31 @@ TORCH_LIBRARY(actnn, m) {
       .def_pickle([](const StatePtr& self) { return self->pickle(); },
                   [](CompressionState::Pickled p) { return CompressionState::unpickle(std::move(p)); });
 
+  // Static memory plan of the packed buffers (runtime/arena.cpp).
+  m.class_<Arena>("Arena")
+      .def(torch::init<int64_t, std::vector<std::tuple<std::string, int64_t, int64_t, int64_t>>>())
+      .def("slot_names",
+           [](const ArenaPtr& self) {
+             std::vector<std::string> out;
+             for (const auto& s : self->slots) out.push_back(s.name);
+             return out;
+           })
+      .def("arena_bytes", [](const ArenaPtr& self) { return self->plan.arena_bytes; })
+      .def("lower_bound_bytes", [](const ArenaPtr& self) { return self->plan.lower_bound_bytes; })
+      .def("heuristic", [](const ArenaPtr& self) { return self->plan.heuristic; })
+      .def("planned_bytes", [](const ArenaPtr& self) { return self->planned_bytes; })
+      .def("used_bytes", [](const ArenaPtr& self) { return self->used_bytes; })
+      .def("planned_steps", [](const ArenaPtr& self) { return self->planned_steps; })
+      .def("measured_steps", [](const ArenaPtr& self) { return self->measured_steps; })
+      .def("overflows", [](const ArenaPtr& self) { return self->overflows; })
+      .def_pickle([](const ArenaPtr& self) { return self->pickle(); },
+                  [](Arena::Pickled p) { return Arena::unpickle(std::move(p)); });
+
+  // A packed value swapped to host memory (runtime/swap.cpp).
+  m.class_<SwappedValue>("SwappedValue")
+      .def("on_host", [](const SwappedPtr& self) { return self->on_host; })
+      .def("host_bytes", [](const SwappedPtr& self) { return self->host_bytes; });
+
   m.class_<PackedActivation>("PackedActivation")
       .def("nbytes", [](const PackedPtr& self) { return self->nbytes(); })
       .def("original_nbytes", [](const PackedPtr& self) { return self->original_nbytes(); })
@@ -135,13 +205,16 @@ TORCH_LIBRARY(actnn, m) {
                   [](PackedActivation::State s) { return PackedActivation::from_state(std::move(s)); });
 
   // Device-dispatched kernels (CPU: ops_cpu.cpp, CUDA: ops_cuda.cpp).
-  m.def("quantize_groups(Tensor x, int[] bits, int group_size, int seed, int offset)"
-        " -> (Tensor codes, Tensor lo, Tensor scale)");
+  // `buffer` / `out`: write into a preallocated slice (an arena slot).
+  m.def("quantize_groups(Tensor x, int[] bits, int group_size, int seed, int offset,"
+        " Tensor(a!)? buffer=None, int alignment=64) -> (Tensor codes, Tensor lo, Tensor scale)");
   m.def("dequantize_groups(Tensor codes, Tensor lo, Tensor scale, int[] bits, int[] shape,"
         " ScalarType dtype, int group_size) -> Tensor");
   m.def("pack_mask(Tensor mask) -> Tensor");
+  m.def("pack_mask.out(Tensor mask, *, Tensor(a!) out) -> Tensor(a!)");
   m.def("unpack_mask(Tensor packed, int[] shape) -> Tensor");
   m.def("pack_index(Tensor index, int num_values) -> Tensor");
+  m.def("pack_index.out(Tensor index, int num_values, *, Tensor(a!) out) -> Tensor(a!)");
   m.def("unpack_index(Tensor packed, int num_values, int[] shape) -> Tensor");
 
   // Composite ops over the custom class.
@@ -155,17 +228,47 @@ TORCH_LIBRARY(actnn, m) {
   // What rewritten training graphs call (runtime/compression.cpp,
   // runtime/pool_index.cpp).
   m.def("compress(Tensor x, __torch__.torch.classes.actnn.CompressionState state, int site,"
-        " int channel_dim=1, Tensor? weight=None) -> __torch__.torch.classes.actnn.PackedActivation",
+        " int channel_dim=1, Tensor? weight=None, __torch__.torch.classes.actnn.Arena? arena=None,"
+        " int slot=-1) -> __torch__.torch.classes.actnn.PackedActivation",
         compress_op);
+  m.def("pack_mask.arena(Tensor mask, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
+        pack_mask_arena_op);
   m.def("observe_grad(Tensor(a) grad, __torch__.torch.classes.actnn.CompressionState state, int site)"
         " -> Tensor(a)",
         observe_grad_op);
   m.def("pack_pool_index(Tensor indices, int[] input_sizes, int[] kernel, int[] stride, int[] padding,"
         " int[] dilation) -> Tensor",
-        pack_pool_index);
+        pack_pool_index_op);
+  m.def("pack_pool_index.arena(Tensor indices, int[] input_sizes, int[] kernel, int[] stride, int[] padding,"
+        " int[] dilation, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
+        pack_pool_index_arena_op);
   m.def("unpack_pool_index(Tensor packed, int[] output_sizes, int[] input_sizes, int[] kernel, int[] stride,"
         " int[] padding, int[] dilation) -> Tensor",
         unpack_pool_index);
+
+  // Level L4 (runtime/swap.cpp): F moves each packed value to host memory
+  // right after producing it; B starts bringing it back a few uses ahead
+  // (swap_in, into an arena slot at L5) and waits for it right before use.
+  m.def("swap_out(__torch__.torch.classes.actnn.PackedActivation p) -> __torch__.torch.classes.actnn.SwappedValue",
+        [](const PackedPtr& p) { return swapOut(c10::IValue(p)); });
+  m.def("swap_out.tensor(Tensor t) -> __torch__.torch.classes.actnn.SwappedValue",
+        [](const at::Tensor& t) { return swapOut(c10::IValue(t)); });
+  m.def("swap_in(__torch__.torch.classes.actnn.SwappedValue s, __torch__.torch.classes.actnn.Arena? arena=None,"
+        " int slot=-1) -> __torch__.torch.classes.actnn.SwappedValue",
+        [](const SwappedPtr& s, const c10::optional<ArenaPtr>& arena, int64_t slot) {
+          return swapIn(s, arena ? *arena : ArenaPtr(), slot);
+        });
+  m.def("swap_wait(__torch__.torch.classes.actnn.SwappedValue s) -> __torch__.torch.classes.actnn.PackedActivation",
+        [](const SwappedPtr& s) {
+          c10::IValue v = swapWait(s);
+          TORCH_CHECK(v.isCustomClass(), "actnn::swap_wait: the swapped value is a tensor; use swap_wait_tensor");
+          return v.toCustomClass<PackedActivation>();
+        });
+  m.def("swap_wait_tensor(__torch__.torch.classes.actnn.SwappedValue s) -> Tensor", [](const SwappedPtr& s) {
+    c10::IValue v = swapWait(s);
+    TORCH_CHECK(v.isTensor(), "actnn::swap_wait_tensor: the swapped value is a packed activation; use swap_wait");
+    return v.toTensor();
+  });
 }
 
 }  // namespace actnn

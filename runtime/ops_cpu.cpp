@@ -12,8 +12,10 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_groups_cpu(const at::Tensor& x,
                                                                     at::IntArrayRef bits,
                                                                     int64_t group_size,
-                                                                    int64_t seed, int64_t offset) {
-  QuantizeCall c = prepare_quantize(x, bits, group_size, seed, offset);
+                                                                    int64_t seed, int64_t offset,
+                                                                    const c10::optional<at::Tensor>& buffer,
+                                                                    int64_t alignment) {
+  QuantizeCall c = prepare_quantize(x, bits, group_size, seed, offset, buffer, alignment);
   kernels::quantize_cpu(c.args());
   return {c.codes, c.lo, c.scale};
 }
@@ -26,9 +28,9 @@ at::Tensor dequantize_groups_cpu(const at::Tensor& codes, const at::Tensor& lo,
   return c.out;
 }
 
-at::Tensor pack_mask_cpu(const at::Tensor& mask) {
+at::Tensor pack_mask_into_cpu(const at::Tensor& mask, const c10::optional<at::Tensor>& into) {
   const at::Tensor m = mask_bytes(mask);
-  at::Tensor out = at::empty({(m.numel() + 7) / 8}, m.options().dtype(at::kByte));
+  at::Tensor out = packed_output("actnn::pack_mask", into, (m.numel() + 7) / 8, m);
   kernels::pack_mask_cpu(reinterpret_cast<const uint8_t*>(m.data_ptr()), m.numel(),
                          out.data_ptr<uint8_t>());
   return out;
@@ -43,11 +45,10 @@ at::Tensor unpack_mask_cpu(const at::Tensor& packed, at::IntArrayRef shape) {
   return out;
 }
 
-at::Tensor pack_index_cpu(const at::Tensor& index, int64_t num_values) {
+at::Tensor pack_index_into_cpu(const at::Tensor& index, int64_t num_values, const c10::optional<at::Tensor>& into) {
   int w = 0;
   const at::Tensor idx = index_values(index, num_values, &w);
-  at::Tensor out = at::empty({kernels::packed_stream_bytes(idx.numel(), w)},
-                             idx.options().dtype(at::kByte));
+  at::Tensor out = packed_output("actnn::pack_index", into, kernels::packed_stream_bytes(idx.numel(), w), idx);
   const int64_t* v = idx.data_ptr<int64_t>();
   const int64_t bad = kernels::pack_index_cpu(v, idx.numel(), num_values, w, out.data_ptr<uint8_t>());
   TORCH_CHECK(bad < 0, "actnn::pack_index: index (flattened) [", bad, "] = ", v[bad < 0 ? 0 : bad],
@@ -64,14 +65,25 @@ at::Tensor unpack_index_cpu(const at::Tensor& packed, int64_t num_values, at::In
   return out;
 }
 
+at::Tensor pack_mask_cpu(const at::Tensor& mask) { return pack_mask_into_cpu(mask, c10::nullopt); }
+at::Tensor pack_mask_out_cpu(const at::Tensor& mask, at::Tensor& out) { return pack_mask_into_cpu(mask, out); }
+at::Tensor pack_index_cpu(const at::Tensor& index, int64_t num_values) {
+  return pack_index_into_cpu(index, num_values, c10::nullopt);
+}
+at::Tensor pack_index_out_cpu(const at::Tensor& index, int64_t num_values, at::Tensor& out) {
+  return pack_index_into_cpu(index, num_values, out);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(actnn, CPU, m) {
   m.impl("quantize_groups", quantize_groups_cpu);
   m.impl("dequantize_groups", dequantize_groups_cpu);
   m.impl("pack_mask", pack_mask_cpu);
+  m.impl("pack_mask.out", pack_mask_out_cpu);
   m.impl("unpack_mask", unpack_mask_cpu);
   m.impl("pack_index", pack_index_cpu);
+  m.impl("pack_index.out", pack_index_out_cpu);
   m.impl("unpack_index", unpack_index_cpu);
 }
 

@@ -40,9 +40,11 @@ at::Tensor device_tables(const QuantPlan& plan, const at::Device& device,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_groups_cuda(const at::Tensor& x,
                                                                      at::IntArrayRef bits,
                                                                      int64_t group_size,
-                                                                     int64_t seed, int64_t offset) {
+                                                                     int64_t seed, int64_t offset,
+                                                                     const c10::optional<at::Tensor>& buffer,
+                                                                     int64_t alignment) {
   const c10::cuda::CUDAGuard guard(x.device());
-  QuantizeCall c = prepare_quantize(x, bits, group_size, seed, offset);
+  QuantizeCall c = prepare_quantize(x, bits, group_size, seed, offset, buffer, alignment);
   kernels::QuantizeArgs a = c.args();
   const at::Tensor tables = device_tables(c.plan, x.device(), &a.geo);
   check_launch("actnn::quantize", kernels::quantize_cuda(a, current_stream()));
@@ -60,10 +62,10 @@ at::Tensor dequantize_groups_cuda(const at::Tensor& codes, const at::Tensor& lo,
   return c.out;
 }
 
-at::Tensor pack_mask_cuda(const at::Tensor& mask) {
+at::Tensor pack_mask_into_cuda(const at::Tensor& mask, const c10::optional<at::Tensor>& into) {
   const c10::cuda::CUDAGuard guard(mask.device());
   const at::Tensor m = mask_bytes(mask);
-  at::Tensor out = at::empty({(m.numel() + 7) / 8}, m.options().dtype(at::kByte));
+  at::Tensor out = packed_output("actnn::pack_mask", into, (m.numel() + 7) / 8, m);
   check_launch("actnn::pack_mask",
                kernels::pack_mask_cuda(reinterpret_cast<const uint8_t*>(m.data_ptr()), m.numel(),
                                        out.data_ptr<uint8_t>(), current_stream()));
@@ -84,12 +86,11 @@ at::Tensor unpack_mask_cuda(const at::Tensor& packed, at::IntArrayRef shape) {
 
 // An index outside [0, num_values) stops the kernel with a device assert (as
 // PyTorch's indexing kernels do): checking it on the host would need a sync.
-at::Tensor pack_index_cuda(const at::Tensor& index, int64_t num_values) {
+at::Tensor pack_index_into_cuda(const at::Tensor& index, int64_t num_values, const c10::optional<at::Tensor>& into) {
   const c10::cuda::CUDAGuard guard(index.device());
   int w = 0;
   const at::Tensor idx = index_values(index, num_values, &w);
-  at::Tensor out = at::empty({kernels::packed_stream_bytes(idx.numel(), w)},
-                             idx.options().dtype(at::kByte));
+  at::Tensor out = packed_output("actnn::pack_index", into, kernels::packed_stream_bytes(idx.numel(), w), idx);
   check_launch("actnn::pack_index",
                kernels::pack_index_cuda(idx.data_ptr<int64_t>(), idx.numel(), num_values, w,
                                         out.data_ptr<uint8_t>(), current_stream()));
@@ -108,14 +109,25 @@ at::Tensor unpack_index_cuda(const at::Tensor& packed, int64_t num_values, at::I
   return out;
 }
 
+at::Tensor pack_mask_cuda(const at::Tensor& mask) { return pack_mask_into_cuda(mask, c10::nullopt); }
+at::Tensor pack_mask_out_cuda(const at::Tensor& mask, at::Tensor& out) { return pack_mask_into_cuda(mask, out); }
+at::Tensor pack_index_cuda(const at::Tensor& index, int64_t num_values) {
+  return pack_index_into_cuda(index, num_values, c10::nullopt);
+}
+at::Tensor pack_index_out_cuda(const at::Tensor& index, int64_t num_values, at::Tensor& out) {
+  return pack_index_into_cuda(index, num_values, out);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(actnn, CUDA, m) {
   m.impl("quantize_groups", quantize_groups_cuda);
   m.impl("dequantize_groups", dequantize_groups_cuda);
   m.impl("pack_mask", pack_mask_cuda);
+  m.impl("pack_mask.out", pack_mask_out_cuda);
   m.impl("unpack_mask", unpack_mask_cuda);
   m.impl("pack_index", pack_index_cuda);
+  m.impl("pack_index.out", pack_index_out_cuda);
   m.impl("unpack_index", unpack_index_cuda);
 }
 

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include "actnn/runtime/ops.h"
+#include "checks.h"
 
 namespace actnn {
 namespace {
@@ -55,7 +56,8 @@ at::Tensor windowStart(const Window& w, const at::Tensor& indices, size_t d) {
 }  // namespace
 
 at::Tensor pack_pool_index(const at::Tensor& indices, at::IntArrayRef input_sizes, at::IntArrayRef kernel,
-                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                           const c10::optional<at::Tensor>& out) {
   const Window w = window("actnn::pack_pool_index", input_sizes, kernel, stride, padding, dilation);
   TORCH_CHECK(indices.scalar_type() == at::kLong && indices.dim() >= int64_t(w.kernel.size()),
               "actnn::pack_pool_index: indices must be int64 with the spatial dims last, got ", indices.scalar_type(),
@@ -76,7 +78,7 @@ at::Tensor pack_pool_index(const at::Tensor& indices, at::IntArrayRef input_size
   // kernel [3] means 3x3 to ATen): pushed out of range, so pack_index reports
   // it instead of storing a wrong index.
   relative += rest * w.count();
-  return pack_index(relative, w.count());
+  return pack_index(relative, w.count(), out);
 }
 
 at::Tensor unpack_pool_index(const at::Tensor& packed, at::IntArrayRef output_sizes, at::IntArrayRef input_sizes,
@@ -92,6 +94,12 @@ at::Tensor unpack_pool_index(const at::Tensor& packed, at::IntArrayRef output_si
     flat = flat * w.in[d] + windowStart(w, relative, d) + tap * w.dilation[d];
   }
   return flat;
+}
+
+int64_t pool_index_bytes(int64_t count, at::IntArrayRef kernel) {
+  int64_t values = 1;
+  for (int64_t k : kernel) values *= k;
+  return kernels::packed_stream_bytes(count, checked_index_width("actnn::pack_pool_index", values));
 }
 
 }  // namespace actnn

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "actnn/runtime/arena.h"
 #include "actnn/runtime/compression.h"
 #include "actnn/runtime/training.h"
 #include "specialize_backward.h"
@@ -36,6 +37,7 @@ struct Program : torch::CustomClassHolder {
   std::vector<std::pair<std::string, bool>> training_flags;
   int64_t num_outputs = 0;
   bool compressed = false;  // F and B take the module's CompressionState last
+  bool planned = false;     // ... and after it the module's Arena (L5)
   std::mutex mutex;
   std::map<std::vector<bool>, std::shared_ptr<torch::jit::Code>> backward;  // by needed outputs
 
@@ -75,6 +77,7 @@ c10::intrusive_ptr<Program> loadProgram(const c10::intrusive_ptr<c10::ivalue::Ob
   }
   program->num_outputs = self->getAttr("_actnn_num_outputs").toInt();
   program->compressed = type->hasAttribute("_actnn_state");
+  program->planned = type->hasAttribute("_actnn_arena");
   return program;
 }
 
@@ -94,7 +97,7 @@ c10::intrusive_ptr<Program> programFor(const c10::intrusive_ptr<c10::ivalue::Obj
 
 struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
   static variable_list forward(AutogradContext* ctx, c10::IValue program_value, c10::IValue self,
-                               c10::IValue state, at::TensorList inputs, at::TensorList lifted) {
+                               c10::IValue state, c10::IValue arena, at::TensorList inputs, at::TensorList lifted) {
     auto program = c10::static_intrusive_pointer_cast<Program>(program_value.toCapsule());
     torch::jit::Stack stack;
     stack.reserve(2 + inputs.size() + lifted.size());
@@ -102,6 +105,7 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     for (const auto& t : inputs) stack.emplace_back(t);
     for (const auto& t : lifted) stack.emplace_back(t);
     if (program->compressed) stack.emplace_back(state);
+    if (program->planned) stack.emplace_back(arena);
     torch::jit::InterpreterState(*program->forward).run(stack);
     auto results = stack.back().toTupleRef().elements().vec();
     stack.clear();
@@ -126,6 +130,7 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     ctx->saved_data["program"] = program_value;
     ctx->saved_data["self"] = self;
     ctx->saved_data["state"] = state;
+    ctx->saved_data["arena"] = arena;
     ctx->saved_data["saved"] = saved;
     c10::List<bool> flags;
     for (bool b : is_tensor) flags.push_back(b);
@@ -154,6 +159,7 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     size_t t = 0;
     for (size_t i = 0; i < saved.size(); ++i) stack.emplace_back(is_tensor[i] ? c10::IValue(tensors[t++]) : saved.get(i));
     if (program->compressed) stack.emplace_back(ctx->saved_data["state"]);
+    if (program->planned) stack.emplace_back(ctx->saved_data["arena"]);
     tensors.clear();
     if (program->compressed) {
       // From here the stack alone holds the packed values, so B frees each
@@ -163,11 +169,13 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
     }
     torch::jit::InterpreterState(*code).run(stack);
     auto grads = stack.back().toTupleRef().elements();
+    if (program->planned) ctx->saved_data["arena"].toCustomClass<Arena>()->endStep();
 
-    // One slot per forward argument: program, self, state, then the tensors.
-    variable_list result(3 + num_inputs);
+    // One slot per forward argument: program, self, state, arena, then the tensors.
+    constexpr size_t kLeading = 4;
+    variable_list result(kLeading + num_inputs);
     for (size_t k = 0; k < program->grad_inputs.size(); ++k)
-      if (needed[k] && grads[k].isTensor()) result[3 + program->grad_inputs[k]] = grads[k].toTensor();
+      if (needed[k] && grads[k].isTensor()) result[kLeading + program->grad_inputs[k]] = grads[k].toTensor();
     return result;
   }
 };
@@ -196,8 +204,23 @@ std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<a
     state = self->getAttr("_actnn_state");
     state.toCustomClass<CompressionState>()->beginStep();
   }
+  c10::IValue arena;
+  if (program->planned) {
+    // The arena is planned per input shape (arena.h).
+    std::vector<int64_t> key;
+    for (const auto& t : inputs) {
+      key.push_back(int64_t(t.scalar_type()));
+      key.push_back(t.dim());
+      for (int64_t s : t.sizes()) key.push_back(s);
+    }
+    const c10::Device device = inputs.empty() ? c10::Device(c10::kCPU) : inputs[0].device();
+    key.push_back(int64_t(device.type()));
+    key.push_back(device.index());
+    arena = self->getAttr("_actnn_arena");
+    arena.toCustomClass<Arena>()->beginStep(key, device, state.toCustomClass<CompressionState>().get());
+  }
   c10::IValue capsule = c10::IValue::make_capsule(program);
-  return TrainingFunction::apply(capsule, self_value, state, at::TensorList(inputs), at::TensorList(lifted));
+  return TrainingFunction::apply(capsule, self_value, state, arena, at::TensorList(inputs), at::TensorList(lifted));
 }
 
 }  // namespace

@@ -63,6 +63,18 @@ struct CompressionConfig {
   std::vector<Site> sites;
 };
 
+// Set by plan-memory: the packed buffers of one step, which the runtime's
+// Arena places in one buffer. Times count F's top-level nodes, then B's.
+struct ArenaConfig {
+  int64_t alignment = 64;
+  struct Slot {
+    std::string name;
+    int64_t first = 0, last = 0;  // lifetime, inclusive
+    int64_t source = -1;          // a swap_in's slot: the F slot whose bytes come back
+  };
+  std::vector<Slot> slots;
+};
+
 struct TrainingIR {
   // The program. Before lower-module (module input) its first input is `self`.
   std::shared_ptr<torch::jit::Graph> graph;
@@ -92,6 +104,8 @@ struct TrainingIR {
   std::vector<SavedValue> saved;
   // Set when F and B take the compression state as their last input.
   c10::optional<CompressionConfig> compression;
+  // Set when F and B also take the arena, after the state.
+  c10::optional<ArenaConfig> arena;
 
   size_t numSaved() const { return forward ? forward->outputs().size() - num_outputs : 0; }
 

@@ -38,6 +38,7 @@
 #include <tuple>
 #include <vector>
 
+#include "actnn/runtime/arena.h"
 #include "actnn/runtime/packed.h"
 
 namespace actnn {
@@ -66,9 +67,11 @@ struct CompressionState : torch::CustomClassHolder {
   void beginStep();
   // Quantizes x for `site`. channel_dim: the dim holding channels (1 for
   // conv-like consumers, -1 for linear-like); weight: the consumer's weight,
-  // whose trailing dims give the kernel taps.
+  // whose trailing dims give the kernel taps. arena (L5): the packed parts are
+  // written into `slot` of the step's arena when it is planned.
   c10::intrusive_ptr<PackedActivation> compress(const at::Tensor& x, int64_t site, int64_t channel_dim,
-                                                const c10::optional<at::Tensor>& weight);
+                                                const c10::optional<at::Tensor>& weight,
+                                                const c10::intrusive_ptr<Arena>& arena = {}, int64_t slot = -1);
   // Records |g_n|^2 of a gradient flowing into one of the site's consumers.
   void observeGrad(const at::Tensor& grad, int64_t site);
 

@@ -16,6 +16,13 @@ namespace actnn {
 // quantize groups values, and how the compression statistics count samples).
 inline int64_t sampleCount(at::IntArrayRef shape) { return shape.size() < 2 ? 1 : shape[0]; }
 
+// Bytes of a packed activation's three parts laid out in one slice (an arena
+// slot): codes, then lo, then scale, each starting on `alignment`.
+inline int64_t alignBytes(int64_t v, int64_t alignment) { return (v + alignment - 1) / alignment * alignment; }
+inline int64_t packedSliceBytes(int64_t code_bytes, int64_t meta_bytes_each, int64_t alignment) {
+  return alignBytes(code_bytes, alignment) + alignBytes(meta_bytes_each, alignment) + meta_bytes_each;
+}
+
 struct PackedActivation : torch::CustomClassHolder {
   at::Tensor codes;            // uint8, every sample's codes back to back
   at::Tensor lo;               // per group minimum, [N, P], BFloat16 or Half
