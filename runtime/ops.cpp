@@ -107,8 +107,8 @@ using ArenaPtr = c10::intrusive_ptr<Arena>;
 using SwappedPtr = c10::intrusive_ptr<SwappedValue>;
 
 PackedPtr compress_op(const at::Tensor& x, const StatePtr& state, int64_t site, int64_t channel_dim,
-                      const c10::optional<at::Tensor>& weight, const c10::optional<ArenaPtr>& arena, int64_t slot) {
-  return state->compress(x, site, channel_dim, weight, arena ? *arena : ArenaPtr(), slot);
+                      const c10::optional<at::Tensor>& weight, const ArenaPtr& arena, int64_t slot) {
+  return state->compress(x, site, channel_dim, weight, arena, slot);
 }
 
 // A packed tensor of `bytes` bytes written by `pack` into the arena slot when
@@ -228,8 +228,13 @@ TORCH_LIBRARY(actnn, m) {
   // What rewritten training graphs call (runtime/compression.cpp,
   // runtime/pool_index.cpp).
   m.def("compress(Tensor x, __torch__.torch.classes.actnn.CompressionState state, int site,"
-        " int channel_dim=1, Tensor? weight=None, __torch__.torch.classes.actnn.Arena? arena=None,"
-        " int slot=-1) -> __torch__.torch.classes.actnn.PackedActivation",
+        " int channel_dim=1, Tensor? weight=None) -> __torch__.torch.classes.actnn.PackedActivation",
+        [](const at::Tensor& x, const StatePtr& state, int64_t site, int64_t channel_dim,
+           const c10::optional<at::Tensor>& weight) { return state->compress(x, site, channel_dim, weight); });
+  // Level L5: the same, written into `slot` of the step's arena.
+  m.def("compress.arena(Tensor x, __torch__.torch.classes.actnn.CompressionState state, int site,"
+        " int channel_dim, Tensor? weight, __torch__.torch.classes.actnn.Arena arena, int slot)"
+        " -> __torch__.torch.classes.actnn.PackedActivation",
         compress_op);
   m.def("pack_mask.arena(Tensor mask, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
         pack_mask_arena_op);
@@ -253,11 +258,11 @@ TORCH_LIBRARY(actnn, m) {
         [](const PackedPtr& p) { return swapOut(c10::IValue(p)); });
   m.def("swap_out.tensor(Tensor t) -> __torch__.torch.classes.actnn.SwappedValue",
         [](const at::Tensor& t) { return swapOut(c10::IValue(t)); });
-  m.def("swap_in(__torch__.torch.classes.actnn.SwappedValue s, __torch__.torch.classes.actnn.Arena? arena=None,"
-        " int slot=-1) -> __torch__.torch.classes.actnn.SwappedValue",
-        [](const SwappedPtr& s, const c10::optional<ArenaPtr>& arena, int64_t slot) {
-          return swapIn(s, arena ? *arena : ArenaPtr(), slot);
-        });
+  m.def("swap_in(__torch__.torch.classes.actnn.SwappedValue s) -> __torch__.torch.classes.actnn.SwappedValue",
+        [](const SwappedPtr& s) { return swapIn(s, ArenaPtr(), -1); });
+  m.def("swap_in.arena(__torch__.torch.classes.actnn.SwappedValue s, __torch__.torch.classes.actnn.Arena arena,"
+        " int slot) -> __torch__.torch.classes.actnn.SwappedValue",
+        swapIn);
   m.def("swap_wait(__torch__.torch.classes.actnn.SwappedValue s) -> __torch__.torch.classes.actnn.PackedActivation",
         [](const SwappedPtr& s) {
           c10::IValue v = swapWait(s);

@@ -22,6 +22,8 @@
 
 #include <torch/custom_class.h>
 
+#include <torch/csrc/jit/passes/constant_pooling.h>
+
 #include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
 
@@ -158,6 +160,7 @@ class PlanMemory : public Pass {
       n->destroy();
     }
     ir.arena = std::move(config);
+    for (auto* g : {&ir.forward, &ir.backward}) torch::jit::ConstantPooling(*g);
     return true;
   }
 };

@@ -19,6 +19,8 @@
 // anything insert-compression kept as it was) and packed values B never uses.
 #include <algorithm>
 
+#include <torch/csrc/jit/passes/constant_pooling.h>
+
 #include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
 
@@ -126,6 +128,7 @@ class ScheduleSwap : public Pass {
       Value* back = insertValue(b, actnnOp("swap_in"), {in});
       fetches[j].wait->replaceInput(0, back);
     }
+    torch::jit::ConstantPooling(ir.backward);
     return true;
   }
 };

@@ -128,7 +128,7 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     const std::string report = args.str("report");
     if (!report.empty()) {
       if (report != "text" && report != "json") throw UsageError("--report expects text or json, got '" + report + "'");
-      auto rows = savedSetReport(ir, parseInputShapes(args.str("input-shape")));
+      const SavedReport rows = savedSetReport(ir, parseInputShapes(args.str("input-shape")));
       if (output.empty()) {
         printReport(out, rows, report == "json");
       } else {

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "actnn/actnn.h"
+#include "actnn/runtime/arena.h"
 #include "actnn/runtime/compression.h"
 #include "actnn/runtime/training.h"
 #include "args.h"
@@ -56,12 +57,18 @@ std::map<std::string, std::vector<int64_t>> parseInputShapes(const std::string& 
   return out;
 }
 
-std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
-                                     const std::map<std::string, std::vector<int64_t>>& shapes) {
+SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::string, std::vector<int64_t>>& shapes) {
   if (!compiled.forward) throw UsageError("--report needs the training graphs: run a level or a pipeline with autodiff");
   TrainingIR ir = compiled;  // shares the graphs; saved-set only fills `saved`
   if (ir.saved.size() != ir.numSaved()) runPipelineText("saved-set", ir);
   auto f = ir.forward->copy();
+  // Where schedule-swap moves a packed value to the host, report the value.
+  for (size_t i = ir.num_outputs; i < f->outputs().size(); ++i) {
+    Node* n = f->outputs()[i]->node();
+    if (n->kind() != c10::Symbol::fromQualString("actnn::swap_out")) continue;
+    f->block()->replaceOutput(i, n->input(0));
+    if (!n->output()->hasUses()) n->destroy();
+  }
   // Also return what each packing op packs, to know its full-precision size.
   const size_t first_saved = ir.num_outputs, num_saved = f->outputs().size() - ir.num_outputs;
   std::vector<int64_t> original(num_saved, -1);  // extra output index of the packed value
@@ -98,6 +105,14 @@ std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
     state.toCustomClass<CompressionState>()->beginStep();
     stack.emplace_back(std::move(state));
   }
+  // The arena, unplanned: its slots record their sizes as F runs.
+  c10::intrusive_ptr<Arena> arena;
+  if (ir.arena) {
+    std::vector<std::tuple<std::string, int64_t, int64_t, int64_t>> slots;
+    for (const auto& s : ir.arena->slots) slots.emplace_back(s.name, s.first, s.last, s.source);
+    arena = c10::make_intrusive<Arena>(ir.arena->alignment, std::move(slots));
+    stack.emplace_back(arena);
+  }
   {
     at::NoGradGuard no_grad;
     torch::jit::Code code(f, "actnn_report");
@@ -105,7 +120,18 @@ std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
   }
   std::vector<c10::IValue> outs(stack.end() - f->outputs().size(), stack.end());
 
-  std::vector<SavedRow> rows;
+  SavedReport report;
+  if (arena) {
+    std::vector<PlanBuffer> buffers;
+    for (const auto& s : arena->slots) {
+      const int64_t bytes = s.source >= 0 ? arena->slots[size_t(s.source)].bytes : s.bytes;
+      buffers.push_back({bytes, s.first, s.last});
+      report.slots.push_back({s.name, s.first, s.last, s.source, bytes, 0});
+    }
+    report.plan = planArena(buffers, arena->alignment);
+    for (size_t k = 0; k < report.slots.size(); ++k) report.slots[k].offset = report.plan.offsets[k];
+  }
+  std::vector<SavedRow>& rows = report.rows;
   for (size_t i = 0; i < num_saved; ++i) {
     const c10::IValue& v = outs[first_saved + i];
     Value* fv = f->outputs()[first_saved + i];
@@ -148,10 +174,13 @@ std::vector<SavedRow> savedSetReport(const TrainingIR& compiled,
     }
     rows.push_back(std::move(r));
   }
-  return rows;
+  return report;
 }
 
-void printReport(std::ostream& os, const std::vector<SavedRow>& rows, bool json) {
+void printReport(std::ostream& os, const SavedReport& report, bool json) {
+  const std::vector<SavedRow>& rows = report.rows;
+  const ArenaPlan& plan = report.plan;
+  const double slack = double(plan.arena_bytes) / double(std::max<int64_t>(plan.lower_bound_bytes, 1));
   int64_t full = 0, stored = 0;
   for (const auto& r : rows) {
     full += r.full_bytes;
@@ -169,11 +198,29 @@ void printReport(std::ostream& os, const std::vector<SavedRow>& rows, bool json)
                 .add("full_bytes", r.full_bytes)
                 .add("stored_bytes", r.stored_bytes)
                 .add("bits", r.bits);
-    os << JsonLine()
-              .add("saved_values", int64_t(rows.size()))
-              .add("full_bytes", full)
-              .add("stored_bytes", stored)
-              .add("ratio", ratio);
+    for (size_t k = 0; k < report.slots.size(); ++k) {
+      const auto& s = report.slots[k];
+      os << JsonLine()
+                .add("slot", int64_t(k))
+                .add("name", s.name)
+                .add("first", s.first)
+                .add("last", s.last)
+                .add("source", s.source)
+                .add("bytes", s.bytes)
+                .add("offset", s.offset);
+    }
+    JsonLine summary;
+    summary.add("saved_values", int64_t(rows.size()))
+        .add("full_bytes", full)
+        .add("stored_bytes", stored)
+        .add("ratio", ratio);
+    if (!report.slots.empty())
+      summary.add("arena_slots", int64_t(report.slots.size()))
+          .add("arena_bytes", plan.arena_bytes)
+          .add("lower_bound_bytes", plan.lower_bound_bytes)
+          .add("arena_ratio", slack)
+          .add("heuristic", plan.heuristic);
+    os << summary;
     return;
   }
   char line[512];
@@ -187,6 +234,19 @@ void printReport(std::ostream& os, const std::vector<SavedRow>& rows, bool json)
     std::snprintf(line, sizeof(line), "%4zu  %-10s  %-16s  %-8s  %12s  %12s  %-7s  %s\n", r.index, r.kind.c_str(),
                   r.tensor ? shapeText(r.shape).c_str() : "-", r.dtype.c_str(), mib(r.full_bytes).c_str(), mib(r.stored_bytes).c_str(),
                   r.bits.c_str(), r.value.c_str());
+    os << line;
+  }
+  if (report.slots.empty()) return;
+  std::snprintf(line, sizeof(line), "arena: %zu slots, %s (lower bound %s, %.4fx, %s)\n", report.slots.size(),
+                mib(plan.arena_bytes).c_str(), mib(plan.lower_bound_bytes).c_str(), slack, plan.heuristic.c_str());
+  os << line;
+  std::snprintf(line, sizeof(line), "%4s  %6s  %6s  %6s  %12s  %12s  %s\n", "slot", "first", "last", "source", "bytes",
+                "offset", "name");
+  os << line;
+  for (size_t k = 0; k < report.slots.size(); ++k) {
+    const auto& s = report.slots[k];
+    std::snprintf(line, sizeof(line), "%4zu  %6lld  %6lld  %6lld  %12lld  %12lld  %s\n", k, (long long)s.first,
+                  (long long)s.last, (long long)s.source, (long long)s.bytes, (long long)s.offset, s.name.c_str());
     os << line;
   }
 }

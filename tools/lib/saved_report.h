@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "actnn/runtime/memory_plan.h"
 #include "actnn/passes/ir.h"
 
 namespace actnn {
@@ -31,12 +32,28 @@ struct SavedRow {
 // "x:8x3x224x224,y:8x10" -> {x: [8,3,224,224], y: [8,10]}; throws UsageError.
 std::map<std::string, std::vector<int64_t>> parseInputShapes(const std::string& text);
 
-// Runs F of `ir` (after autodiff) once and describes every saved value.
+// One slot of plan-memory's arena: its lifetime, size for the given input
+// shape, and the offset the runtime's planner gives it.
+struct ArenaSlotRow {
+  std::string name;
+  int64_t first = 0, last = 0, source = -1;
+  int64_t bytes = 0, offset = 0;
+};
+
+struct SavedReport {
+  std::vector<SavedRow> rows;
+  std::vector<ArenaSlotRow> slots;  // after plan-memory
+  ArenaPlan plan;                   // after plan-memory
+};
+
+// Runs F of `ir` (after autodiff) once and describes every saved value (the
+// packed value itself where schedule-swap moves it to the host) and, after
+// plan-memory, the arena the runtime would plan for these shapes.
 // Every user input that is a tensor needs a shape; parameters and buffers
 // come from the module.
-std::vector<SavedRow> savedSetReport(const TrainingIR& ir, const std::map<std::string, std::vector<int64_t>>& shapes);
+SavedReport savedSetReport(const TrainingIR& ir, const std::map<std::string, std::vector<int64_t>>& shapes);
 
-void printReport(std::ostream& os, const std::vector<SavedRow>& rows, bool json);
+void printReport(std::ostream& os, const SavedReport& report, bool json);
 
 }  // namespace tools
 }  // namespace actnn
