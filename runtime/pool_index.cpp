@@ -3,8 +3,13 @@
 // (int64, 8 bytes). Relative to its pooling window that offset takes one of
 // prod(kernel) values, 4 bits for a 3x3 window: pack_pool_index converts to
 // the window-relative index and packs it; unpack_pool_index converts back.
-// Both are composite (ATen ops), so they run on any device.
+// On the CPU both are one pass over the values (no int64 temporaries: the
+// backward graph calls unpack_pool_index where memory is tightest); on other
+// devices they are composite ATen ops.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <atomic>
 
 #include "actnn/runtime/ops.h"
 #include "checks.h"
@@ -53,6 +58,121 @@ at::Tensor windowStart(const Window& w, const at::Tensor& indices, size_t d) {
   return (at::arange(out, indices.options().dtype(at::kLong)) * w.stride[d] - w.padding[d]).view(shape);
 }
 
+// The geometry with 3 spatial dims (missing leading ones have size 1).
+struct Geometry3 {
+  int64_t in[3], out[3], k[3], s[3], p[3], dl[3];
+  int64_t plane_in = 1, plane_out = 1;
+};
+
+Geometry3 geometry3(const Window& w, at::IntArrayRef output_sizes) {
+  Geometry3 g;
+  const size_t k = w.kernel.size(), lead = 3 - k;
+  for (size_t d = 0; d < 3; ++d) {
+    const bool real = d >= lead;
+    const size_t i = d - lead;
+    g.in[d] = real ? w.in[i] : 1;
+    g.out[d] = real ? output_sizes[output_sizes.size() - k + i] : 1;
+    g.k[d] = real ? w.kernel[i] : 1;
+    g.s[d] = real ? w.stride[i] : 1;
+    g.p[d] = real ? w.padding[i] : 0;
+    g.dl[d] = real ? w.dilation[i] : 1;
+    g.plane_in *= g.in[d];
+    g.plane_out *= g.out[d];
+  }
+  return g;
+}
+
+void outputPosition(const Geometry3& g, int64_t e, int64_t o[3]) {
+  const int64_t q = e % g.plane_out;
+  o[2] = q % g.out[2];
+  o[1] = (q / g.out[2]) % g.out[1];
+  o[0] = q / (g.out[2] * g.out[1]);
+}
+
+// The window-relative index of flat input offset f at output position o, or
+// -1 when f is not a tap of that window.
+int64_t relativeOf(const Geometry3& g, int64_t f, const int64_t o[3]) {
+  if (f < 0 || f >= g.plane_in) return -1;
+  const int64_t c[3] = {f / (g.in[1] * g.in[2]), (f / g.in[2]) % g.in[1], f % g.in[2]};
+  int64_t rel = 0;
+  for (int d = 0; d < 3; ++d) {
+    const int64_t off = c[d] - (o[d] * g.s[d] - g.p[d]);
+    if (off < 0 || off % g.dl[d] != 0 || off / g.dl[d] >= g.k[d]) return -1;
+    rel = rel * g.k[d] + off / g.dl[d];
+  }
+  return rel;
+}
+
+int64_t flatOf(const Geometry3& g, int64_t rel, const int64_t o[3]) {
+  const int64_t t[3] = {rel / (g.k[1] * g.k[2]), (rel / g.k[2]) % g.k[1], rel % g.k[2]};
+  int64_t f = 0;
+  for (int d = 0; d < 3; ++d) f = f * g.in[d] + o[d] * g.s[d] - g.p[d] + t[d] * g.dl[d];
+  return f;
+}
+
+at::Tensor packPoolIndexCpu(const at::Tensor& indices, const Window& w, const c10::optional<at::Tensor>& out) {
+  const at::Tensor idx = indices.contiguous();
+  const Geometry3 g = geometry3(w, idx.sizes());
+  const int64_t n = idx.numel(), count = w.count();
+  const int width = checked_index_width("actnn::pack_pool_index", count);
+  at::Tensor packed = packed_output("actnn::pack_pool_index", out, kernels::packed_stream_bytes(n, width), idx);
+  const int64_t* src = idx.data_ptr<int64_t>();
+  uint8_t* dst = packed.data_ptr<uint8_t>();
+  // Chunks of whole 8-value runs, so each packs into its own bytes.
+  constexpr int64_t kChunk = 8192;
+  std::atomic<int64_t> first_bad{n};
+  at::parallel_for(0, (n + kChunk - 1) / kChunk, 1, [&](int64_t b, int64_t e) {
+    std::vector<int64_t> rel(kChunk);
+    for (int64_t chunk = b; chunk < e; ++chunk) {
+      const int64_t start = chunk * kChunk, len = std::min(kChunk, n - start);
+      for (int64_t i = 0; i < len; ++i) {
+        int64_t o[3];
+        outputPosition(g, start + i, o);
+        rel[i] = relativeOf(g, src[start + i], o);
+        if (rel[i] < 0) {
+          int64_t seen = first_bad.load();
+          while (start + i < seen && !first_bad.compare_exchange_weak(seen, start + i)) {
+          }
+          rel[i] = 0;
+        }
+      }
+      kernels::pack_index_cpu(rel.data(), len, count, width, dst + start / 8 * width);
+    }
+  });
+  const int64_t bad = first_bad.load();
+  TORCH_CHECK(bad == n, "actnn::pack_pool_index: index (flattened) [", bad, "] = ", bad < n ? src[bad] : 0,
+              " is not a tap of its pooling window: its window-relative index is outside [0, ", count, ")");
+  return packed;
+}
+
+at::Tensor unpackPoolIndexCpu(const at::Tensor& packed, at::IntArrayRef output_sizes, const Window& w) {
+  const int64_t count = w.count();
+  const int width = checked_index_width("actnn::unpack_pool_index", count);
+  at::Tensor flat = at::empty(output_sizes, packed.options().dtype(at::kLong));
+  check_packed_stream("actnn::unpack_pool_index", packed, flat.numel(), width);
+  const Geometry3 g = geometry3(w, output_sizes);
+  int64_t* dst = flat.data_ptr<int64_t>();
+  const int64_t n = flat.numel();
+  kernels::unpack_index_cpu(packed.contiguous().data_ptr<uint8_t>(), n, width, dst);
+  std::atomic<int64_t> first_bad{n};
+  at::parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      if (dst[i] >= count) {
+        int64_t seen = first_bad.load();
+        while (i < seen && !first_bad.compare_exchange_weak(seen, i)) {
+        }
+        continue;
+      }
+      int64_t o[3];
+      outputPosition(g, i, o);
+      dst[i] = flatOf(g, dst[i], o);
+    }
+  });
+  TORCH_CHECK(first_bad.load() == n, "actnn::unpack_pool_index: packed index [", first_bad.load(),
+              "] is outside [0, ", count, "): the stream is corrupted");
+  return flat;
+}
+
 }  // namespace
 
 at::Tensor pack_pool_index(const at::Tensor& indices, at::IntArrayRef input_sizes, at::IntArrayRef kernel,
@@ -62,6 +182,7 @@ at::Tensor pack_pool_index(const at::Tensor& indices, at::IntArrayRef input_size
   TORCH_CHECK(indices.scalar_type() == at::kLong && indices.dim() >= int64_t(w.kernel.size()),
               "actnn::pack_pool_index: indices must be int64 with the spatial dims last, got ", indices.scalar_type(),
               " of shape ", indices.sizes());
+  if (indices.device().is_cpu()) return packPoolIndexCpu(indices, w, out);
   at::Tensor rest = indices;
   at::Tensor relative = at::zeros_like(indices);
   // Row-major coordinates of the flat offset: the last spatial dim varies fastest.
@@ -85,6 +206,9 @@ at::Tensor unpack_pool_index(const at::Tensor& packed, at::IntArrayRef output_si
                              at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef dilation) {
   const Window w = window("actnn::unpack_pool_index", input_sizes, kernel, stride, padding, dilation);
+  TORCH_CHECK(output_sizes.size() >= w.kernel.size(), "actnn::unpack_pool_index: output_sizes ", output_sizes,
+              " has fewer dims than the kernel ", w.kernel);
+  if (packed.device().is_cpu()) return unpackPoolIndexCpu(packed, output_sizes, w);
   at::Tensor relative = unpack_index(packed, w.count(), output_sizes);
   at::Tensor flat = at::zeros_like(relative);
   for (size_t d = 0; d < w.kernel.size(); ++d) {

@@ -55,8 +55,7 @@ int bench_memory(int argc, char** argv) {
   if (device != "cpu" && device != "cuda") throw UsageError("--device must be cpu or cuda, got '" + device + "'");
   if (device == "cuda" && !torch::cuda::is_available()) throw UsageError("--device=cuda: no CUDA device in this process");
   const c10::Device where(device == "cuda" ? c10::DeviceType::CUDA : c10::DeviceType::CPU);
-  Options options;
-  options.level = flags.level;
+  const Options options = flags.options();
   const at::Tensor x = flags.input().to(where);
   StepMemory fp, ours;
   {

@@ -28,6 +28,7 @@ std::string shellQuote(const std::string& s) {
 void declareModelFlags(Args& args, const char* default_level, const char* default_batch) {
   args.flag("model", "resnet50", "torchvision model name, or a TorchScript archive (.pt)")
       .flag("level", default_level, "compression level of the compiled module (L0..L5)")
+      .flag("passes", "", "an explicit pipeline instead of the level's (the level names the result)")
       .flag("batch", default_batch, "samples per step")
       .flag("image", "224", "image height and width")
       .flag("channels", "3", "image channels")
@@ -38,6 +39,7 @@ ModelFlags readModelFlags(const Args& args) {
   ModelFlags f;
   f.model = args.str("model");
   f.level = args.str("level");
+  f.passes = args.str("passes");
   f.batch = args.integer("batch");
   f.image = args.integer("image");
   f.channels = args.integer("channels");
@@ -45,8 +47,16 @@ ModelFlags readModelFlags(const Args& args) {
   if (f.batch < 1 || f.image < 1 || f.channels < 1)
     throw UsageError("--batch, --image and --channels must be positive");
   levelPipeline(f.level);
+  if (!f.passes.empty()) parsePipeline(f.passes);
   if (threads > 0) at::set_num_threads(int(threads));
   return f;
+}
+
+Options ModelFlags::options() const {
+  Options o;
+  o.level = level;
+  o.passes = passes;
+  return o;
 }
 
 at::Tensor ModelFlags::input() const {

@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/api/module.h>
 
+#include "actnn/actnn.h"
+
 namespace actnn {
 namespace tools {
 
@@ -15,10 +17,12 @@ class Args;
 // The flags the single-model suites share: --model, --level, --batch,
 // --image, --channels, --threads.
 struct ModelFlags {
-  std::string model, level;
+  std::string model, level, passes;
   int64_t batch = 0, image = 0, channels = 0;
   // A random input batch [batch, channels, image, image] (seed 0).
   at::Tensor input() const;
+  // The compile options: the level, or --passes when given.
+  Options options() const;
 };
 void declareModelFlags(Args& args, const char* default_level, const char* default_batch);
 // Checks the values and the level (an unknown one fails before any model

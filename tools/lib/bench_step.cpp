@@ -28,8 +28,7 @@ int bench_step(int argc, char** argv) {
   const int64_t repeat = args.integer("repeat");
   if (repeat < 1) throw UsageError("--repeat must be positive");
   torch::jit::Module reference = loadModel(flags.model);
-  Options options;
-  options.level = flags.level;
+  const Options options = flags.options();
   torch::jit::Module compiled = compile(loadModel(flags.model), options);
   const at::Tensor x = flags.input();
 
