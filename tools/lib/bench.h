@@ -23,6 +23,9 @@ int bench_kernels(int argc, char** argv);
 int bench_step(int argc, char** argv);
 int bench_memory(int argc, char** argv);
 int bench_accuracy(int argc, char** argv);
+int bench_plan(int argc, char** argv);
+int bench_maxbatch(int argc, char** argv);
+int bench_throughput(int argc, char** argv);
 
 // Median wall time of `repeat` runs of f after `warmup` runs; `sync` waits
 // for queued device work before each clock reading.

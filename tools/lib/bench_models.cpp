@@ -48,7 +48,7 @@ ModelFlags readModelFlags(const Args& args) {
     throw UsageError("--batch, --image and --channels must be positive");
   levelPipeline(f.level);
   if (!f.passes.empty()) parsePipeline(f.passes);
-  if (threads > 0) at::set_num_threads(int(threads));
+  setThreads(threads);
   return f;
 }
 
@@ -57,6 +57,20 @@ Options ModelFlags::options() const {
   o.level = level;
   o.passes = passes;
   return o;
+}
+
+std::string parityModels() {
+  return "resnet18,resnet50,mobilenet_v2,mobilenet_v3_small,densenet121,vgg11_bn,squeezenet1_0,efficientnet_b0,"
+         "regnet_x_400mf,shufflenet_v2_x0_5,mnasnet0_5,convnext_tiny,vit_b_16";
+}
+
+int64_t scriptedImageSize(const std::string& model, int64_t requested) {
+  return model == "vit_b_16" ? 64 : requested;
+}
+
+void setThreads(int64_t threads) {
+  if (threads < 0) throw UsageError("--threads must be >= 0");
+  if (threads > 0) at::set_num_threads(int(threads));
 }
 
 at::Tensor ModelFlags::input() const {

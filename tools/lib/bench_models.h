@@ -36,6 +36,14 @@ ModelFlags readModelFlags(const Args& args);
 // The models dir is $ACTNN_MODELS_DIR, else the build tree's tests/models.
 torch::jit::Module loadModel(const std::string& name);
 
+// The torchvision models of the gradient-parity test, comma-separated.
+std::string parityModels();
+// The image size `model` runs at: `requested`, except for models scripted
+// for one size (vit_b_16 at 64, see tests/models/export_torchvision.py).
+int64_t scriptedImageSize(const std::string& model, int64_t requested);
+// Applies --threads (0: LibTorch's default).
+void setThreads(int64_t threads);
+
 // Drops the parameters' gradients (each step then allocates them anew).
 void dropGrads(torch::jit::Module& module);
 

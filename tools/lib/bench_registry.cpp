@@ -14,7 +14,11 @@ const std::vector<BenchCommand>& bench_commands() {
        bench_kernels},
       {"memory", "bytes saved for backward and the allocator peak of a step, against LibTorch autograd",
        bench_memory},
+      {"maxbatch", "the largest batch whose measured step peak fits a memory budget, per level (binary search)",
+       bench_maxbatch},
+      {"plan", "L5's arena against the peak of live packed bytes, for every model of the parity test", bench_plan},
       {"step", "one training step of a compiled model against LibTorch autograd, as a time ratio", bench_step},
+      {"throughput", "step time per level L0-L5 as ratios to LibTorch autograd, over batch sizes", bench_throughput},
   };
   return commands;
 }

@@ -1,0 +1,125 @@
+// actnn-bench throughput: the step time of every level next to plain
+// LibTorch autograd on the same model, in the same process, over one or more
+// batch sizes. Each level is its own compiled copy of the model; after a
+// warm-up step each (two for L5, whose first step of a shape measures the
+// arena), timed steps go round the levels in turn so that drift of a shared
+// machine hits all alike, and the median is reported. With --budget, each
+// level's step is also measured on the allocator (as in maxbatch: state +
+// input + step peak) and marked "oom" when it would not fit: the
+// out-of-memory points of the reference's batch-size figure.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <sstream>
+
+#include "actnn/actnn.h"
+#include "args.h"
+#include "bench.h"
+#include "bench_models.h"
+#include "json.h"
+
+namespace actnn {
+namespace tools {
+namespace {
+
+std::vector<std::string> splitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream list(text);
+  for (std::string item; std::getline(list, item, ',');) out.push_back(item);
+  return out;
+}
+
+double stepSeconds(torch::jit::Module& m, const at::Tensor& x) {
+  const auto start = std::chrono::steady_clock::now();
+  trainingStep(m, x);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+int64_t stateBytes(const torch::jit::Module& m) {
+  int64_t bytes = 0;
+  for (const auto& p : m.parameters()) bytes += int64_t(p.nbytes());
+  for (const auto& b : m.buffers()) bytes += int64_t(b.nbytes());
+  return bytes;
+}
+
+}  // namespace
+
+int bench_throughput(int argc, char** argv) {
+  Args args;
+  args.flag("model", "resnet50", "torchvision model name, or a TorchScript archive (.pt)")
+      .flag("batch", "32", "comma-separated batch sizes")
+      .flag("image", "224", "image height and width")
+      .flag("levels", "fp,L0,L1,L2,L3,L4,L5", "comma-separated: fp (LibTorch autograd) and levels L0..L5")
+      .flag("repeat", "3", "timed steps per level and batch; the median is reported")
+      .flag("budget", "0", "bytes; when > 0, mark steps whose measured need exceeds it as oom")
+      .flag("threads", "0", "CPU threads (0: LibTorch's default)");
+  if (!args.parse(argc, argv, 2)) {
+    std::cout << "usage: actnn-bench throughput [flags]\n" << args.help();
+    return 0;
+  }
+  const std::string model = args.str("model");
+  const int64_t image = scriptedImageSize(model, args.integer("image"));
+  const int64_t repeat = args.integer("repeat"), budget = args.integer("budget");
+  if (image < 1 || repeat < 1 || budget < 0) throw UsageError("--image and --repeat must be positive, --budget >= 0");
+  setThreads(args.integer("threads"));
+  const auto levels = splitList(args.str("levels"));
+  if (std::find(levels.begin(), levels.end(), "fp") == levels.end())
+    throw UsageError("--levels must include fp: ratios are to LibTorch autograd");
+  std::vector<torch::jit::Module> modules;
+  for (const auto& level : levels) {
+    torch::jit::Module m = loadModel(model);
+    if (level != "fp") {
+      Options options;
+      options.level = level;  // throws naming an unknown level
+      m = compile(m, options);
+    }
+    modules.push_back(m);
+  }
+  for (const auto& batch_text : splitList(args.str("batch"))) {
+    int64_t batch = 0;
+    try {
+      batch = std::stoll(batch_text);
+    } catch (const std::exception&) {
+    }
+    if (batch < 1) throw UsageError("--batch expects positive integers, got '" + batch_text + "'");
+    at::manual_seed(0);
+    const at::Tensor x = at::randn({batch, 3, image, image});
+    std::vector<int64_t> need(levels.size(), 0);
+    for (size_t i = 0; i < levels.size(); ++i) {
+      if (budget > 0) {
+        need[i] = stateBytes(modules[i]) + int64_t(x.nbytes()) + measureStep(modules[i], x).peak_bytes;
+      } else {
+        trainingStep(modules[i], x);
+        trainingStep(modules[i], x);
+      }
+    }
+    std::vector<std::vector<double>> times(levels.size());
+    for (int64_t r = 0; r < repeat; ++r)
+      for (size_t i = 0; i < levels.size(); ++i) times[i].push_back(stepSeconds(modules[i], x));
+    std::vector<double> median;
+    for (auto& t : times) {
+      std::sort(t.begin(), t.end());
+      median.push_back(t[t.size() / 2]);
+    }
+    const size_t fp = size_t(std::find(levels.begin(), levels.end(), "fp") - levels.begin());
+    for (size_t i = 0; i < levels.size(); ++i) {
+      JsonLine line;
+      line.add("model", model)
+          .add("batch", batch)
+          .add("image", image)
+          .add("level", levels[i])
+          .add("step_seconds", median[i])
+          .add("ratio", median[i] / median[fp])
+          .add("images_per_second", double(batch) / median[i])
+          .add("threads", int64_t(at::get_num_threads()));
+      if (budget > 0) line.add("device_bytes", need[i]).add("budget_bytes", budget).add("oom", need[i] > budget);
+      std::cout << line << std::flush;
+    }
+  }
+  return 0;
+}
+
+}  // namespace tools
+}  // namespace actnn
