@@ -17,6 +17,16 @@ namespace {
 // groups the sample.
 std::vector<double> groupRangeSquares(const at::Tensor& x, int64_t group_size) {
   const int64_t n = sampleCount(x.sizes());
+  if (x.device().is_cpu()) {
+    // One pass with the quantize kernel's min / max.
+    const QuantPlan plan = plan_quantize("actnn::compress", x.scalar_type(), x.sizes(), {2}, group_size);
+    const at::Tensor c = x.detach().contiguous();
+    std::vector<double> out(static_cast<size_t>(n));
+    kernels::group_range_squares_cpu(c.data_ptr(), plan.elem, plan.geo, out.data());
+    for (double& v : out)
+      if (!std::isfinite(v)) v = 1e300;
+    return out;
+  }
   at::Tensor flat = x.detach().reshape({n, -1}).contiguous();
   const int64_t d = flat.size(1), full = d / group_size;
   at::Tensor sum = at::zeros({n}, flat.options().dtype(at::kDouble));
@@ -181,10 +191,19 @@ void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {
     if (site(k).bits != 0) return;
   }
   const int64_t n = sampleCount(grad.sizes());
-  // Accumulated in double without a double copy of the gradient, and kept on
-  // its device: solve() copies it to the host once per step.
-  at::Tensor sq =
-      at::linalg_vector_norm(grad.detach().reshape({n, -1}), 2, at::IntArrayRef{1}, false, at::kDouble).square();
+  at::Tensor sq;
+  if (grad.device().is_cpu() && (grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kHalf ||
+                                 grad.scalar_type() == at::kBFloat16)) {
+    // One pass, no converted copy of the gradient.
+    const at::Tensor g = grad.detach().contiguous();
+    sq = at::empty({n}, g.options().dtype(at::kDouble));
+    const QuantPlan plan = plan_quantize("actnn::observe_grad", g.scalar_type(), g.sizes(), {2}, 256);
+    kernels::sample_square_norms_cpu(g.data_ptr(), plan.elem, n, n ? g.numel() / n : 0, sq.data_ptr<double>());
+  } else {
+    // Kept on its device (solve() copies it to the host once per step), in
+    // the gradient's precision.
+    sq = at::linalg_vector_norm(grad.detach().reshape({n, -1}), 2, at::IntArrayRef{1}, false).to(at::kDouble).square();
+  }
   std::lock_guard<std::mutex> lock(mutex);
   Site& s = site(k);
   if (int64_t(s.range_cost.size()) != n) return;  // not the batch this site last saw

@@ -3,6 +3,7 @@
 // ops_cuda.cpp. quantize / dequantize take or return the custom class, which
 // carries no dispatch key, so they are composite: they unpack the class and
 // call the device-dispatched *_groups ops.
+#include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
@@ -85,6 +86,21 @@ at::Tensor unpack_index(const at::Tensor& packed, int64_t num_values, at::IntArr
   static auto op = op_handle("actnn::unpack_index")
                        .typed<at::Tensor(const at::Tensor&, int64_t, at::IntArrayRef)>();
   return op.call(packed, num_values, shape);
+}
+
+// grad * (mask bit ? if_set : if_clear), straight from the packed mask on
+// the CPU (float); elsewhere through the unpacked mask.
+at::Tensor scale_by_mask(const at::Tensor& grad, const at::Tensor& packed, double if_set, double if_clear) {
+  if (grad.device().is_cpu() && grad.scalar_type() == at::kFloat) {
+    check_packed_stream("actnn::scale_by_mask", packed, grad.numel(), 1);
+    const at::Tensor g = grad.contiguous(), p = packed.contiguous();
+    at::Tensor out = at::empty_like(g);
+    kernels::scale_by_mask_cpu(g.data_ptr<float>(), p.data_ptr<uint8_t>(), g.numel(), float(if_set),
+                               float(if_clear), out.data_ptr<float>());
+    return out;
+  }
+  const at::Tensor mask = unpack_mask(packed, grad.sizes());
+  return at::where(mask, grad * if_set, grad * if_clear);
 }
 
 namespace {
@@ -236,6 +252,8 @@ TORCH_LIBRARY(actnn, m) {
         " int channel_dim, Tensor? weight, __torch__.torch.classes.actnn.Arena arena, int slot)"
         " -> __torch__.torch.classes.actnn.PackedActivation",
         compress_op);
+  m.def("scale_by_mask(Tensor grad, Tensor packed_mask, float if_set, float if_clear) -> Tensor",
+        scale_by_mask);
   m.def("pack_mask.arena(Tensor mask, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
         pack_mask_arena_op);
   m.def("observe_grad(Tensor(a) grad, __torch__.torch.classes.actnn.CompressionState state, int site)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package actnn needs to build, test and run its examples.
 # Idempotent: packages already present are left alone, apt-get update runs only
-# when something is missing.
+# when something is missing. Extra packages can be named as arguments (the
+# benchmark plot script adds gnuplot-nox).
 set -euo pipefail
 
 PACKAGES=(
@@ -10,6 +11,7 @@ PACKAGES=(
   libgtest-dev llvm-14-tools zlib1g-dev
   python3-torch python3-torchvision
   dataset-fashion-mnist libonnx-testdata
+  "$@"
 )
 
 missing=()

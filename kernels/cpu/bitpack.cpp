@@ -36,6 +36,18 @@ void unpack_mask_cpu(const uint8_t* packed, int64_t n, uint8_t* out) {
   });
 }
 
+void scale_by_mask_cpu(const float* grad, const uint8_t* packed, int64_t n, float if_set, float if_clear,
+                       float* out) {
+  at::parallel_for(0, (n + 7) / 8, kGrainRuns, [&](int64_t b, int64_t e) {
+    for (int64_t run = b; run < e; ++run) {
+      const int64_t i0 = run * 8;
+      const int count = int(std::min<int64_t>(8, n - i0));
+      const uint8_t bits = packed[run];
+      for (int i = 0; i < count; ++i) out[i0 + i] = grad[i0 + i] * (((bits >> i) & 1u) ? if_set : if_clear);
+    }
+  });
+}
+
 int64_t pack_index_cpu(const int64_t* index, int64_t n, int64_t limit, int w, uint8_t* out) {
   std::atomic<int64_t> first_bad{n};
   at::parallel_for(0, (n + 7) / 8, kGrainRuns, [&](int64_t b, int64_t e) {

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -342,7 +343,89 @@ void dequantize_all(const DequantizeArgs& a) {
   });
 }
 
+template <Elem E>
+void group_range_squares_all(const void* x, const QuantGeometry& geo, double* out) {
+  const int64_t n = geo.num_samples, p = geo.groups_per_sample, G = geo.group_size, D = geo.sample_numel;
+  std::vector<double> ranges(size_t(n * p));
+  at::parallel_for(0, n * p, grain_groups(G), [&](int64_t b, int64_t e) {
+    std::vector<float> buf(G + kRun);
+    for (int64_t g = b; g < e; ++g) {
+      const int64_t s = g / p, j0 = (g % p) * G, len = std::min(G, D - j0);
+      load_run<E>(x, s * D + j0, int(len), buf.data());
+      const int64_t padded = (len + kRun - 1) / kRun * kRun;
+      for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
+      float mn, mx;
+      bool finite;
+      min_max(buf.data(), int(padded), &mn, &mx, &finite);
+      const double r = double(mx) - double(mn);
+      ranges[size_t(g)] = finite ? r * r : std::numeric_limits<double>::infinity();
+    }
+  });
+  for (int64_t s = 0; s < n; ++s) {
+    double sum = 0;
+    for (int64_t g = 0; g < p; ++g) sum += ranges[size_t(s * p + g)];
+    out[s] = sum;
+  }
+}
+
+ACTNN_MULTIVERSION
+float square_sum(const float* v, int len) {
+  f32x8 acc = {};
+  int i = 0;
+  for (; i + 8 <= len; i += 8) {
+    f32x8 x;
+    std::memcpy(&x, v + i, sizeof x);
+    acc += x * x;
+  }
+  float sum = 0;
+  for (int k = 0; k < 8; ++k) sum += acc[k];
+  for (; i < len; ++i) sum += v[i] * v[i];
+  return sum;
+}
+
+template <Elem E>
+void sample_square_norms_all(const void* x, int64_t n, int64_t d, double* out) {
+  constexpr int64_t kChunk = 1024;
+  const int64_t chunks = (d + kChunk - 1) / kChunk;
+  std::vector<double> partial(size_t(n * chunks));
+  at::parallel_for(0, n * chunks, 16, [&](int64_t b, int64_t e) {
+    std::vector<float> buf(kChunk);
+    for (int64_t c = b; c < e; ++c) {
+      const int64_t s = c / chunks, j0 = (c % chunks) * kChunk, len = std::min(kChunk, d - j0);
+      const float* v;
+      if (E == Elem::Float32) {
+        v = static_cast<const float*>(x) + s * d + j0;
+      } else {
+        load_run<E>(x, s * d + j0, int(len), buf.data());
+        v = buf.data();
+      }
+      partial[size_t(c)] = double(square_sum(v, int(len)));
+    }
+  });
+  for (int64_t s = 0; s < n; ++s) {
+    double sum = 0;
+    for (int64_t c = 0; c < chunks; ++c) sum += partial[size_t(s * chunks + c)];
+    out[s] = sum;
+  }
+}
+
 }  // namespace
+
+void group_range_squares_cpu(const void* x, Elem elem, const QuantGeometry& geo, double* out) {
+  switch (elem) {
+    case Elem::Float32: return group_range_squares_all<Elem::Float32>(x, geo, out);
+    case Elem::Float16: return group_range_squares_all<Elem::Float16>(x, geo, out);
+    case Elem::BFloat16: return group_range_squares_all<Elem::BFloat16>(x, geo, out);
+  }
+}
+
+void sample_square_norms_cpu(const void* x, Elem elem, int64_t n, int64_t d, double* out) {
+  switch (elem) {
+    case Elem::Float32: return sample_square_norms_all<Elem::Float32>(x, n, d, out);
+    case Elem::Float16: return sample_square_norms_all<Elem::Float16>(x, n, d, out);
+    case Elem::BFloat16: return sample_square_norms_all<Elem::BFloat16>(x, n, d, out);
+  }
+}
 
 void quantize_cpu(const QuantizeArgs& a) {
   switch (a.elem) {

@@ -255,13 +255,11 @@ class Rewriter {
     in->replaceAllUsesAfterNodeWith(indices->node(), indices);
   }
 
-  // A forward mask of v for one mask reader, saved packed; returns the B
-  // value of the unpacked mask, inserted before `reader`. The mask is set
-  // where the reader passes the gradient through unchanged (Threshold,
-  // Hardtanh: where it zeroes it).
+  // A forward mask of v for one mask reader, saved packed; returns its B
+  // value. The mask is set where the reader passes the gradient through
+  // unchanged (Threshold, Hardtanh: where it zeroes it).
   Value* readerMask(Value* v, const MaskReader& r, const std::string& name) {
     Value* mask = nullptr;
-    Value* sizes = nullptr;
     {
       WithInsertPoint guard(v->node()->next());
       Node* n = r.node;
@@ -278,13 +276,9 @@ class Rewriter {
           mask = insertValue(f_, c10::aten::gt, {v, 0});
           break;
       }
-      sizes = sizesOf(v);
       mask = insertValue(f_, actnnOp("pack_mask"), {mask});
     }
-    Value* packed_b = addSaved(mask, SavedKind::Mask, "mask of " + name);
-    Value* sizes_b = addSaved(sizes, SavedKind::Meta, "sizes of " + name);
-    WithInsertPoint guard(r.node);
-    return insertValue(b_, actnnOp("unpack_mask"), {packed_b, sizes_b});
+    return addSaved(mask, SavedKind::Mask, "mask of " + name);
   }
 
   // Rewrites reader r of saved value i to use a mask. The reader no longer
@@ -295,13 +289,13 @@ class Rewriter {
     Node* n = r.node;
     WithInsertPoint guard(n);
     Value* g = n->input(0);
-    Value* out = nullptr;
+    // One pass from the packed bits: the gradient times (set ? a : b).
+    double if_set = 0, if_clear = 1;
     if (r.kind == MaskReader::LeakyRelu) {
-      Value* scaled = insertValue(b_, c10::aten::mul, {g, b_.insertConstant(*constantOf(n->input(2)))});
-      out = insertValue(b_, c10::aten::where, {mask, g, scaled});
-    } else {
-      out = insertValue(b_, c10::aten::masked_fill, {g, mask, 0});
+      if_set = 1;
+      if_clear = constantOf(n->input(2))->toScalar().toDouble();
     }
+    Value* out = insertValue(b_, actnnOp("scale_by_mask"), {g, mask, if_set, if_clear});
     out->node()->setSourceRange(n->sourceRange());
     auto& own = ir_.saved_uses[i];
     own.erase(std::remove_if(own.begin(), own.end(), [&](const SavedUse& u) { return u.grad == g; }), own.end());

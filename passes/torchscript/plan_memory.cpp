@@ -2,7 +2,7 @@
 // numbered slot of one arena, with its lifetime over the timeline "F's
 // top-level nodes, then B's". The runtime's Arena (runtime/arena.h) sizes the
 // slots from the input's shape, places them (memory_plan.h: the best of
-// three greedy heuristics, checked against the peak of live bytes) and lets
+// five greedy orders, refined, checked against the peak of live bytes) and lets
 // each producer write into its slice, so the packed values of a step never
 // fragment the allocator.
 //

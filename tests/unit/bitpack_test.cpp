@@ -37,6 +37,27 @@ TEST(Mask, BadPackedSizeIsReported) {
   expect_error([&] { unpack_mask(packed.to(at::kInt), {16}); }, "got Int");
 }
 
+// scale_by_mask: the gradient times (bit ? if_set : if_clear), straight from
+// the packed bits (float on the CPU) or through the unpacked mask (other
+// dtypes), equal to the ATen expression it replaces in backward graphs.
+TEST(Mask, ScaleByMaskEqualsWhereOnTheUnpackedMask) {
+  at::Generator gen = at::detail::createCPUGenerator(3);
+  for (int64_t n : {0, 1, 7, 8, 9, 1000, 4097}) {
+    for (auto dtype : {at::kFloat, at::kDouble, at::kBFloat16}) {
+      const at::Tensor g = at::randn({n}, gen).to(dtype);
+      const at::Tensor mask = at::rand({n}, gen) > 0.5;
+      const at::Tensor packed = pack_mask(mask);
+      for (auto [a, b] : {std::pair<double, double>{0, 1}, {1, 0.01}}) {
+        const at::Tensor expected = at::where(mask, g * a, g * b);
+        const at::Tensor got = scale_by_mask(g, packed, a, b);
+        EXPECT_TRUE(at::equal(got, expected)) << n << " " << dtype << " " << a << "/" << b;
+      }
+    }
+  }
+  expect_error([&] { scale_by_mask(at::zeros({9}), pack_mask(at::ones({8}, at::kBool)), 0, 1); },
+               "packed must be a 1-d uint8 tensor of 2 bytes");
+}
+
 TEST(Index, RoundTripEveryWidth) {
   at::Generator gen = at::detail::createCPUGenerator(3);
   for (int64_t k : {1, 2, 3, 4, 9, 16, 27, 255, 256, 1000, 65536}) {

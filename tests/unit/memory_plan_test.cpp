@@ -5,6 +5,12 @@
 // than any single heuristic. The validator is tested on broken plans too, so
 // that a checker which accepts everything cannot pass.
 //
+// data/convnext_tiny_l5.slots holds the arena slots of a real model (one
+// "bytes first last" line per buffer, as `actnn-bench plan --dump` writes
+// them): the input on which the first three heuristics left 15% over the
+// lower bound. The test reading it needs ACTNN_TEST_DATA_DIR (a string
+// literal naming tests/unit/data) and skips without it.
+//
 // Random instances mimic a training step: a forward of F steps then a
 // backward of F steps; saved activations are created in the forward and die
 // in the backward in reverse order (with a step of jitter), temporaries live
@@ -16,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -36,11 +43,16 @@ struct NamedPlanner {
 const NamedPlanner kPlanners[] = {{"greedy_by_size", &planGreedyBySize},
                                   {"greedy_by_start", &planGreedyByStart},
                                   {"greedy_by_breadth", &planGreedyByBreadth},
+                                  {"greedy_by_breadth_then_start", &planGreedyByBreadthThenStart},
+                                  {"greedy_by_breadth_then_end", &planGreedyByBreadthThenEnd},
                                   {"arena", &planArena}};
+
+const std::string kSqueakyWheel = "+squeaky_wheel";
 
 int64_t alignUp(int64_t bytes, int64_t alignment) { return (bytes + alignment - 1) / alignment * alignment; }
 
-// Runs every planner and checks the plan's contract; returns planArena's plan.
+// Runs every planner and checks the plan's contract; returns planArena's plan. planArena is never worse
+// than the best single heuristic, and only a refined order ("+squeaky_wheel") may beat it.
 ArenaPlan checkAllPlanners(const std::vector<PlanBuffer>& buffers, int64_t alignment) {
   const int64_t lower = liveBytesLowerBound(buffers, alignment);
   int64_t best_single = -1;
@@ -57,7 +69,19 @@ ArenaPlan checkAllPlanners(const std::vector<PlanBuffer>& buffers, int64_t align
       if (buffers[i].bytes > 0) top = std::max(top, plan.offsets[i] + alignUp(buffers[i].bytes, alignment));
     EXPECT_EQ(plan.arena_bytes, top);
     if (planner.plan == &planArena) {
-      EXPECT_EQ(plan.arena_bytes, best_single);
+      const bool refined = plan.heuristic.size() > kSqueakyWheel.size() &&
+                           plan.heuristic.compare(plan.heuristic.size() - kSqueakyWheel.size(),
+                                                  kSqueakyWheel.size(), kSqueakyWheel) == 0;
+      if (refined)
+        EXPECT_LT(plan.arena_bytes, best_single);
+      else
+        EXPECT_EQ(plan.arena_bytes, best_single);
+      const std::string order =
+          refined ? plan.heuristic.substr(0, plan.heuristic.size() - kSqueakyWheel.size()) : plan.heuristic;
+      bool known = false;
+      for (const NamedPlanner& other : kPlanners)
+        known = known || (other.plan != &planArena && order == other.name);
+      EXPECT_TRUE(known) << plan.heuristic;
       arena = std::move(plan);
     } else {
       EXPECT_EQ(plan.heuristic, planner.name);
@@ -154,6 +178,75 @@ TEST(MemoryPlan, BestFitTakesTheSmallestHole) {
   EXPECT_EQ(plan.arena_bytes, 35);
 }
 
+TEST(MemoryPlan, BreadthThenStartStacksAPeakInTimeOrder) {
+  // Byte-aligned. C, A and B are alive at step 3, the peak (6 + 7 + 5 = 18), so they share its breadth;
+  // D is alive with C alone at step 2 (14). In time order C goes first, at 0, A and B stack over it,
+  // and D fits over C at step 2: the lower bound. Longest first (breadth) puts A at 0 and C over it,
+  // which leaves D 7 bytes below C where it needs 8: 21. Size and start put D and A at 0 first and C
+  // over D, and B no longer fits between A and C: 19.
+  const std::vector<PlanBuffer> buffers = {{7, 3, 6} /*A*/, {5, 3, 3} /*B*/,
+                                           {6, 2, 4} /*C*/, {8, 2, 2} /*D*/};
+  const ArenaPlan plan = planGreedyByBreadthThenStart(buffers, 1);
+  EXPECT_EQ(validateArenaPlan(buffers, plan, 1), "");
+  EXPECT_EQ(plan.offsets, (std::vector<int64_t>{6, 13, 0, 6}));
+  EXPECT_EQ(plan.arena_bytes, 18);
+  EXPECT_EQ(plan.lower_bound_bytes, 18);
+  EXPECT_EQ(planGreedyBySize(buffers, 1).arena_bytes, 19);
+  EXPECT_EQ(planGreedyByStart(buffers, 1).arena_bytes, 19);
+  EXPECT_EQ(planGreedyByBreadth(buffers, 1).arena_bytes, 21);
+  EXPECT_EQ(planGreedyByBreadthThenEnd(buffers, 1).arena_bytes, 21);
+  const ArenaPlan arena = checkAllPlanners(buffers, 1);
+  EXPECT_EQ(arena.arena_bytes, 18);
+  EXPECT_EQ(arena.heuristic, "greedy_by_breadth_then_start");
+}
+
+TEST(MemoryPlan, BreadthThenEndIsTheMirrorImage) {
+  // The case above with time reversed (step s becomes 8 - s): now only the order by last step reaches
+  // the lower bound, and the order by first step does what longest first did.
+  const std::vector<PlanBuffer> buffers = {{7, 2, 5} /*A*/, {5, 5, 5} /*B*/,
+                                           {6, 4, 6} /*C*/, {8, 6, 6} /*D*/};
+  const ArenaPlan plan = planGreedyByBreadthThenEnd(buffers, 1);
+  EXPECT_EQ(validateArenaPlan(buffers, plan, 1), "");
+  EXPECT_EQ(plan.offsets, (std::vector<int64_t>{6, 13, 0, 6}));
+  EXPECT_EQ(plan.arena_bytes, 18);
+  EXPECT_EQ(planGreedyByBreadthThenStart(buffers, 1).arena_bytes, 21);
+  const ArenaPlan arena = checkAllPlanners(buffers, 1);
+  EXPECT_EQ(arena.arena_bytes, 18);
+  EXPECT_EQ(arena.heuristic, "greedy_by_breadth_then_end");
+}
+
+TEST(MemoryPlan, SqueakyWheelMovesTheTopBufferFirst) {
+  // Byte-aligned; the lower bound is 11 (C and D at steps 2-3). By size, D and A take 0, C goes over D,
+  // and B, which meets A at step 6 and C at step 5, lands on top of C: 14. Every other order ends at
+  // 14 too. B reached the top, so the refinement places it first, at 0: A goes over it, C over D, 11.
+  const std::vector<PlanBuffer> buffers = {{6, 6, 6} /*A*/, {3, 5, 8} /*B*/,
+                                           {5, 1, 5} /*C*/, {6, 2, 3} /*D*/};
+  EXPECT_EQ(planGreedyBySize(buffers, 1).offsets, (std::vector<int64_t>{0, 11, 6, 0}));
+  const ArenaPlan plan = checkAllPlanners(buffers, 1);
+  EXPECT_EQ(plan.heuristic, "greedy_by_size+squeaky_wheel");
+  EXPECT_EQ(plan.offsets, (std::vector<int64_t>{3, 0, 6, 0}));
+  EXPECT_EQ(plan.arena_bytes, 11);
+  EXPECT_EQ(plan.lower_bound_bytes, 11);
+}
+
+TEST(MemoryPlan, ConvNextTinyL5SlotsWithinTwoPercent) {
+#ifndef ACTNN_TEST_DATA_DIR
+  GTEST_SKIP() << "ACTNN_TEST_DATA_DIR is not defined";
+#else
+  const std::string path = std::string(ACTNN_TEST_DATA_DIR) + "/convnext_tiny_l5.slots";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << "cannot read " << path;
+  std::vector<PlanBuffer> buffers;
+  PlanBuffer buffer;
+  while (in >> buffer.bytes >> buffer.first >> buffer.last) buffers.push_back(buffer);
+  ASSERT_TRUE(in.eof()) << path << ": not \"bytes first last\" lines";
+  ASSERT_EQ(buffers.size(), 268u);
+  const ArenaPlan plan = checkAllPlanners(buffers, 64);
+  EXPECT_EQ(plan.lower_bound_bytes, 5061504);
+  EXPECT_LE(double(plan.arena_bytes), 1.02 * double(plan.lower_bound_bytes)) << plan.heuristic;
+#endif
+}
+
 TEST(MemoryPlan, InvalidInputThrowsWithTheIndex) {
   for (const NamedPlanner& planner : kPlanners) {
     SCOPED_TRACE(planner.name);
@@ -218,8 +311,9 @@ TEST(MemoryPlan, RandomTrainingSchedulesAreValid) {
     const int64_t alignment = alignments[seed % 4];
     const std::vector<PlanBuffer> buffers = trainingSchedule(rng, alignment);
     const ArenaPlan plan = checkAllPlanners(buffers, alignment);
-    // The worst seed here measured 1.06 (the lower bound is not always reachable); a regression in the
-    // heuristics shows up as a larger ratio.
+    // The worst seed here measured 1.06 with the first three heuristics and 1.035 with planArena now
+    // (the lower bound is not always reachable); a regression in the heuristics shows up as a larger
+    // ratio.
     EXPECT_LE(double(plan.arena_bytes), 1.1 * double(plan.lower_bound_bytes));
   }
 }

@@ -4,6 +4,7 @@
 // its lower bound, the peak of live bytes (no placement can do better), the
 // arena each heuristic alone would need, and the slack of mixed precision
 // (bytes planned at the budget's bound minus bytes the step wrote).
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -25,7 +26,8 @@ int bench_plan(int argc, char** argv) {
   args.flag("models", parityModels(), "comma-separated models (default: the torchvision models of the parity test)")
       .flag("batch", "8", "samples per step")
       .flag("image", "224", "image height and width (vit_b_16 runs at the size it was scripted for, 64)")
-      .flag("threads", "0", "CPU threads (0: LibTorch's default)");
+      .flag("threads", "0", "CPU threads (0: LibTorch's default)")
+      .flag("dump", "", "also write each model's slots (bytes first last, one per line) to DIR/<model>.slots");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench plan [flags]\n" << args.help();
     return 0;
@@ -55,6 +57,11 @@ int bench_plan(int argc, char** argv) {
                 << "\n";
       status = 1;
     }
+    if (!args.str("dump").empty()) {
+      std::ofstream out(args.str("dump") + "/" + model + ".slots");
+      if (!out) throw UsageError("--dump: cannot write in '" + args.str("dump") + "'");
+      for (const auto& b : buffers) out << b.bytes << " " << b.first << " " << b.last << "\n";
+    }
     const ArenaPlan& plan = arena->plan;
     std::cout << JsonLine()
                      .add("model", model)
@@ -69,6 +76,10 @@ int bench_plan(int argc, char** argv) {
                      .add("greedy_by_size_bytes", planGreedyBySize(buffers, arena->alignment).arena_bytes)
                      .add("greedy_by_start_bytes", planGreedyByStart(buffers, arena->alignment).arena_bytes)
                      .add("greedy_by_breadth_bytes", planGreedyByBreadth(buffers, arena->alignment).arena_bytes)
+                     .add("greedy_by_breadth_then_start_bytes",
+                          planGreedyByBreadthThenStart(buffers, arena->alignment).arena_bytes)
+                     .add("greedy_by_breadth_then_end_bytes",
+                          planGreedyByBreadthThenEnd(buffers, arena->alignment).arena_bytes)
                      .add("planned_bytes", arena->planned_bytes)
                      .add("used_bytes", arena->used_bytes)
                      .add("slack_bytes", arena->planned_bytes - arena->used_bytes)

@@ -3,6 +3,7 @@
 // the same process on the same input. Steps alternate between the two so
 // that drift of a shared machine hits both alike; the median is reported.
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <iostream>
@@ -19,7 +20,8 @@ namespace tools {
 int bench_step(int argc, char** argv) {
   Args args;
   declareModelFlags(args, "L0", "8");
-  args.flag("repeat", "5", "timed steps per side; the median is reported");
+  args.flag("repeat", "5", "timed steps per side; the median is reported")
+      .flag("profile", "", "after timing, write one profiled step of the compiled module here (chrome trace)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench step [flags]\n" << args.help();
     return 0;
@@ -54,6 +56,10 @@ int bench_step(int argc, char** argv) {
         .add("threads", int64_t(at::get_num_threads()));
   };
   std::cout << line("fp", fp_s) << line(flags.level, ours_s);
+  if (!args.str("profile").empty()) {
+    torch::autograd::profiler::RecordProfile profile(args.str("profile"));
+    trainingStep(compiled, x);
+  }
   return 0;
 }
 

@@ -41,6 +41,18 @@ void unpack_mask_cpu(const uint8_t* packed, int64_t n, uint8_t* out);
 // is then incomplete).
 int64_t pack_index_cpu(const int64_t* index, int64_t n, int64_t limit, int w, uint8_t* out);
 void unpack_index_cpu(const uint8_t* packed, int64_t n, int w, int64_t* out);
+// out[i] = grad[i] * (bit i of packed ? if_set : if_clear): a ReLU-like
+// backward straight from a packed mask.
+void scale_by_mask_cpu(const float* grad, const uint8_t* packed, int64_t n, float if_set, float if_clear,
+                       float* out);
+
+// Statistics for mixed precision, one pass each. Per sample of the geometry
+// (bits ignored): the sum over its groups of (max - min)^2, +inf when a group
+// holds Inf or NaN.
+void group_range_squares_cpu(const void* x, Elem elem, const QuantGeometry& geo, double* out);
+// Per sample of n samples of d values: the sum of squares (accumulated in
+// float within runs of 1024 values, in double across them).
+void sample_square_norms_cpu(const void* x, Elem elem, int64_t n, int64_t d, double* out);
 
 }  // namespace kernels
 }  // namespace actnn

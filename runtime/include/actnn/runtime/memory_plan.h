@@ -1,8 +1,9 @@
 // Static memory planning: place buffers of known sizes and lifetimes in one
 // arena so that buffers alive at the same step never share bytes, keeping
 // the arena small. Finding the smallest arena is NP-hard (dynamic storage
-// allocation); the planners here are greedy heuristics, checked against the
-// peak of live bytes, which no placement can beat. Plain C++, no LibTorch.
+// allocation); the planners here are greedy heuristics, plus a refinement of
+// their orders, checked against the peak of live bytes, which no placement can
+// beat. Plain C++, no LibTorch.
 #pragma once
 
 #include <cstdint>
@@ -50,8 +51,21 @@ ArenaPlan planGreedyByStart(const std::vector<PlanBuffer>& buffers, int64_t alig
 // first; best fit as in planGreedyBySize. heuristic = "greedy_by_breadth".
 ArenaPlan planGreedyByBreadth(const std::vector<PlanBuffer>& buffers, int64_t alignment = 64);
 
-// Runs every heuristic (size, start, breadth, in that order) and keeps the smallest
-// arena (ties: the first).
+// Decreasing breadth as in planGreedyByBreadth, but ties (the buffers that share a peak) go in order of
+// first step (then larger, longer-lived, index): each peak's buffers are stacked in time order. Best fit.
+// heuristic = "greedy_by_breadth_then_start".
+ArenaPlan planGreedyByBreadthThenStart(const std::vector<PlanBuffer>& buffers, int64_t alignment = 64);
+
+// The mirror image of planGreedyByBreadthThenStart in time: ties go by last step, latest first (then
+// larger, earlier first, index). Best fit. heuristic = "greedy_by_breadth_then_end".
+ArenaPlan planGreedyByBreadthThenEnd(const std::vector<PlanBuffer>& buffers, int64_t alignment = 64);
+
+// Runs every heuristic above (size, start, breadth, breadth then start, breadth then end;
+// ties: the first) and, while the best arena is above the lower bound, refines each of
+// their orders by the squeaky wheel: the buffers that reach the top of the arena move to
+// the front of the order and it is placed again, up to 16 rounds per order. Keeps the
+// smallest arena; `heuristic` names the order it came from, with "+squeaky_wheel"
+// appended when a refined order won.
 ArenaPlan planArena(const std::vector<PlanBuffer>& buffers, int64_t alignment = 64);
 
 // Checks a plan: every pair of buffers whose lifetimes intersect occupy disjoint byte ranges, offsets
