@@ -90,11 +90,16 @@ at::Tensor unpack_index(const at::Tensor& packed, int64_t num_values, at::IntArr
 
 // grad * (mask bit ? if_set : if_clear), straight from the packed mask on
 // the CPU (float); elsewhere through the unpacked mask.
-at::Tensor scale_by_mask(const at::Tensor& grad, const at::Tensor& packed, double if_set, double if_clear) {
+at::Tensor scale_by_mask(const at::Tensor& grad, const at::Tensor& packed, double if_set, double if_clear,
+                         bool donate) {
   if (grad.device().is_cpu() && grad.scalar_type() == at::kFloat) {
     check_packed_stream("actnn::scale_by_mask", packed, grad.numel(), 1);
+    // A donated gradient nobody else holds (no other reference, no view of
+    // its storage) is overwritten instead of allocating the result.
+    const bool in_place = donate && grad.is_contiguous() && grad.use_count() == 1 &&
+                          grad.storage().use_count() == 1 && !grad.requires_grad();
     const at::Tensor g = grad.contiguous(), p = packed.contiguous();
-    at::Tensor out = at::empty_like(g);
+    at::Tensor out = in_place ? grad : at::empty_like(g);
     kernels::scale_by_mask_cpu(g.data_ptr<float>(), p.data_ptr<uint8_t>(), g.numel(), float(if_set),
                                float(if_clear), out.data_ptr<float>());
     return out;
@@ -252,7 +257,9 @@ TORCH_LIBRARY(actnn, m) {
         " int channel_dim, Tensor? weight, __torch__.torch.classes.actnn.Arena arena, int slot)"
         " -> __torch__.torch.classes.actnn.PackedActivation",
         compress_op);
-  m.def("scale_by_mask(Tensor grad, Tensor packed_mask, float if_set, float if_clear) -> Tensor",
+  // donate: the caller does not use `grad` again, so the result may take its
+  // buffer (done only when nothing else holds it).
+  m.def("scale_by_mask(Tensor grad, Tensor packed_mask, float if_set, float if_clear, bool donate=False) -> Tensor",
         scale_by_mask);
   m.def("pack_mask.arena(Tensor mask, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
         pack_mask_arena_op);

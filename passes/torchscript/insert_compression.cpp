@@ -295,7 +295,10 @@ class Rewriter {
       if_set = 1;
       if_clear = constantOf(n->input(2))->toScalar().toDouble();
     }
-    Value* out = insertValue(b_, actnnOp("scale_by_mask"), {g, mask, if_set, if_clear});
+    // The gradient dies here when this reader is its only use: the runtime
+    // may then reuse its buffer.
+    const bool donate = g->uses().size() == 1 && g->node()->kind() != c10::prim::Param;
+    Value* out = insertValue(b_, actnnOp("scale_by_mask"), {g, mask, if_set, if_clear, donate});
     out->node()->setSourceRange(n->sourceRange());
     auto& own = ir_.saved_uses[i];
     own.erase(std::remove_if(own.begin(), own.end(), [&](const SavedUse& u) { return u.grad == g; }), own.end());

@@ -58,6 +58,34 @@ TEST(Mask, ScaleByMaskEqualsWhereOnTheUnpackedMask) {
                "packed must be a 1-d uint8 tensor of 2 bytes");
 }
 
+// donate=true lets the result take the gradient's buffer, but only when
+// nothing else holds it: a second reference or a view keeps it intact.
+TEST(Mask, ScaleByMaskReusesOnlyAnUnsharedDonatedGradient) {
+  at::Generator gen = at::detail::createCPUGenerator(4);
+  const at::Tensor mask = at::rand({64}, gen) > 0.5;
+  const at::Tensor packed = pack_mask(mask);
+  at::Tensor g = at::randn({64}, gen);
+  const at::Tensor expected = at::where(mask, at::zeros_like(g), g);
+  void* buffer = g.data_ptr();
+  at::Tensor out = scale_by_mask(g, packed, 0, 1, /*donate=*/true);
+  EXPECT_EQ(out.data_ptr(), buffer);
+  EXPECT_TRUE(at::equal(out, expected));
+
+  at::Tensor shared = at::randn({64}, gen);
+  const at::Tensor other = shared;  // a second holder
+  const at::Tensor before = shared.clone();
+  out = scale_by_mask(shared, packed, 0, 1, /*donate=*/true);
+  EXPECT_NE(out.data_ptr(), shared.data_ptr());
+  EXPECT_TRUE(at::equal(other, before));
+
+  at::Tensor base = at::randn({2, 64}, gen);
+  const at::Tensor row = base[0];  // a view: the storage has two holders
+  const at::Tensor base_before = base.clone();
+  out = scale_by_mask(row, packed, 0, 1, /*donate=*/true);
+  EXPECT_TRUE(at::equal(base, base_before));
+  EXPECT_FALSE(scale_by_mask(expected, packed, 0, 1).is_same(expected));  // not donated
+}
+
 TEST(Index, RoundTripEveryWidth) {
   at::Generator gen = at::detail::createCPUGenerator(3);
   for (int64_t k : {1, 2, 3, 4, 9, 16, 27, 255, 256, 1000, 65536}) {

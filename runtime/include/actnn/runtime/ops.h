@@ -33,8 +33,11 @@ at::Tensor dequantize(const PackedActivation& p,
 at::Tensor pack_mask(const at::Tensor& mask, const c10::optional<at::Tensor>& out = c10::nullopt);
 at::Tensor unpack_mask(const at::Tensor& packed, at::IntArrayRef shape);
 // grad * (bit i of the packed mask ? if_set : if_clear): relu / hardtanh /
-// leaky_relu backward from a packed mask, in one pass on the CPU.
-at::Tensor scale_by_mask(const at::Tensor& grad, const at::Tensor& packed_mask, double if_set, double if_clear);
+// leaky_relu backward from a packed mask, in one pass on the CPU. donate:
+// `grad` is not used again, and when nothing else holds it (no other
+// reference or view), its buffer holds the result.
+at::Tensor scale_by_mask(const at::Tensor& grad, const at::Tensor& packed_mask, double if_set, double if_clear,
+                         bool donate = false);
 
 // Indices in [0, num_values) stored in the fewest bits that hold num_values.
 at::Tensor pack_index(const at::Tensor& index, int64_t num_values,
