@@ -67,6 +67,7 @@ int bench_maxbatch(int argc, char** argv) {
       .flag("budget", "1GiB", "device memory for one step: bytes, or a number with KiB / MiB / GiB")
       .flag("levels", "fp,L3,L4,L5", "comma-separated: fp (LibTorch autograd) and levels L0..L5")
       .flag("max-batch", "100000", "give up above this batch")
+      .flag("channels", "3", "image channels")
       .flag("threads", "0", "CPU threads (0: LibTorch's default)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench maxbatch [flags]\n" << args.help();
@@ -78,6 +79,8 @@ int bench_maxbatch(int argc, char** argv) {
   const int64_t limit = args.integer("max-batch");
   if (image < 1 || limit < 1) throw UsageError("--image and --max-batch must be positive");
   setThreads(args.integer("threads"));
+  const int64_t channels = args.integer("channels");
+  if (channels < 1) throw UsageError("--channels must be positive");
   std::vector<std::string> levels;
   std::stringstream list(args.str("levels"));
   for (std::string level; std::getline(list, level, ',');) {
@@ -99,7 +102,7 @@ int bench_maxbatch(int argc, char** argv) {
       auto it = seen.find(b);
       if (it != seen.end()) return it->second;
       at::manual_seed(0);
-      const at::Tensor x = at::randn({b, 3, image, image});
+      const at::Tensor x = at::randn({b, channels, image, image});
       resetSwapHostPeak();
       const StepMemory s = measureStep(m, x);
       Probe p;

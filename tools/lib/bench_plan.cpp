@@ -26,6 +26,7 @@ int bench_plan(int argc, char** argv) {
   args.flag("models", parityModels(), "comma-separated models (default: the torchvision models of the parity test)")
       .flag("batch", "8", "samples per step")
       .flag("image", "224", "image height and width (vit_b_16 runs at the size it was scripted for, 64)")
+      .flag("channels", "3", "image channels")
       .flag("threads", "0", "CPU threads (0: LibTorch's default)")
       .flag("dump", "", "also write each model's slots (bytes first last, one per line) to DIR/<model>.slots");
   if (!args.parse(argc, argv, 2)) {
@@ -35,6 +36,8 @@ int bench_plan(int argc, char** argv) {
   const int64_t batch = args.integer("batch"), image = args.integer("image");
   if (batch < 1 || image < 1) throw UsageError("--batch and --image must be positive");
   setThreads(args.integer("threads"));
+  const int64_t channels = args.integer("channels");
+  if (channels < 1) throw UsageError("--channels must be positive");
   int status = 0;
   std::stringstream list(args.str("models"));
   for (std::string model; std::getline(list, model, ',');) {
@@ -43,7 +46,7 @@ int bench_plan(int argc, char** argv) {
     torch::jit::Module compiled = compile(loadModel(model), options);
     const int64_t size = scriptedImageSize(model, image);
     at::manual_seed(0);
-    const at::Tensor x = at::randn({batch, 3, size, size});
+    const at::Tensor x = at::randn({batch, channels, size, size});
     trainingStep(compiled, x);  // measures the slots' sizes
     trainingStep(compiled, x);  // planned
     const auto arena = compiled.attr("_actnn_arena").toCustomClass<Arena>();
@@ -58,7 +61,7 @@ int bench_plan(int argc, char** argv) {
       status = 1;
     }
     if (!args.str("dump").empty()) {
-      std::ofstream out(args.str("dump") + "/" + model + ".slots");
+      std::ofstream out(args.str("dump") + "/" + model.substr(model.find_last_of('/') + 1) + ".slots");
       if (!out) throw UsageError("--dump: cannot write in '" + args.str("dump") + "'");
       for (const auto& b : buffers) out << b.bytes << " " << b.first << " " << b.last << "\n";
     }

@@ -54,6 +54,7 @@ int bench_throughput(int argc, char** argv) {
       .flag("levels", "fp,L0,L1,L2,L3,L4,L5", "comma-separated: fp (LibTorch autograd) and levels L0..L5")
       .flag("repeat", "3", "timed steps per level and batch; the median is reported")
       .flag("budget", "0", "bytes; when > 0, mark steps whose measured need exceeds it as oom")
+      .flag("channels", "3", "image channels")
       .flag("threads", "0", "CPU threads (0: LibTorch's default)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench throughput [flags]\n" << args.help();
@@ -64,9 +65,22 @@ int bench_throughput(int argc, char** argv) {
   const int64_t repeat = args.integer("repeat"), budget = args.integer("budget");
   if (image < 1 || repeat < 1 || budget < 0) throw UsageError("--image and --repeat must be positive, --budget >= 0");
   setThreads(args.integer("threads"));
+  const int64_t channels = args.integer("channels");
+  if (channels < 1) throw UsageError("--channels must be positive");
   const auto levels = splitList(args.str("levels"));
   if (std::find(levels.begin(), levels.end(), "fp") == levels.end())
     throw UsageError("--levels must include fp: ratios are to LibTorch autograd");
+  std::vector<int64_t> batches;
+  for (const auto& text : splitList(args.str("batch"))) {
+    size_t used = 0;
+    int64_t batch = 0;
+    try {
+      batch = std::stoll(text, &used);
+    } catch (const std::exception&) {
+    }
+    if (batch < 1 || used != text.size()) throw UsageError("--batch expects positive integers, got '" + text + "'");
+    batches.push_back(batch);
+  }
   std::vector<torch::jit::Module> modules;
   for (const auto& level : levels) {
     torch::jit::Module m = loadModel(model);
@@ -77,15 +91,9 @@ int bench_throughput(int argc, char** argv) {
     }
     modules.push_back(m);
   }
-  for (const auto& batch_text : splitList(args.str("batch"))) {
-    int64_t batch = 0;
-    try {
-      batch = std::stoll(batch_text);
-    } catch (const std::exception&) {
-    }
-    if (batch < 1) throw UsageError("--batch expects positive integers, got '" + batch_text + "'");
+  for (int64_t batch : batches) {
     at::manual_seed(0);
-    const at::Tensor x = at::randn({batch, 3, image, image});
+    const at::Tensor x = at::randn({batch, channels, image, image});
     std::vector<int64_t> need(levels.size(), 0);
     for (size_t i = 0; i < levels.size(); ++i) {
       if (budget > 0) {
