@@ -63,4 +63,11 @@ void forEachNode(torch::jit::Block* block, const std::function<void(Node*)>& f) 
   }
 }
 
+c10::Symbol actnnOp(const char* name) { return c10::Symbol::fromQualString(std::string("actnn::") + name); }
+
+torch::jit::Node* topLevelNode(torch::jit::Node* n, torch::jit::Block* top) {
+  while (n->owningBlock() != top) n = n->owningBlock()->owningNode();
+  return n;
+}
+
 }  // namespace actnn

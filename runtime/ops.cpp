@@ -105,7 +105,8 @@ at::Tensor scale_by_mask(const at::Tensor& grad, const at::Tensor& packed, doubl
     return out;
   }
   const at::Tensor mask = unpack_mask(packed, grad.sizes());
-  return at::where(mask, grad * if_set, grad * if_clear);
+  auto scaled = [&](double f) { return f == 0 ? at::zeros_like(grad) : grad * f; };
+  return at::where(mask, scaled(if_set), scaled(if_clear));
 }
 
 namespace {

@@ -43,7 +43,10 @@ void scale_by_mask_cpu(const float* grad, const uint8_t* packed, int64_t n, floa
       const int64_t i0 = run * 8;
       const int count = int(std::min<int64_t>(8, n - i0));
       const uint8_t bits = packed[run];
-      for (int i = 0; i < count; ++i) out[i0 + i] = grad[i0 + i] * (((bits >> i) & 1u) ? if_set : if_clear);
+      for (int i = 0; i < count; ++i) {
+        const float f = ((bits >> i) & 1u) ? if_set : if_clear;
+        out[i0 + i] = f == 0.0f ? 0.0f : grad[i0 + i] * f;  // 0 exactly, even for Inf / NaN gradients
+      }
     }
   });
 }

@@ -48,8 +48,6 @@ using torch::jit::Node;
 using torch::jit::Value;
 using torch::jit::WithInsertPoint;
 
-c10::Symbol actnnOp(const char* name) { return c10::Symbol::fromQualString(std::string("actnn::") + name); }
-
 c10::TypePtr stateType() {
   static const auto type = torch::getCustomClass("__torch__.torch.classes.actnn.CompressionState");
   TORCH_INTERNAL_ASSERT(type, "the actnn runtime (CompressionState) is not registered");
@@ -60,8 +58,7 @@ c10::TypePtr stateType() {
 Node* firstUse(Value* v, torch::jit::Block* top) {
   Node* first = nullptr;
   for (const auto& use : v->uses()) {
-    Node* n = use.user;
-    while (n->owningBlock() != top) n = n->owningBlock()->owningNode();
+    Node* n = topLevelNode(use.user, top);
     if (!first || n->isBefore(first)) first = n;
   }
   return first;

@@ -34,17 +34,10 @@ using torch::jit::Graph;
 using torch::jit::Node;
 using torch::jit::Value;
 
-c10::Symbol actnnOp(const char* name) { return c10::Symbol::fromQualString(std::string("actnn::") + name); }
-
 c10::TypePtr arenaType() {
   static const auto type = torch::getCustomClass("__torch__.torch.classes.actnn.Arena");
   TORCH_INTERNAL_ASSERT(type, "the actnn runtime (Arena) is not registered");
   return type;
-}
-
-Node* topLevel(Node* n, torch::jit::Block* top) {
-  while (n->owningBlock() != top) n = n->owningBlock()->owningNode();
-  return n;
 }
 
 class Timeline {
@@ -62,8 +55,8 @@ class Timeline {
     Graph& g = *v->owningGraph();
     // A graph input is live from the graph's entry.
     int64_t last = v->node()->kind() == c10::prim::Param ? at(g.block()->nodes().front())
-                                                         : at(topLevel(v->node(), g.block()));
-    for (const auto& use : v->uses()) last = std::max(last, at(topLevel(use.user, g.block())));
+                                                         : at(topLevelNode(v->node(), g.block()));
+    for (const auto& use : v->uses()) last = std::max(last, at(topLevelNode(use.user, g.block())));
     return last;
   }
 

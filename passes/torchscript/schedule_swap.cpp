@@ -30,8 +30,6 @@ namespace {
 using torch::jit::Node;
 using torch::jit::Value;
 
-c10::Symbol actnnOp(const char* name) { return c10::Symbol::fromQualString(std::string("actnn::") + name); }
-
 bool isPackedActivation(const Value* v) {
   auto cls = v->type()->cast<c10::ClassType>();
   return cls && cls->name() && cls->name()->qualifiedName() == "__torch__.torch.classes.actnn.PackedActivation";
@@ -43,11 +41,6 @@ bool isPacked(const Value* v) {
   if (isPackedActivation(v)) return true;
   const auto kind = v->node()->kind();
   return kind == actnnOp("pack_mask") || kind == actnnOp("pack_pool_index");
-}
-
-Node* topLevel(Node* n, torch::jit::Block* top) {
-  while (n->owningBlock() != top) n = n->owningBlock()->owningNode();
-  return n;
 }
 
 struct Fetch {
@@ -91,7 +84,7 @@ class ScheduleSwap : public Pass {
       if (!isPacked(v) || !in->hasUses()) continue;
       Node* first = nullptr;
       for (const auto& use : in->uses()) {
-        Node* n = topLevel(use.user, b.block());
+        Node* n = topLevelNode(use.user, b.block());
         if (!first || n->isBefore(first)) first = n;
       }
       fetches.push_back({first, i});

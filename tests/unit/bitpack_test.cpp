@@ -2,6 +2,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "actnn/runtime/ops.h"
 #include "test_util.h"
 
@@ -53,6 +55,15 @@ TEST(Mask, ScaleByMaskEqualsWhereOnTheUnpackedMask) {
         EXPECT_TRUE(at::equal(got, expected)) << n << " " << dtype << " " << a << "/" << b;
       }
     }
+  }
+  // A factor of 0 gives 0 for Inf and NaN gradients too, as masked_fill does.
+  for (auto dtype : {at::kFloat, at::kDouble}) {
+    const at::Tensor g = at::tensor({INFINITY, NAN, 1.0f, -INFINITY}).to(dtype);
+    const at::Tensor m = pack_mask(at::tensor({1, 1, 0, 0}));
+    const at::Tensor out = scale_by_mask(g, m, 0, 1);
+    EXPECT_TRUE(at::equal(out.narrow(0, 0, 2), at::zeros({2}, dtype))) << dtype;
+    EXPECT_EQ(out[2].item<double>(), 1.0);
+    EXPECT_TRUE(std::isinf(out[3].item<double>()));
   }
   expect_error([&] { scale_by_mask(at::zeros({9}), pack_mask(at::ones({8}, at::kBool)), 0, 1); },
                "packed must be a 1-d uint8 tensor of 2 bytes");

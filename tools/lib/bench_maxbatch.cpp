@@ -46,13 +46,6 @@ int64_t parseBytes(const std::string& text) {
   return int64_t(value * double(unit->second));
 }
 
-int64_t stateBytes(const torch::jit::Module& m) {
-  int64_t bytes = 0;
-  for (const auto& p : m.parameters()) bytes += int64_t(p.nbytes());
-  for (const auto& b : m.buffers()) bytes += int64_t(b.nbytes());
-  return bytes;
-}
-
 struct Probe {
   int64_t batch = 0, device_bytes = 0, host_bytes = 0;
   bool fits = false;
@@ -81,12 +74,9 @@ int bench_maxbatch(int argc, char** argv) {
   setThreads(args.integer("threads"));
   const int64_t channels = args.integer("channels");
   if (channels < 1) throw UsageError("--channels must be positive");
-  std::vector<std::string> levels;
-  std::stringstream list(args.str("levels"));
-  for (std::string level; std::getline(list, level, ',');) {
+  const std::vector<std::string> levels = splitList(args.str("levels"));
+  for (const auto& level : levels)
     if (level != "fp") levelPipeline(level);
-    levels.push_back(level);
-  }
 
   int64_t fp_batch = 0;
   for (const auto& level : levels) {

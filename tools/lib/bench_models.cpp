@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 #include <ATen/Parallel.h>
 
@@ -66,6 +67,20 @@ std::string parityModels() {
 
 int64_t scriptedImageSize(const std::string& model, int64_t requested) {
   return model == "vit_b_16" ? 64 : requested;
+}
+
+int64_t stateBytes(const torch::jit::Module& m) {
+  int64_t bytes = 0;
+  for (const auto& p : m.parameters()) bytes += int64_t(p.nbytes());
+  for (const auto& b : m.buffers()) bytes += int64_t(b.nbytes());
+  return bytes;
+}
+
+std::vector<std::string> splitList(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream list(text);
+  for (std::string item; std::getline(list, item, ',');) out.push_back(item);
+  return out;
 }
 
 void setThreads(int64_t threads) {

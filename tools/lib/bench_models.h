@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/api/module.h>
@@ -43,6 +44,11 @@ std::string parityModels();
 int64_t scriptedImageSize(const std::string& model, int64_t requested);
 // Applies --threads (0: LibTorch's default).
 void setThreads(int64_t threads);
+
+// Bytes of the module's parameters and buffers.
+int64_t stateBytes(const torch::jit::Module& m);
+// "a,b,c" -> {a, b, c}
+std::vector<std::string> splitList(const std::string& text);
 
 // Drops the parameters' gradients (each step then allocates them anew).
 void dropGrads(torch::jit::Module& module);

@@ -39,8 +39,7 @@ int bench_plan(int argc, char** argv) {
   const int64_t channels = args.integer("channels");
   if (channels < 1) throw UsageError("--channels must be positive");
   int status = 0;
-  std::stringstream list(args.str("models"));
-  for (std::string model; std::getline(list, model, ',');) {
+  for (const std::string& model : splitList(args.str("models"))) {
     Options options;
     options.level = "L5";
     torch::jit::Module compiled = compile(loadModel(model), options);

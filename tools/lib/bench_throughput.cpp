@@ -24,24 +24,10 @@ namespace actnn {
 namespace tools {
 namespace {
 
-std::vector<std::string> splitList(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream list(text);
-  for (std::string item; std::getline(list, item, ',');) out.push_back(item);
-  return out;
-}
-
 double stepSeconds(torch::jit::Module& m, const at::Tensor& x) {
   const auto start = std::chrono::steady_clock::now();
   trainingStep(m, x);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-int64_t stateBytes(const torch::jit::Module& m) {
-  int64_t bytes = 0;
-  for (const auto& p : m.parameters()) bytes += int64_t(p.nbytes());
-  for (const auto& b : m.buffers()) bytes += int64_t(b.nbytes());
-  return bytes;
 }
 
 }  // namespace

@@ -41,8 +41,9 @@ void unpack_mask_cpu(const uint8_t* packed, int64_t n, uint8_t* out);
 // is then incomplete).
 int64_t pack_index_cpu(const int64_t* index, int64_t n, int64_t limit, int w, uint8_t* out);
 void unpack_index_cpu(const uint8_t* packed, int64_t n, int w, int64_t* out);
-// out[i] = grad[i] * (bit i of packed ? if_set : if_clear): a ReLU-like
-// backward straight from a packed mask.
+// out[i] = grad[i] * (bit i of packed ? if_set : if_clear), with a factor of
+// 0 giving 0 even for Inf / NaN gradients (as masked_fill and ATen's relu
+// backward do): a ReLU-like backward straight from a packed mask.
 void scale_by_mask_cpu(const float* grad, const uint8_t* packed, int64_t n, float if_set, float if_clear,
                        float* out);
 

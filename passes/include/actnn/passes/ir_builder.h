@@ -39,6 +39,10 @@ bool returnsAlias(const torch::jit::Node* n);
 // transitively. Includes v and the base.
 std::vector<torch::jit::Value*> viewFamily(torch::jit::Value* v);
 
+// The symbol of actnn::<name>, the runtime's ops.
+c10::Symbol actnnOp(const char* name);
+// The node of `top` that holds n (n itself, or the node owning its block).
+torch::jit::Node* topLevelNode(torch::jit::Node* n, torch::jit::Block* top);
 // Calls f on every node of the block and its nested blocks, in order; f may
 // destroy the node it is given.
 void forEachNode(torch::jit::Block* block, const std::function<void(torch::jit::Node*)>& f);
