@@ -38,20 +38,28 @@ Arena::Slot& Arena::slot(int64_t k) {
   return slots[k];
 }
 
-void Arena::beginStep(const std::vector<int64_t>& key, c10::Device device, CompressionState* state) {
+c10::intrusive_ptr<Arena> Arena::beginStep(const std::vector<int64_t>& key, c10::Device device,
+                                           CompressionState* state) {
+  auto step = c10::make_intrusive<Arena>();
   std::lock_guard<std::mutex> lock(mutex_);
-  buffer_ = at::Tensor();
-  planned_ = false;
+  step->alignment = alignment;
+  step->slots = slots;
+  step->key_ = key;
+  step->parent_ = c10::intrusive_ptr<Arena>::unsafe_reclaim_from_nonowning(this);
   bool all_measured = true;
   for (const auto& s : slots) all_measured = all_measured && (s.source >= 0 || s.measured);
   if (stale_ || key != key_ || !all_measured) {
-    // Measure this step.
-    key_ = key;
-    stale_ = false;
-    for (auto& s : slots) s.measured = false;
+    // This step measures (its producers allocate as usual and record).
+    for (auto& s : step->slots) s.measured = false;
     ++measured_steps;
-    return;
+    return step;
   }
+  step->planSlots(device, state);
+  ++planned_steps;
+  return step;
+}
+
+void Arena::planSlots(c10::Device device, CompressionState* state) {
   std::vector<PlanBuffer> buffers;
   planned_bytes = 0;
   for (auto& s : slots) {
@@ -75,17 +83,51 @@ void Arena::beginStep(const std::vector<int64_t>& key, c10::Device device, Compr
   for (size_t k = 0; k < slots.size(); ++k) slots[k].offset = plan.offsets[k];
   buffer_ = at::empty({std::max<int64_t>(plan.arena_bytes, 1)}, at::TensorOptions().dtype(at::kByte).device(device));
   planned_ = true;
-  ++planned_steps;
 }
 
 void Arena::endStep() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (planned_) {
-    used_bytes = 0;
-    for (const auto& s : slots) used_bytes += s.used;
+  c10::intrusive_ptr<Arena> parent;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (planned_) {
+      used_bytes = 0;
+      for (const auto& s : slots) used_bytes += s.used;
+    }
+    buffer_ = at::Tensor();  // packed values still alive keep their slices
+    parent = std::move(parent_);
   }
-  buffer_ = at::Tensor();
-  planned_ = false;
+  if (!parent) return;
+  std::lock_guard<std::mutex> lock(parent->mutex_);
+  parent->overflows += overflows;
+  if (overflows > 0) parent->stale_ = true;
+  if (planned_) {
+    // The figures of the last planned step.
+    parent->plan = plan;
+    parent->planned_bytes = planned_bytes;
+    parent->used_bytes = used_bytes;
+    for (size_t k = 0; k < slots.size(); ++k) {
+      parent->slots[k].planned = slots[k].planned;
+      parent->slots[k].offset = slots[k].offset;
+      parent->slots[k].used = slots[k].used;
+    }
+    return;
+  }
+  bool all_measured = true;
+  for (const auto& s : slots) all_measured = all_measured && (s.source >= 0 || s.measured);
+  if (!all_measured) return;  // an incomplete step (no backward, an error): measure again
+  // A complete measuring step: the next step with this key is planned.
+  for (size_t k = 0; k < slots.size(); ++k) {
+    const Slot& s = slots[k];
+    Slot& p = parent->slots[k];
+    p.measured = s.measured;
+    p.bytes = s.bytes;
+    p.site = s.site;
+    p.samples = s.samples;
+    p.bytes_per_bit = s.bytes_per_bit;
+    p.meta_bytes = s.meta_bytes;
+  }
+  parent->key_ = key_;
+  parent->stale_ = overflows > 0;
 }
 
 at::Tensor Arena::acquire(int64_t k, int64_t bytes) {
@@ -96,7 +138,6 @@ at::Tensor Arena::acquire(int64_t k, int64_t bytes) {
     // Sizes changed under the same input shape: this value allocates as
     // usual and the next step measures again.
     ++overflows;
-    stale_ = true;
     return at::Tensor();
   }
   s.used = bytes;

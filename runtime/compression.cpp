@@ -114,7 +114,9 @@ void CompressionState::solve() {
     const at::Tensor grad_sq = s.grad_sq.to(at::kCPU).contiguous();
     TORCH_INTERNAL_ASSERT(grad_sq.numel() == int64_t(s.range_cost.size()));
     for (size_t n = 0; n < s.range_cost.size(); ++n) {
-      cost.push_back(std::min(s.range_cost[n] * grad_sq.data_ptr<double>()[n], 1e300));
+      // NaN (0 * inf, a NaN gradient) is the most sensitive unit, like inf.
+      const double c = s.range_cost[n] * grad_sq.data_ptr<double>()[n];
+      cost.push_back(std::isnan(c) ? 1e300 : std::min(c, 1e300));
       weight.push_back(double(s.sample_numel));
       floors.push_back(s.floor);
       unit.emplace_back(k, n);
@@ -202,7 +204,12 @@ void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {
   } else {
     // Kept on its device (solve() copies it to the host once per step), in
     // the gradient's precision.
-    sq = at::linalg_vector_norm(grad.detach().reshape({n, -1}), 2, at::IntArrayRef{1}, false).to(at::kDouble).square();
+    // at least float precision (a half gradient's norm can
+    // exceed half's range).
+    const at::ScalarType acc = grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    sq = at::linalg_vector_norm(grad.detach().reshape({n, -1}), 2, at::IntArrayRef{1}, false, acc)
+             .to(at::kDouble)
+             .square();
   }
   std::lock_guard<std::mutex> lock(mutex);
   Site& s = site(k);

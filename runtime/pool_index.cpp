@@ -58,6 +58,13 @@ at::Tensor windowStart(const Window& w, const at::Tensor& indices, size_t d) {
   return (at::arange(out, indices.options().dtype(at::kLong)) * w.stride[d] - w.padding[d]).view(shape);
 }
 
+// The one-pass CPU path divides in 32 bits: input planes below 2^32 values.
+bool planeFits32(const Window& w) {
+  int64_t plane = 1;
+  for (int64_t v : w.in) plane *= v;
+  return plane < (int64_t(1) << 32);
+}
+
 // The geometry with 3 spatial dims (missing leading ones have size 1).
 struct Geometry3 {
   int64_t in[3], out[3], k[3], s[3], p[3], dl[3];
@@ -196,7 +203,7 @@ at::Tensor pack_pool_index(const at::Tensor& indices, at::IntArrayRef input_size
   TORCH_CHECK(indices.scalar_type() == at::kLong && indices.dim() >= int64_t(w.kernel.size()),
               "actnn::pack_pool_index: indices must be int64 with the spatial dims last, got ", indices.scalar_type(),
               " of shape ", indices.sizes());
-  if (indices.device().is_cpu()) return packPoolIndexCpu(indices, w, out);
+  if (indices.device().is_cpu() && planeFits32(w)) return packPoolIndexCpu(indices, w, out);
   at::Tensor rest = indices;
   at::Tensor relative = at::zeros_like(indices);
   // Row-major coordinates of the flat offset: the last spatial dim varies fastest.
@@ -222,7 +229,7 @@ at::Tensor unpack_pool_index(const at::Tensor& packed, at::IntArrayRef output_si
   const Window w = window("actnn::unpack_pool_index", input_sizes, kernel, stride, padding, dilation);
   TORCH_CHECK(output_sizes.size() >= w.kernel.size(), "actnn::unpack_pool_index: output_sizes ", output_sizes,
               " has fewer dims than the kernel ", w.kernel);
-  if (packed.device().is_cpu()) return unpackPoolIndexCpu(packed, output_sizes, w);
+  if (packed.device().is_cpu() && planeFits32(w)) return unpackPoolIndexCpu(packed, output_sizes, w);
   at::Tensor relative = unpack_index(packed, w.count(), output_sizes);
   at::Tensor flat = at::zeros_like(relative);
   for (size_t d = 0; d < w.kernel.size(); ++d) {

@@ -136,6 +136,9 @@ c10::intrusive_ptr<SwappedValue> swapIn(const c10::intrusive_ptr<SwappedValue>& 
         c10::make_intrusive<PackedActivation>(codes, lo, scale, p->shape, p->dtype, p->bits, p->group_size));
   }
   s->on_host = false;
+  // The host copy is released here: on the CPU the copy is done, on CUDA the
+  // pinned allocator keeps the block until the copy's event has passed.
+  s->releaseHost();
   return s;
 }
 
@@ -144,8 +147,6 @@ c10::IValue swapWait(const c10::intrusive_ptr<SwappedValue>& s) {
               "actnn::swap_wait: the value was not brought back (swap_in missing before swap_wait)");
   for (auto& t : s->pending) t->wait();
   s->pending.clear();
-  // The host copy is no longer needed once the copies back have landed.
-  s->releaseHost();
   c10::IValue out = std::move(s->value);
   s->value = c10::IValue();
   return out;

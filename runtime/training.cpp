@@ -149,7 +149,7 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
 
     TORCH_CHECK(ctx->saved_data.find("saved") != ctx->saved_data.end(),
                 "actnn: a compressed module's backward runs once per forward (its packed activations are freed "
-                "as backward uses them); retain_graph=True is not supported at L1-L3");
+                "as backward uses them); retain_graph=True is not supported at L1-L5");
     auto tensors = ctx->get_saved_variables();
     auto saved = ctx->saved_data["saved"].toList();
     auto is_tensor = ctx->saved_data["is_tensor"].toBoolList();
@@ -213,11 +213,17 @@ std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<a
       key.push_back(t.dim());
       for (int64_t s : t.sizes()) key.push_back(s);
     }
-    const c10::Device device = inputs.empty() ? c10::Device(c10::kCPU) : inputs[0].device();
+    // Packed values live where the parameters are (else the first input).
+    c10::Device device = inputs.empty() ? c10::Device(c10::kCPU) : inputs[0].device();
+    for (const auto& t : lifted)
+      if (t.is_floating_point()) {
+        device = t.device();
+        break;
+      }
     key.push_back(int64_t(device.type()));
     key.push_back(device.index());
-    arena = self->getAttr("_actnn_arena");
-    arena.toCustomClass<Arena>()->beginStep(key, device, state.toCustomClass<CompressionState>().get());
+    arena = self->getAttr("_actnn_arena").toCustomClass<Arena>()->beginStep(
+        key, device, state.toCustomClass<CompressionState>().get());
   }
   c10::IValue capsule = c10::IValue::make_capsule(program);
   return TrainingFunction::apply(capsule, self_value, state, arena, at::TensorList(inputs), at::TensorList(lifted));

@@ -133,6 +133,33 @@ TEST(SwapAndPlanSmallNet, ArenaIsPlannedPerInputShape) {
   EXPECT_EQ(arena->overflows, 0);
 }
 
+// Each step has its own arena: two forwards before their backwards (here
+// in reverse order) each keep their packed values intact, at L4 and L5 as
+// at L3.
+TEST(SwapAndPlanSmallNet, InterleavedStepsKeepTheirOwnArenas) {
+  const at::Tensor x = fixedRandn({8, 3, 12, 12}, 4), y = fixedRandn({8, 3, 12, 12}, 9);
+  std::map<std::string, std::map<std::string, at::Tensor>> grads;
+  for (const char* level : {"L3", "L4", "L5"}) {
+    torch::jit::Module m = compileAt("stats_convnet", level);
+    step(m, x, 1);  // L5: measures; the steps below are planned
+    for (const auto& p : m.parameters()) p.mutable_grad() = at::Tensor();
+    at::manual_seed(10);
+    at::Tensor out_x = m.forward({x}).toTensor();
+    at::manual_seed(11);
+    at::Tensor out_y = m.forward({y}).toTensor();
+    (out_y * fixedRandn(out_y.sizes(), 99)).sum().backward();
+    (out_x * fixedRandn(out_x.sizes(), 98)).sum().backward();
+    for (const auto& p : m.named_parameters()) grads[level][p.name] = p.value.grad().detach().clone();
+    if (std::string(level) == "L5") {
+      auto arena = arenaOf(m);
+      EXPECT_EQ(arena->planned_steps, 2);
+      EXPECT_EQ(arena->overflows, 0);
+    }
+  }
+  expectSame(grads["L3"], grads["L4"], "L4, interleaved");
+  expectSame(grads["L3"], grads["L5"], "L5, interleaved");
+}
+
 TEST(SwapAndPlan, ResNet18AtL5EqualsL3) {
   expectLevelsAgree("resnet18", fixedRandn({2, 3, 64, 64}, 8), 2);
 }

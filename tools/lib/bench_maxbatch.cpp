@@ -105,18 +105,28 @@ int bench_maxbatch(int argc, char** argv) {
       return seen.emplace(b, p).first->second;
     };
     int64_t lo = 0, hi = limit + 1;  // lo fits (0: nothing does), hi does not
+    // lo < hi always; a probe that contradicts them (a batch that fits above
+    // one that did not) is reported and not used.
+    bool monotonic = true;
     auto note = [&](const Probe& p) {
-      if (p.fits) lo = std::max(lo, p.batch);
-      else hi = std::min(hi, p.batch);
+      if (p.fits ? p.batch >= hi : p.batch <= lo) {
+        std::cerr << "maxbatch " << model << " " << level << ": batch " << p.batch
+                  << (p.fits ? " fits above a batch that did not" : " does not fit below a batch that did")
+                  << "; the step's peak is not monotonic in the batch here\n";
+        monotonic = false;
+        return;
+      }
+      if (p.fits) lo = p.batch;
+      else hi = p.batch;
     };
     note(probe(1));
-    if (lo == 1) {
-      const Probe& a = probe(8);
-      const Probe& b = probe(16);
+    if (lo == 1 && limit > 1) {
+      const Probe& a = probe(std::min<int64_t>(8, limit));
       note(a);
+      const Probe& b = probe(std::min<int64_t>(16, limit));
       note(b);
-      const double slope = double(b.device_bytes - a.device_bytes) / 8.0;
-      int64_t guess = slope > 0 ? int64_t(double(budget - a.device_bytes) / slope) + 8 : 32;
+      const double slope = b.batch > a.batch ? double(b.device_bytes - a.device_bytes) / double(b.batch - a.batch) : 0;
+      int64_t guess = slope > 0 ? int64_t(double(budget - a.device_bytes) / slope) + a.batch : 32;
       guess = std::min(std::max<int64_t>(guess, 2), limit);
       // Bracket the prediction within a few percent, then bisect.
       if (guess > lo && guess < hi) note(probe(guess));
@@ -144,6 +154,7 @@ int bench_maxbatch(int argc, char** argv) {
         .add("host_peak_bytes", lo > 0 ? seen.at(lo).host_bytes : int64_t(0))
         .add("state_bytes", fixed)
         .add("probes", int64_t(seen.size()))
+        .add("monotonic", monotonic)
         .add("threads", int64_t(at::get_num_threads()));
     if (fp_batch > 0) line.add("ratio_to_fp", double(lo) / double(fp_batch));
     std::cout << line << std::flush;

@@ -53,10 +53,14 @@ struct Arena : torch::CustomClassHolder {
   // slots: (name, first, last, source)
   Arena(int64_t alignment, std::vector<std::tuple<std::string, int64_t, int64_t, int64_t>> slots);
 
-  // Before F: plans the step when `key` (the inputs' shapes, dtypes, device)
-  // was measured, else starts measuring it.
-  void beginStep(const std::vector<int64_t>& key, c10::Device device, CompressionState* state);
-  // After B: releases the buffer and keeps the step's figures.
+  // Called on the module's arena before F: returns this step's own arena (F
+  // and B get it), planned when `key` (the inputs' shapes, dtypes, device)
+  // was measured, else measuring it. Steps never share a buffer, so
+  // concurrent steps of one module (threads, or two forwards before their
+  // backwards) are safe.
+  c10::intrusive_ptr<Arena> beginStep(const std::vector<int64_t>& key, c10::Device device, CompressionState* state);
+  // Called on a step's arena after B: releases its buffer and hands what it
+  // measured (or its plan's figures) back to the module's arena.
   void endStep();
 
   // A uint8 view of `bytes` bytes for `slot`, or an undefined tensor when the
@@ -67,7 +71,7 @@ struct Arena : torch::CustomClassHolder {
   void recordQuantized(int64_t slot, int64_t site, int64_t samples, int64_t bytes_per_bit, int64_t meta_bytes,
                        int64_t bytes);
 
-  // The last plan.
+  // The last planned step's slot sizes and lifetimes.
   std::vector<PlanBuffer> lastBuffers() const;
   int64_t alignment = 64;
   std::vector<Slot> slots;
@@ -82,11 +86,13 @@ struct Arena : torch::CustomClassHolder {
 
  private:
   Slot& slot(int64_t k);
+  void planSlots(c10::Device device, CompressionState* state);
   std::mutex mutex_;
-  std::vector<int64_t> key_;      // the measured input shape
-  bool planned_ = false;          // this step writes into buffer_
-  bool stale_ = true;             // measure at the next step
-  at::Tensor buffer_;
+  std::vector<int64_t> key_;      // module: the measured input shape; step: its own
+  bool planned_ = false;          // step: writes into buffer_
+  bool stale_ = true;             // module: measure at the next step
+  at::Tensor buffer_;             // step: the arena
+  c10::intrusive_ptr<Arena> parent_;  // step: the module's arena
 };
 
 }  // namespace actnn
