@@ -6,6 +6,7 @@
 #include <torch/cuda.h>
 
 #include "actnn/runtime/ops.h"
+#include "actnn/runtime/swap.h"
 #include "test_util.h"
 
 namespace actnn {
@@ -67,6 +68,47 @@ TEST(Bitpack_CUDA, MasksAndIndicesMatchCpu) {
   const at::Tensor pi = pack_index(idx.cuda(), 9);
   EXPECT_TRUE(test::bytes_equal(pi, pack_index(idx, 9)));
   EXPECT_TRUE(at::equal(unpack_index(pi, 9, idx.sizes()).cpu(), idx));
+}
+
+// The composite (ATen) pool-index and scale_by_mask paths that CUDA takes
+// give what the CPU's one-pass paths give.
+TEST(PoolIndex_CUDA, MatchesTheCpuPath) {
+  REQUIRE_CUDA();
+  const at::Tensor x = randn({2, 3, 17, 19}, 8);
+  auto [y, idx] = at::max_pool2d_with_indices(x, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false);
+  const at::Tensor cpu = pack_pool_index(idx, x.sizes(), {3, 3}, {2, 2}, {1, 1}, {1, 1});
+  const at::Tensor gpu = pack_pool_index(idx.cuda(), x.sizes(), {3, 3}, {2, 2}, {1, 1}, {1, 1});
+  EXPECT_TRUE(test::bytes_equal(cpu, gpu));
+  const at::Tensor back = unpack_pool_index(gpu, idx.sizes(), x.sizes(), {3, 3}, {2, 2}, {1, 1}, {1, 1});
+  EXPECT_TRUE(at::equal(back.cpu(), idx));
+}
+
+TEST(ScaleByMask_CUDA, MatchesTheCpuPath) {
+  REQUIRE_CUDA();
+  const at::Tensor g = randn({1000}, 9);
+  const at::Tensor packed = pack_mask(randn({1000}, 10) > 0);
+  for (auto [a, b] : {std::pair<double, double>{0, 1}, {1, 0.01}})
+    EXPECT_TRUE(at::equal(scale_by_mask(g.cuda(), packed.cuda(), a, b).cpu(), scale_by_mask(g, packed, a, b)));
+}
+
+// L4's swap on a GPU: out to pinned host memory and back on the side stream,
+// waited for by the compute stream; the value comes back bit for bit.
+TEST(Swap_CUDA, PackedValuesComeBackExactly) {
+  REQUIRE_CUDA();
+  const at::Tensor x = randn({4, 1000}, 11).cuda();
+  auto packed = quantize(x, {2}, 256, 3, 0);
+  const at::Tensor expected = dequantize(*packed).cpu();
+  auto swapped = swapOut(c10::IValue(packed));
+  packed.reset();
+  EXPECT_TRUE(swapped->on_host);
+  swapIn(swapped, {}, -1);
+  auto back = swapWait(swapped).toCustomClass<PackedActivation>();
+  EXPECT_TRUE(back->codes.is_cuda());
+  EXPECT_TRUE(at::equal(dequantize(*back).cpu(), expected));
+  const at::Tensor mask = pack_mask(x > 0);
+  auto swapped_mask = swapOut(c10::IValue(mask));
+  swapIn(swapped_mask, {}, -1);
+  EXPECT_TRUE(at::equal(swapWait(swapped_mask).toTensor().cpu(), mask.cpu()));
 }
 
 }  // namespace

@@ -24,9 +24,9 @@
 #include <cstdint>
 #include <memory>
 
-namespace actnn {
+#include "actnn/runtime/arena.h"
 
-struct Arena;
+namespace actnn {
 
 // A copy in flight; wait() makes the caller's stream wait for it.
 struct SwapTicket {
