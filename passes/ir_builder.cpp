@@ -1,5 +1,7 @@
 #include "actnn/passes/ir_builder.h"
 
+#include <torch/custom_class.h>
+
 #include <torch/csrc/jit/ir/constants.h>
 
 namespace actnn {
@@ -64,6 +66,12 @@ void forEachNode(torch::jit::Block* block, const std::function<void(Node*)>& f) 
 }
 
 c10::Symbol actnnOp(const char* name) { return c10::Symbol::fromQualString(std::string("actnn::") + name); }
+
+c10::TypePtr actnnClass(const char* name) {
+  auto type = torch::getCustomClass(std::string("__torch__.torch.classes.actnn.") + name);
+  TORCH_INTERNAL_ASSERT(type, "the actnn runtime (", name, ") is not registered");
+  return type;
+}
 
 torch::jit::Node* topLevelNode(torch::jit::Node* n, torch::jit::Block* top) {
   while (n->owningBlock() != top) n = n->owningBlock()->owningNode();

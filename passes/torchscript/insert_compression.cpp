@@ -49,8 +49,7 @@ using torch::jit::Value;
 using torch::jit::WithInsertPoint;
 
 c10::TypePtr stateType() {
-  static const auto type = torch::getCustomClass("__torch__.torch.classes.actnn.CompressionState");
-  TORCH_INTERNAL_ASSERT(type, "the actnn runtime (CompressionState) is not registered");
+  static const auto type = actnnClass("CompressionState");
   return type;
 }
 

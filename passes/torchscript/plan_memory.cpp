@@ -35,8 +35,7 @@ using torch::jit::Node;
 using torch::jit::Value;
 
 c10::TypePtr arenaType() {
-  static const auto type = torch::getCustomClass("__torch__.torch.classes.actnn.Arena");
-  TORCH_INTERNAL_ASSERT(type, "the actnn runtime (Arena) is not registered");
+  static const auto type = actnnClass("Arena");
   return type;
 }
 

@@ -41,6 +41,8 @@ std::vector<torch::jit::Value*> viewFamily(torch::jit::Value* v);
 
 // The symbol of actnn::<name>, the runtime's ops.
 c10::Symbol actnnOp(const char* name);
+// The TorchScript type of the runtime's class torch.classes.actnn.<name>.
+c10::TypePtr actnnClass(const char* name);
 // The node of `top` that holds n (n itself, or the node owning its block).
 torch::jit::Node* topLevelNode(torch::jit::Node* n, torch::jit::Block* top);
 // Calls f on every node of the block and its nested blocks, in order; f may
