@@ -9,12 +9,6 @@
 #include "actnn/runtime/swap.h"
 
 namespace actnn {
-namespace {
-
-int64_t alignUp(int64_t v, int64_t a) { return alignBytes(v, a); }
-
-}  // namespace
-
 Arena::Arena(int64_t align, std::vector<std::tuple<std::string, int64_t, int64_t, int64_t>> list)
     : alignment(align) {
   TORCH_CHECK(alignment > 0 && (alignment & (alignment - 1)) == 0, "actnn.Arena: alignment must be a power of two, got ",
@@ -32,6 +26,12 @@ Arena::Arena(int64_t align, std::vector<std::tuple<std::string, int64_t, int64_t
   }
 }
 
+bool Arena::allMeasured() const {
+  for (const auto& s : slots)
+    if (s.source < 0 && !s.measured) return false;  // swap_in slots take their source's size
+  return true;
+}
+
 Arena::Slot& Arena::slot(int64_t k) {
   TORCH_CHECK(k >= 0 && k < int64_t(slots.size()), "actnn: arena slot ", k, " does not exist (", slots.size(),
               " slots); the module and its arena disagree");
@@ -46,9 +46,7 @@ c10::intrusive_ptr<Arena> Arena::beginStep(const std::vector<int64_t>& key, c10:
   step->slots = slots;
   step->key_ = key;
   step->parent_ = c10::intrusive_ptr<Arena>::unsafe_reclaim_from_nonowning(this);
-  bool all_measured = true;
-  for (const auto& s : slots) all_measured = all_measured && (s.source >= 0 || s.measured);
-  if (stale_ || key != key_ || !all_measured) {
+  if (stale_ || key != key_ || !allMeasured()) {
     // This step measures (its producers allocate as usual and record).
     for (auto& s : step->slots) s.measured = false;
     ++measured_steps;
@@ -112,9 +110,7 @@ void Arena::endStep() {
     }
     return;
   }
-  bool all_measured = true;
-  for (const auto& s : slots) all_measured = all_measured && (s.source >= 0 || s.measured);
-  if (!all_measured) return;  // an incomplete step (no backward, an error): measure again
+  if (!allMeasured()) return;  // an incomplete step (no backward, an error): measure again
   // A complete measuring step: the next step with this key is planned.
   for (size_t k = 0; k < slots.size(); ++k) {
     const Slot& s = slots[k];
@@ -152,7 +148,7 @@ void Arena::recordFixed(int64_t k, int64_t bytes) {
   Slot& s = slot(k);
   if (planned_) return;
   s.measured = true;
-  s.bytes = alignUp(bytes, alignment);
+  s.bytes = alignBytes(bytes, alignment);
   s.site = -1;
 }
 
@@ -162,7 +158,7 @@ void Arena::recordQuantized(int64_t k, int64_t site, int64_t samples, int64_t by
   Slot& s = slot(k);
   if (planned_) return;
   s.measured = true;
-  s.bytes = alignUp(bytes, alignment);
+  s.bytes = alignBytes(bytes, alignment);
   s.site = site;
   s.samples = samples;
   s.bytes_per_bit = bytes_per_bit;

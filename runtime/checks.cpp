@@ -111,16 +111,16 @@ QuantizeCall prepare_quantize(const at::Tensor& x, at::IntArrayRef bits, int64_t
     TORCH_CHECK(alignment > 0 && alignment % 8 == 0, "actnn::quantize: alignment must be a positive multiple of 8, got ",
                 alignment);
     const int64_t meta = n * p * int64_t(c10::elementSize(c.plan.meta_dtype));
-    const int64_t need = packedSliceBytes(c.plan.code_bytes, meta, alignment);
+    const PackedSliceLayout layout = packedSliceLayout(c.plan.code_bytes, meta, alignment);
+    const int64_t need = layout.bytes;
     TORCH_CHECK(buffer->scalar_type() == at::kByte && buffer->dim() == 1 && buffer->is_contiguous() &&
                     buffer->numel() >= need && buffer->device() == x.device(),
                 "actnn::quantize: the output buffer must be a contiguous 1-d uint8 tensor of at least ", need,
                 " bytes on ", x.device(), ", got ", buffer->scalar_type(), " of shape ", buffer->sizes(), " on ",
                 buffer->device());
-    const int64_t lo_at = alignBytes(c.plan.code_bytes, alignment), scale_at = lo_at + alignBytes(meta, alignment);
     c.codes = buffer->narrow(0, 0, c.plan.code_bytes);
-    c.lo = buffer->narrow(0, lo_at, meta).view(c.plan.meta_dtype).view({n, p});
-    c.scale = buffer->narrow(0, scale_at, meta).view(c.plan.meta_dtype).view({n, p});
+    c.lo = buffer->narrow(0, layout.lo_at, meta).view(c.plan.meta_dtype).view({n, p});
+    c.scale = buffer->narrow(0, layout.scale_at, meta).view(c.plan.meta_dtype).view({n, p});
   } else {
     c.codes = at::empty({c.plan.code_bytes}, x.options().dtype(at::kByte));
     c.lo = at::empty({n, p}, x.options().dtype(c.plan.meta_dtype));

@@ -56,8 +56,6 @@ std::array<SwapBackend*, size_t(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>
   return table;
 }
 
-int64_t hostBytesOf(const at::Tensor& t) { return int64_t(t.nbytes()); }
-
 // Where a slice of `bytes` bytes for one device tensor of `like`'s size and
 // type comes from: the arena slot's view at `offset`, or a new allocation.
 at::Tensor deviceTensorLike(const at::Tensor& host, c10::Device device, const at::Tensor& slice, int64_t offset) {
@@ -93,7 +91,7 @@ c10::intrusive_ptr<SwappedValue> swapOut(const c10::IValue& value) {
     const at::Tensor& t = value.toTensor();
     s->device = t.device();
     at::Tensor host = swapBackend(t.device().type()).toHost(t);
-    s->host_bytes = hostBytesOf(host);
+    s->host_bytes = int64_t(host.nbytes());
     s->value = host;
   } else {
     auto p = value.toCustomClass<PackedActivation>();
@@ -114,8 +112,6 @@ c10::intrusive_ptr<SwappedValue> swapIn(const c10::intrusive_ptr<SwappedValue>& 
                                         const c10::intrusive_ptr<Arena>& arena, int64_t slot) {
   TORCH_CHECK(s->on_host, "actnn::swap_in: the value is not swapped out (swap_in twice?)");
   auto& backend = swapBackend(s->device.type());
-  const int64_t alignment = arena ? arena->alignment : 1;
-  auto align = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
   if (s->value.isTensor()) {
     const at::Tensor host = s->value.toTensor();
     at::Tensor slice = arena ? arena->acquire(slot, int64_t(host.nbytes())) : at::Tensor();
@@ -124,11 +120,12 @@ c10::intrusive_ptr<SwappedValue> swapIn(const c10::intrusive_ptr<SwappedValue>& 
     s->value = dst;
   } else {
     auto p = s->value.toCustomClass<PackedActivation>();
-    const int64_t code = int64_t(p->codes.nbytes()), meta = int64_t(p->lo.nbytes());
-    at::Tensor slice = arena ? arena->acquire(slot, packedSliceBytes(code, meta, alignment)) : at::Tensor();
+    const PackedSliceLayout layout = packedSliceLayout(int64_t(p->codes.nbytes()), int64_t(p->lo.nbytes()),
+                                                       arena ? arena->alignment : 1);
+    at::Tensor slice = arena ? arena->acquire(slot, layout.bytes) : at::Tensor();
     at::Tensor codes = deviceTensorLike(p->codes, s->device, slice, 0);
-    at::Tensor lo = deviceTensorLike(p->lo, s->device, slice, align(code));
-    at::Tensor scale = deviceTensorLike(p->scale, s->device, slice, align(code) + align(meta));
+    at::Tensor lo = deviceTensorLike(p->lo, s->device, slice, layout.lo_at);
+    at::Tensor scale = deviceTensorLike(p->scale, s->device, slice, layout.scale_at);
     s->pending.push_back(backend.toDevice(p->codes, codes));
     s->pending.push_back(backend.toDevice(p->lo, lo));
     s->pending.push_back(backend.toDevice(p->scale, scale));

@@ -14,8 +14,9 @@
 //    what it held, or for a mixed-precision site the bound its current budget
 //    allows (floor(budget * samples) bits per sample-bit unit plus metadata),
 //    offsets come from planArena (memory_plan.h), one buffer is allocated for
-//    the step, and producers write into their slices. The buffer is released
-//    when B is done (or at the next step if B never runs).
+//    the step, and producers write into their slices. Each step has its own
+//    Arena (beginStep), whose buffer is released when B is done (or with the
+//    step, if B never runs).
 // A producer that finds its slice too small (a shape that changed under the
 // same input shape) allocates as usual, is counted in overflows(), and the
 // next step measures again: nothing is written out of bounds or dropped.
@@ -86,6 +87,7 @@ struct Arena : torch::CustomClassHolder {
 
  private:
   Slot& slot(int64_t k);
+  bool allMeasured() const;
   void planSlots(c10::Device device, CompressionState* state);
   std::mutex mutex_;
   std::vector<int64_t> key_;      // module: the measured input shape; step: its own

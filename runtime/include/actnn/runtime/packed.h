@@ -16,11 +16,22 @@ namespace actnn {
 // quantize groups values, and how the compression statistics count samples).
 inline int64_t sampleCount(at::IntArrayRef shape) { return shape.size() < 2 ? 1 : shape[0]; }
 
-// Bytes of a packed activation's three parts laid out in one slice (an arena
-// slot): codes, then lo, then scale, each starting on `alignment`.
 inline int64_t alignBytes(int64_t v, int64_t alignment) { return (v + alignment - 1) / alignment * alignment; }
+
+// A packed activation's three parts laid out in one slice (an arena slot):
+// codes at 0, then lo, then scale, each starting on `alignment`.
+struct PackedSliceLayout {
+  int64_t lo_at = 0, scale_at = 0, bytes = 0;
+};
+inline PackedSliceLayout packedSliceLayout(int64_t code_bytes, int64_t meta_bytes_each, int64_t alignment) {
+  PackedSliceLayout l;
+  l.lo_at = alignBytes(code_bytes, alignment);
+  l.scale_at = l.lo_at + alignBytes(meta_bytes_each, alignment);
+  l.bytes = l.scale_at + meta_bytes_each;
+  return l;
+}
 inline int64_t packedSliceBytes(int64_t code_bytes, int64_t meta_bytes_each, int64_t alignment) {
-  return alignBytes(code_bytes, alignment) + alignBytes(meta_bytes_each, alignment) + meta_bytes_each;
+  return packedSliceLayout(code_bytes, meta_bytes_each, alignment).bytes;
 }
 
 struct PackedActivation : torch::CustomClassHolder {
