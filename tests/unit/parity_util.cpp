@@ -55,20 +55,27 @@ Step runStep(torch::jit::Module& m, const std::vector<at::Tensor>& inputs, uint6
 
 }  // namespace
 
-double relativeError(const at::Tensor& actual, const at::Tensor& expected) {
+double relativeError(const at::Tensor& actual, const at::Tensor& expected, double min_scale) {
   if (expected.numel() == 0) return 0;
   auto a = actual.to(at::kDouble), e = expected.to(at::kDouble);
-  double scale = e.abs().max().item<double>();
+  double scale = std::max(e.abs().max().item<double>(), min_scale);
   double diff = (a - e).abs().max().item<double>();
   if (scale == 0) return diff;
   return diff / scale;
 }
 
 ParityReport compareTrainingStep(torch::jit::Module& reference, torch::jit::Module& compiled,
-                                 const std::vector<at::Tensor>& inputs, uint64_t seed) {
+                                 const std::vector<at::Tensor>& inputs, uint64_t seed, double floor) {
   Step ref = runStep(reference, inputs, seed);
   Step got = runStep(compiled, inputs, seed);
   ParityReport report;
+  double grad_floor = 0, buffer_floor = 0;
+  for (const auto& g : ref.grads)
+    if (g.second.defined() && g.second.numel() > 0)
+      grad_floor = std::max(grad_floor, floor * g.second.abs().max().item<double>());
+  for (const auto& b : ref.buffers)
+    if (b.second.is_floating_point() && b.second.numel() > 0)
+      buffer_floor = std::max(buffer_floor, floor * b.second.abs().max().item<double>());
   auto check = [&](const std::string& name, const at::Tensor& a, const at::Tensor& e) {
     if (!e.defined() && !a.defined()) return;
     if (!e.defined() || !a.defined()) {
@@ -79,7 +86,8 @@ ParityReport compareTrainingStep(torch::jit::Module& reference, torch::jit::Modu
       report.problems.push_back(name + ": shape differs");
       return;
     }
-    double err = relativeError(a, e);
+    const double min_scale = name.rfind("grad ", 0) == 0 ? grad_floor : name.rfind("buffer ", 0) == 0 ? buffer_floor : 0;
+    double err = relativeError(a, e, min_scale);
     if (err > report.worst || report.worst_name.empty()) {
       report.worst = std::max(report.worst, err);
       if (err >= report.worst) report.worst_name = name;

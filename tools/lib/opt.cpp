@@ -1,5 +1,6 @@
 #include "opt.h"
 
+#include <onnx/onnx_pb.h>
 #include <torch/csrc/jit/ir/irparser.h>
 #include <torch/csrc/jit/serialization/import.h>
 
@@ -8,6 +9,7 @@
 #include <sstream>
 
 #include "actnn/actnn.h"
+#include "actnn/passes/onnx_import.h"
 #include "actnn/passes/registry.h"
 #include "args.h"
 #include "saved_report.h"
@@ -19,7 +21,8 @@ namespace {
 std::string usage() {
   std::ostringstream out;
   out << "usage: actnn-opt [options] INPUT\n\n"
-         "INPUT is a TorchScript archive (.pt) or TorchScript graph text (.tsir).\n\n";
+         "INPUT is a TorchScript archive (.pt), TorchScript graph text (.tsir), or an ONNX\n"
+         "model (.onnx binary, .onnxtxt ONNX text syntax).\n\n";
   return out.str();
 }
 
@@ -56,7 +59,7 @@ std::string readFile(const std::string& path) {
 
 TrainingIR load(const std::string& path) {
   if (endsWith(path, ".onnx") || endsWith(path, ".onnxtxt"))
-    throw CompileError(path + ": ONNX input is not supported yet");
+    return TrainingIR::fromModule(onnx::importModel(onnx::loadModel(path), path));
   std::string text = readFile(path);
   bool archive = endsWith(path, ".pt") || (text.size() >= 2 && text[0] == 'P' && text[1] == 'K');
   if (archive) {
@@ -89,7 +92,7 @@ void printIR(std::ostream& os, const TrainingIR& ir, const std::string& emit) {
 
 int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
   Args args;
-  args.positional("INPUT", "a TorchScript archive (.pt) or graph text (.tsir)")
+  args.positional("INPUT", "a TorchScript archive (.pt), graph text (.tsir) or ONNX model (.onnx, .onnxtxt)")
       .flag("level", "L3", "the named pipeline to run (L0..L5)")
       .flag("passes", "", "an explicit pipeline, e.g. lower-module,canonicalize{shape-checks=remove}")
       .flag("emit", "training", "module | forward | backward | training (F and B)")
@@ -140,7 +143,7 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     }
     if (emit == "module") {
       if (output.empty()) throw UsageError("--emit=module writes an archive; give -o FILE");
-      if (!ir.module) throw UsageError("--emit=module needs a module input (.pt), not graph text");
+      if (!ir.module) throw UsageError("--emit=module needs a module input (.pt, .onnx, .onnxtxt), not graph text");
       buildTrainingModule(ir).save(output);
       return 0;
     }

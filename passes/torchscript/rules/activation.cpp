@@ -38,6 +38,12 @@ void registerActivationRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::tanh", nullptr, pointwise(aten::tanh_backward, true)});
   rules.push_back({"aten::hardswish", nullptr, pointwise(aten::hardswish_backward, false)});
   rules.push_back({"aten::hardsigmoid", nullptr, pointwise(aten::hardsigmoid_backward, false)});
+  // d erf(x) / dx = 2 / sqrt(pi) * exp(-x^2), as autograd computes it.
+  rules.push_back({"aten::erf", nullptr, [](RuleContext& c) {
+    Value* x = c.save(c.input(0));
+    Value* e = c.op(aten::exp, {c.op(aten::neg, {c.op(aten::mul, {x, x})})});
+    c.setGrad(0, c.op(aten::mul, {c.grad(0), c.op(aten::mul, {e, c.constant(1.1283791670955126)})}));
+  }});
   auto softmaxLike = [](c10::Symbol backward) {
     return [=](RuleContext& c) {
       Value* x = c.input(0);

@@ -1,4 +1,4 @@
-// Views, reshapes, concatenation and splitting. Gradients of tensor lists
+// Views, reshapes, padding, index_select, concatenation and splitting. Gradients of tensor lists
 // are lists in B: ListConstruct's backward unpacks them, ListUnpack's builds
 // one (zeros for outputs that get no gradient), cat splits, chunk/split cat,
 // broadcast_tensors sums each gradient back. Only sizes are saved, never the
@@ -39,6 +39,19 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::slice.Tensor", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.helper("slice_backward", {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
                                              c.save(c.input(2)), c.save(c.input(3)), c.save(c.input(4))}));
+  }});
+  rules.push_back({"aten::index_select", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::index_select_backward, {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
+                                                     c.save(c.input(2))}));
+  }});
+  // Padding is undone by padding with the negated widths (a slice); the
+  // widths are constants wherever the ONNX importer and scripting produce it.
+  rules.push_back({"aten::constant_pad_nd", nullptr, [](RuleContext& c) {
+    auto pad = torch::jit::toIValue(c.input(1));
+    TORCH_CHECK(pad && pad->isIntList(), "aten::constant_pad_nd: the padding widths must be constants");
+    std::vector<int64_t> negated = pad->toIntVector();
+    for (int64_t& p : negated) p = -p;
+    c.setGrad(0, c.op(aten::constant_pad_nd, {c.grad(0), c.constant(negated), c.constant(0)}));
   }});
   rules.push_back({"prim::ListConstruct", nullptr, [](RuleContext& c) {
     Node* n = c.node();

@@ -1,0 +1,392 @@
+// The ONNX front end (actnn/passes/onnx_import.h): reading and checking a
+// model, then building the TorchScript module.
+//
+// The module is built directly rather than through TorchScript source:
+// parameters and buffers are registered under their initializer names (one
+// submodule per dotted prefix), and forward's graph reads them with
+// prim::GetAttr chains from `self`, exactly like a scripted module's graph,
+// so lower-module lifts them the same way. Nodes are lowered in order (the
+// checker guarantees a topological order). After each node's ATen ops are
+// emitted, those whose operands are all constants are evaluated at once
+// (torch::jit::runNodeIfInputsAreConstant) and replaced by constants: this is
+// what folds Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains, and
+// what lets a later op that needs a constant operand find one.
+#include "actnn/passes/onnx_import.h"
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <onnx/checker.h>
+#include <onnx/defs/parser.h>
+#include <onnx/shape_inference/implementation.h>
+#include <torch/csrc/jit/api/compilation_unit.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+
+#include "context.h"
+
+namespace actnn {
+namespace onnx {
+
+namespace {
+
+bool endsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool isDefaultDomain(const std::string& domain) { return domain.empty() || domain == "ai.onnx"; }
+
+// "onnx::Conv_193" -> "onnx__Conv_193": one component of a dotted path.
+std::string component(const std::string& name) {
+  std::string out;
+  for (char ch : name) out += std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+  if (out.empty()) out = "_";
+  return out;
+}
+
+std::vector<std::string> splitPath(const std::string& name) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream in(name);
+  while (std::getline(in, part, '.')) parts.push_back(component(part));
+  if (parts.empty()) parts.push_back("_");
+  return parts;
+}
+
+// A debug name TorchScript accepts for a value ("x.1" style suffixes are its
+// own, so dots become underscores).
+std::string valueName(const std::string& name) {
+  std::string out = component(name);
+  if (std::isdigit(static_cast<unsigned char>(out[0]))) out = "v" + out;
+  return out;
+}
+
+enum class InitRole { Constant, Parameter, Buffer };
+
+// How each initializer is read: as data (a parameter when it is a float), as
+// batch normalization's running statistics (a buffer), or only where an op
+// needs a constant (a constant).
+std::unordered_map<std::string, InitRole> initializerRoles(const ::onnx::GraphProto& g) {
+  std::unordered_map<std::string, InitRole> roles;
+  std::unordered_map<std::string, bool> is_float;
+  for (const auto& init : g.initializer()) {
+    roles[init.name()] = InitRole::Constant;
+    const auto t = init.data_type();
+    is_float[init.name()] = t == ::onnx::TensorProto::FLOAT || t == ::onnx::TensorProto::DOUBLE ||
+                            t == ::onnx::TensorProto::FLOAT16 || t == ::onnx::TensorProto::BFLOAT16;
+  }
+  const auto& table = opTable();
+  for (const auto& node : g.node()) {
+    auto op = table.find(node.op_type());
+    for (int i = 0; i < node.input_size(); ++i) {
+      auto it = roles.find(node.input(i));
+      if (it == roles.end() || !is_float[it->first]) continue;
+      if (node.op_type() == "BatchNormalization" && (i == 3 || i == 4)) {
+        it->second = InitRole::Buffer;
+      } else if (op == table.end() || !op->second.constant_inputs.count(i)) {
+        if (it->second != InitRole::Buffer) it->second = InitRole::Parameter;
+      }
+    }
+  }
+  return roles;
+}
+
+c10::optional<Shape> staticShape(const ::onnx::TypeProto& type) {
+  if (!type.has_tensor_type() || !type.tensor_type().has_shape()) return c10::nullopt;
+  Shape s;
+  for (const auto& d : type.tensor_type().shape().dim()) {
+    if (!d.has_dim_value()) return c10::nullopt;
+    s.push_back(d.dim_value());
+  }
+  return s;
+}
+
+class Importer {
+ public:
+  Importer(const ::onnx::ModelProto& model, std::string origin) : model_(model), origin_(std::move(origin)) {}
+
+  torch::jit::Module run() {
+    opset_ = defaultOpset(model_);
+    if (opset_ < kMinOpset || opset_ > kMaxOpset)
+      throw ImportError(origin_ + ": the model imports opset " + std::to_string(opset_) +
+                        " of the default domain (ai.onnx); supported opsets are " + std::to_string(kMinOpset) +
+                        "-" + std::to_string(kMaxOpset));
+    const auto& g = model_.graph();
+    checkOps(g);
+    inferShapes();
+    buildModule(g);
+    for (int i = 0; i < g.node_size(); ++i) lowerNode(g.node(i), i);
+    std::vector<Value*> outs;
+    for (const auto& out : g.output()) {
+      Value* v = lookup(out.name());
+      if (!v) throw ImportError(origin_ + ": graph output '" + out.name() + "' is not produced by any node");
+      outs.push_back(v);
+    }
+    if (outs.empty()) throw ImportError(origin_ + ": the graph has no outputs");
+    if (outs.size() == 1) {
+      graph_->registerOutput(outs[0]);
+    } else {
+      graph_->registerOutput(graph_->insertNode(graph_->createTuple(outs))->output());
+    }
+    torch::jit::EliminateDeadCode(graph_);
+    auto* fn = module_._ivalue()->compilation_unit()->create_function(
+        c10::QualifiedName(*module_.type()->name(), "forward"), graph_);
+    module_.type()->addMethod(fn);
+    return module_;
+  }
+
+ private:
+  void checkOps(const ::onnx::GraphProto& g) {
+    if (model_.functions_size() > 0)
+      throw UnsupportedError(origin_ + ": model-local functions are not supported");
+    for (int i = 0; i < g.node_size(); ++i) {
+      const auto& node = g.node(i);
+      const std::string where = origin_ + ": node " + std::to_string(i) +
+                                (node.name().empty() ? "" : " '" + node.name() + "'") + " (op " + node.op_type() +
+                                ", domain " + (node.domain().empty() ? "ai.onnx" : node.domain()) + ", opset " +
+                                std::to_string(opset_) + ")";
+      if (!isDefaultDomain(node.domain()))
+        throw UnsupportedError(where + ": ops outside the default domain are not supported");
+      if (!isSupportedOp(node.op_type()))
+        throw UnsupportedError(where + ": unsupported op; supported: " + [] {
+          std::string all;
+          for (const auto& op : supportedOps()) all += (all.empty() ? "" : ", ") + op;
+          return all;
+        }());
+      for (const auto& in : node.input())
+        if (!in.empty()) used_.insert(in);
+    }
+    for (const auto& out : g.output()) used_.insert(out.name());
+  }
+
+  void inferShapes() {
+    ::onnx::ModelProto copy = model_;
+    try {
+      ::onnx::shape_inference::InferShapes(copy);
+    } catch (const std::exception& e) {
+      throw ImportError(origin_ + ": ONNX shape inference failed: " + e.what());
+    }
+    auto record = [&](const ::onnx::ValueInfoProto& vi) {
+      if (auto s = staticShape(vi.type())) shapes_[vi.name()] = *s;
+      if (vi.type().has_tensor_type() && vi.type().tensor_type().elem_type() != 0) {
+        try {
+          dtypes_[vi.name()] = scalarTypeOf(vi.type().tensor_type().elem_type(), vi.name());
+        } catch (const UnsupportedError&) {
+          // Reported by the op that reads it, if any does.
+        }
+      }
+    };
+    for (const auto& vi : copy.graph().input()) record(vi);
+    for (const auto& vi : copy.graph().value_info()) record(vi);
+    for (const auto& vi : copy.graph().output()) record(vi);
+    for (const auto& init : copy.graph().initializer()) {
+      shapes_[init.name()] = Shape(init.dims().begin(), init.dims().end());
+      try {
+        dtypes_[init.name()] = scalarTypeOf(init.data_type(), init.name());
+      } catch (const UnsupportedError&) {
+      }
+    }
+  }
+
+  torch::jit::Module submodule(torch::jit::Module parent, const std::string& name) {
+    if (auto existing = parent.attr(name, c10::IValue()); existing.isModule()) return existing.toModule();
+    if (parent.hasattr(name)) return torch::jit::Module();
+    torch::jit::Module child(c10::QualifiedName("__torch__.actnn.onnx.Submodule"), cu_, /*shouldMangle=*/true);
+    child.register_attribute("training", c10::BoolType::get(), true);
+    parent.register_module(name, child);
+    return child;
+  }
+
+  // Registers `value` under its dotted initializer name; returns the chain of
+  // attribute names from the root module.
+  std::vector<std::string> registerState(const std::string& name, const at::Tensor& value, InitRole role) {
+    std::vector<std::string> path = splitPath(name);
+    torch::jit::Module owner = module_;
+    for (size_t i = 0; i + 1 < path.size() && owner._ivalue(); ++i) owner = submodule(owner, path[i]);
+    if (!owner._ivalue() || owner.hasattr(path.back())) {
+      // The dotted form collides with another name: fall back to one flat name.
+      std::string flat = component(name);
+      while (module_.hasattr(flat)) flat += "_";
+      path = {flat};
+      owner = module_;
+    }
+    if (role == InitRole::Parameter) {
+      owner.register_parameter(path.back(), value.detach().requires_grad_(true), /*is_buffer=*/false);
+    } else {
+      owner.register_buffer(path.back(), value);
+    }
+    return path;
+  }
+
+  void buildModule(const ::onnx::GraphProto& g) {
+    cu_ = std::make_shared<torch::jit::CompilationUnit>();
+    module_ = torch::jit::Module(c10::QualifiedName("__torch__.actnn.onnx." + valueName(g.name().empty() ? "Model" : g.name())),
+                                 cu_, /*shouldMangle=*/true);
+    module_.register_attribute("training", c10::BoolType::get(), true);
+    graph_ = std::make_shared<Graph>();
+    Value* self = graph_->addInput("self");
+    self->setType(module_.type());
+
+    auto roles = initializerRoles(g);
+    for (const auto& init : g.initializer()) {
+      at::Tensor t = toTensor(init, origin_ + ": initializer '" + init.name() + "'");
+      InitRole role = roles[init.name()];
+      if (role == InitRole::Constant) {
+        env_[init.name()] = graph_->insertConstant(t);
+        continue;
+      }
+      auto path = registerState(init.name(), t, role);
+      Value* v = self;
+      for (const auto& attr : path) v = graph_->insertGetAttr(v, attr);
+      v->setDebugName(valueName(init.name()));
+      env_[init.name()] = v;
+    }
+    for (const auto& in : g.input()) {
+      if (env_.count(in.name())) continue;  // an initializer listed as an input (IR version < 4)
+      if (!in.type().has_tensor_type())
+        throw UnsupportedError(origin_ + ": graph input '" + in.name() + "' is not a tensor");
+      Value* v = graph_->addInput(valueName(in.name()));
+      auto dtype = scalarTypeOf(in.type().tensor_type().elem_type(), origin_ + ": graph input '" + in.name() + "'");
+      auto type = c10::TensorType::get()->withScalarType(dtype);
+      if (auto s = staticShape(in.type())) type = type->withSizes(*s);
+      v->setType(type);
+      env_[in.name()] = v;
+    }
+  }
+
+  Value* lookup(const std::string& name) const {
+    auto it = env_.find(name);
+    return it == env_.end() ? nullptr : it->second;
+  }
+
+  // Evaluates, in order, the nodes after `last` whose operands are constants.
+  void foldFrom(torch::jit::Node* last, std::vector<Value*>& outputs) {
+    for (auto it = last->next()->iterator(); it != graph_->nodes().end();) {
+      torch::jit::Node* n = *it;
+      ++it;
+      if (n->kind() == c10::prim::Constant) continue;
+      auto values = torch::jit::runNodeIfInputsAreConstant(n);
+      if (!values || values->size() != n->outputs().size()) continue;
+      torch::jit::WithInsertPoint guard(n);
+      bool all = true;
+      std::vector<Value*> constants;
+      for (const auto& v : *values) {
+        auto c = graph_->insertConstant(v.isTensor() ? c10::IValue(v.toTensor().detach()) : v);
+        if (!c) all = false;
+        constants.push_back(c);
+      }
+      if (!all) continue;
+      for (size_t i = 0; i < constants.size(); ++i) {
+        for (Value*& out : outputs)
+          if (out == n->output(i)) out = constants[i];
+        n->output(i)->replaceAllUsesWith(constants[i]);
+      }
+      n->destroy();
+    }
+  }
+
+  void lowerNode(const ::onnx::NodeProto& node, int index) {
+    const OpLowering& lowering = opTable().at(node.op_type());
+    NodeContext ctx(
+        *graph_, node, index, opset_, origin_, [this](const std::string& n) { return lookup(n); },
+        [this](const std::string& n) -> c10::optional<Shape> {
+          auto it = shapes_.find(n);
+          if (it == shapes_.end()) return c10::nullopt;
+          return it->second;
+        },
+        [this](const std::string& n) -> c10::optional<at::ScalarType> {
+          auto it = dtypes_.find(n);
+          if (it == dtypes_.end()) return c10::nullopt;
+          return it->second;
+        },
+        [this](const std::string& n) { return used_.count(n) > 0; });
+    for (int i = 0; i < node.input_size(); ++i)
+      if (!node.input(i).empty() && !lookup(node.input(i)))
+        ctx.fail("input " + std::to_string(i) + " '" + node.input(i) +
+                 "' is dangling: no earlier node, graph input or initializer defines it");
+    torch::jit::Node* last = graph_->return_node()->prev();
+    lowering.lower(ctx);
+    std::vector<Value*> outputs;
+    for (size_t i = 0; i < ctx.numOutputs(); ++i) outputs.push_back(ctx.outputValue(i));
+    if (!lowering.random) foldFrom(last, outputs);
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const std::string& name = node.output(i);
+      if (name.empty()) continue;
+      if (!outputs[i]) {
+        if (ctx.outputUsed(i)) ctx.unsupported("output " + std::to_string(i) + " '" + name + "' is not supported");
+        continue;
+      }
+      if (outputs[i]->node()->kind() != c10::prim::Constant && !outputs[i]->hasDebugName())
+        outputs[i]->setDebugName(valueName(name));
+      env_[name] = outputs[i];
+    }
+  }
+
+  const ::onnx::ModelProto& model_;
+  std::string origin_;
+  int64_t opset_ = 0;
+  std::shared_ptr<torch::jit::CompilationUnit> cu_;
+  torch::jit::Module module_;
+  std::shared_ptr<Graph> graph_;
+  std::unordered_map<std::string, Value*> env_;
+  std::unordered_map<std::string, Shape> shapes_;
+  std::unordered_map<std::string, at::ScalarType> dtypes_;
+  std::unordered_set<std::string> used_;
+};
+
+}  // namespace
+
+int64_t defaultOpset(const ::onnx::ModelProto& model) {
+  for (const auto& op : model.opset_import())
+    if (isDefaultDomain(op.domain())) return op.version();
+  return 0;
+}
+
+void checkModel(const ::onnx::ModelProto& model, const std::string& origin) {
+  try {
+    ::onnx::checker::check_model(model);
+  } catch (const std::exception& e) {
+    throw ImportError(origin + ": the ONNX checker rejects the model: " + e.what());
+  }
+}
+
+::onnx::ModelProto parseModelText(const std::string& text, const std::string& origin) {
+  ::onnx::ModelProto model;
+  auto status = ::onnx::OnnxParser::Parse(model, text.c_str());
+  if (!status.IsOK()) throw ImportError(origin + ": not valid ONNX text syntax: " + status.ErrorMessage());
+  checkModel(model, origin);
+  return model;
+}
+
+::onnx::ModelProto loadModel(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ImportError(path + ": cannot open the file");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  if (endsWith(path, ".onnxtxt")) return parseModelText(buffer.str(), path);
+  ::onnx::ModelProto model;
+  if (!model.ParseFromString(buffer.str()))
+    throw ImportError(path + ": not a binary ONNX model (the protobuf does not parse)");
+  checkModel(model, path);
+  return model;
+}
+
+torch::jit::Module importModel(const ::onnx::ModelProto& model, const std::string& origin) {
+  return Importer(model, origin).run();
+}
+
+std::vector<std::string> supportedOps() {
+  std::vector<std::string> ops;
+  for (const auto& entry : opTable()) ops.push_back(entry.first);
+  return ops;
+}
+
+bool isSupportedOp(const std::string& op_type) { return opTable().count(op_type) > 0; }
+
+}  // namespace onnx
+}  // namespace actnn

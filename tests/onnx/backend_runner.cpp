@@ -1,0 +1,215 @@
+// ONNX's own backend test data (Debian's libonnx-testdata) run through the
+// ONNX importer: every case of the node, pytorch-converted and
+// pytorch-operator suites whose ops are all supported is imported, run on each
+// of its test_data_set_* inputs and compared with output_*.pb at the suite's
+// tolerance (rtol 1e-3, atol 1e-7, as onnx.backend.test's runner). Cases are
+// skipped, with the reason counted, when they use an op, opset, attribute
+// value or input kind the importer does not implement, or when their outputs
+// are random (training-mode dropout). Any other outcome is a failure.
+//
+//   onnx-backend-runner [--verbose] [--filter=SUBSTRING] DATA_DIR
+//
+// Prints one line per failure, then the counts; exits 1 if anything failed.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <onnx/onnx_pb.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/api/module.h>
+
+#include "actnn/passes/onnx_import.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kRtol = 1e-3, kAtol = 1e-7;
+
+struct Skip {
+  std::string reason;
+};
+
+bool readTensor(const fs::path& file, at::Tensor& out) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  onnx::TensorProto proto;
+  if (!in || !proto.ParseFromString(buffer.str())) return false;
+  out = actnn::onnx::toTensor(proto, file.string());
+  return true;
+}
+
+// "" when equal within tolerance, else what differs.
+std::string compare(const at::Tensor& got, const at::Tensor& want) {
+  if (got.sizes() != want.sizes()) {
+    std::ostringstream s;
+    s << "shape " << got.sizes() << " != expected " << want.sizes();
+    return s.str();
+  }
+  if (got.scalar_type() != want.scalar_type())
+    return std::string("dtype ") + c10::toString(got.scalar_type()) + " != expected " + c10::toString(want.scalar_type());
+  if (!at::isFloatingType(want.scalar_type())) return got.equal(want) ? "" : "values differ (exact comparison)";
+  at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
+  at::Tensor both_nan = g.isnan().logical_and(w.isnan());
+  at::Tensor same_inf = g.isinf().logical_and(w.isinf()).logical_and(g.eq(w));
+  at::Tensor close = (g - w).abs().le(kAtol + kRtol * w.abs()).logical_or(both_nan).logical_or(same_inf);
+  if (close.all().item<bool>()) return "";
+  at::Tensor err = ((g - w).abs() - kRtol * w.abs()).masked_fill(close, 0);
+  std::ostringstream s;
+  s << (close.numel() - close.sum().item<int64_t>()) << " of " << close.numel()
+    << " values outside rtol 1e-3 / atol 1e-7 (worst excess " << err.max().item<double>() << ")";
+  return s.str();
+}
+
+bool isRandom(const torch::jit::Module& m) {
+  for (const auto* n : m.get_method("forward").graph()->nodes()) {
+    const std::string kind = n->kind().toQualString();
+    if (kind == "aten::dropout" || kind == "aten::native_dropout" || kind == "aten::bernoulli") return true;
+  }
+  return false;
+}
+
+// Runs one case; returns "" on success, throws Skip to skip it.
+std::string runCase(const fs::path& dir) {
+  onnx::ModelProto model;
+  {
+    std::ifstream in(dir / "model.onnx", std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    if (!model.ParseFromString(buffer.str())) return "model.onnx does not parse";
+  }
+  const int64_t opset = actnn::onnx::defaultOpset(model);
+  for (const auto& node : model.graph().node()) {
+    if (!node.domain().empty() && node.domain() != "ai.onnx") throw Skip{"domain " + node.domain()};
+    if (!actnn::onnx::isSupportedOp(node.op_type())) throw Skip{"op " + node.op_type()};
+  }
+  if (opset < actnn::onnx::kMinOpset || opset > actnn::onnx::kMaxOpset)
+    throw Skip{"opset " + std::to_string(opset)};
+  torch::jit::Module m;
+  try {
+    actnn::onnx::checkModel(model, dir.string());
+    m = actnn::onnx::importModel(model, dir.string());
+  } catch (const actnn::onnx::UnsupportedError& e) {
+    throw Skip{std::string("unsupported: ") + e.what()};
+  }
+  if (isRandom(m)) throw Skip{"random outputs (training-mode dropout)"};
+
+  std::vector<fs::path> sets;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_directory() && entry.path().filename().string().rfind("test_data_set_", 0) == 0)
+      sets.push_back(entry.path());
+  std::sort(sets.begin(), sets.end());
+  if (sets.empty()) return "no test_data_set_* directory";
+  at::NoGradGuard no_grad;
+  for (const auto& set : sets) {
+    std::vector<c10::IValue> inputs;
+    std::vector<at::Tensor> expected;
+    // Inputs that are initializers too (IR < 4) are not forward() arguments.
+    std::set<std::string> initializers;
+    for (const auto& init : model.graph().initializer()) initializers.insert(init.name());
+    int index = 0;
+    for (const auto& in : model.graph().input()) {
+      if (initializers.count(in.name())) continue;
+      if (!in.type().has_tensor_type()) throw Skip{"non-tensor input"};
+      at::Tensor t;
+      if (!readTensor(set / ("input_" + std::to_string(index++) + ".pb"), t)) throw Skip{"non-tensor input"};
+      inputs.emplace_back(t);
+    }
+    for (int i = 0; i < model.graph().output_size(); ++i) {
+      if (!model.graph().output(i).type().has_tensor_type()) throw Skip{"non-tensor output"};
+      at::Tensor t;
+      if (!readTensor(set / ("output_" + std::to_string(i) + ".pb"), t)) throw Skip{"non-tensor output"};
+      expected.push_back(t);
+    }
+    c10::IValue result = m.forward(inputs);
+    std::vector<at::Tensor> got;
+    if (result.isTuple()) {
+      for (const auto& v : result.toTupleRef().elements()) got.push_back(v.toTensor());
+    } else {
+      got.push_back(result.toTensor());
+    }
+    if (got.size() != expected.size())
+      return set.filename().string() + ": " + std::to_string(got.size()) + " outputs, expected " +
+             std::to_string(expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      std::string diff = compare(got[i], expected[i]);
+      if (!diff.empty()) return set.filename().string() + " output " + std::to_string(i) + ": " + diff;
+    }
+  }
+  return "";
+}
+
+std::string shortReason(const std::string& reason) {
+  // "unsupported: <file>: node 0 (op X, ...): message" -> "unsupported: message"
+  const auto pos = reason.rfind("): ");
+  if (reason.rfind("unsupported: ", 0) == 0 && pos != std::string::npos) return "unsupported: " + reason.substr(pos + 3);
+  return reason;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool verbose = false;
+  std::string filter, root;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--verbose") verbose = true;
+    else if (a.rfind("--filter=", 0) == 0) filter = a.substr(9);
+    else root = a;
+  }
+  if (root.empty() || !fs::is_directory(root)) {
+    std::cerr << "usage: onnx-backend-runner [--verbose] [--filter=SUBSTRING] DATA_DIR\n"
+                 "  DATA_DIR: onnx/backend/test/data of libonnx-testdata (node/, pytorch-converted/, ...)\n";
+    return 2;
+  }
+  int passed = 0, failed = 0, skipped = 0;
+  std::map<std::string, int> reasons;
+  for (const char* suite : {"node", "pytorch-converted", "pytorch-operator"}) {
+    std::vector<fs::path> cases;
+    for (const auto& entry : fs::directory_iterator(fs::path(root) / suite))
+      if (fs::exists(entry.path() / "model.onnx")) cases.push_back(entry.path());
+    std::sort(cases.begin(), cases.end());
+    for (const auto& dir : cases) {
+      const std::string name = std::string(suite) + "/" + dir.filename().string();
+      if (!filter.empty() && name.find(filter) == std::string::npos) continue;
+      std::string outcome;
+      try {
+        outcome = runCase(dir);
+      } catch (const Skip& s) {
+        ++skipped;
+        ++reasons[shortReason(s.reason)];
+        if (verbose) std::cout << "SKIP " << name << ": " << s.reason << "\n";
+        continue;
+      } catch (const actnn::onnx::UnsupportedError& e) {
+        // An element type of the test data (bfloat16 stored as UINT16, ...).
+        ++skipped;
+        ++reasons[shortReason(std::string("unsupported: ") + e.what())];
+        if (verbose) std::cout << "SKIP " << name << ": " << e.what() << "\n";
+        continue;
+      } catch (const c10::Error& e) {
+        outcome = e.what_without_backtrace();
+      } catch (const std::exception& e) {
+        outcome = e.what();
+      }
+      if (outcome.empty()) {
+        ++passed;
+        if (verbose) std::cout << "PASS " << name << "\n";
+      } else {
+        ++failed;
+        std::cout << "FAIL " << name << ": " << outcome << "\n";
+      }
+    }
+  }
+  if (verbose) {
+    std::cout << "skip reasons:\n";
+    for (const auto& r : reasons) std::cout << "  " << r.second << "  " << r.first << "\n";
+  }
+  std::cout << "onnx backend test data: " << passed << " passed, " << failed << " failed, " << skipped
+            << " skipped-unsupported\n";
+  return failed == 0 ? 0 : 1;
+}
