@@ -9,7 +9,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler
   libgtest-dev llvm-14-tools zlib1g-dev
-  python3-torch python3-torchvision
+  python3-torch python3-torchvision python3-venv python3-pip
   dataset-fashion-mnist libonnx-testdata
   "$@"
 )
@@ -23,12 +23,23 @@ done
 
 if [ "${#missing[@]}" -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# ONNX Runtime's training artifacts for the ONNX training-graph tests come
+# from PyPI's onnxruntime-training, in a venv of Debian's python3 (which sees
+# python3-torch). Kept outside the checkout so clean clones reuse it. numpy<2:
+# Debian's torch 1.13 was built against numpy 1.x.
+ORT_VENV=${ACTNN_ORT_VENV:-$HOME/.cache/actnn/ort-venv}
+if ! "$ORT_VENV/bin/python3" -c 'import onnxruntime.training, onnx' 2>/dev/null; then
+  echo "install-deps: making $ORT_VENV with onnxruntime-training"
+  mkdir -p "$(dirname "$ORT_VENV")"
+  /usr/bin/python3 -m venv --system-site-packages "$ORT_VENV"
+  "$ORT_VENV/bin/pip" install -q 'onnxruntime-training==1.19.2' 'onnx==1.16.2' 'numpy<2'
+fi

@@ -146,10 +146,13 @@ class Importer {
       throw UnsupportedError(origin_ + ": model-local functions are not supported");
     for (int i = 0; i < g.node_size(); ++i) {
       const auto& node = g.node(i);
+      int64_t version = opset_;
+      for (const auto& op : model_.opset_import())
+        if (op.domain() == node.domain()) version = op.version();
       const std::string where = origin_ + ": node " + std::to_string(i) +
                                 (node.name().empty() ? "" : " '" + node.name() + "'") + " (op " + node.op_type() +
                                 ", domain " + (node.domain().empty() ? "ai.onnx" : node.domain()) + ", opset " +
-                                std::to_string(opset_) + ")";
+                                std::to_string(version) + ")";
       if (!isDefaultDomain(node.domain()))
         throw UnsupportedError(where + ": ops outside the default domain are not supported");
       if (!isSupportedOp(node.op_type()))
@@ -166,10 +169,15 @@ class Importer {
 
   void inferShapes() {
     ::onnx::ModelProto copy = model_;
+    // Strict: a node whose output types cannot be inferred is an error in
+    // the model (BatchNormalization with training_mode=1 and one output,
+    // mismatched operand types, ...), named here rather than at the first op
+    // that needs a type.
     try {
-      ::onnx::shape_inference::InferShapes(copy);
+      ::onnx::shape_inference::InferShapes(copy, ::onnx::OpSchemaRegistry::Instance(),
+                                           ::onnx::ShapeInferenceOptions(/*check_type=*/true, /*error_mode=*/1));
     } catch (const std::exception& e) {
-      throw ImportError(origin_ + ": ONNX shape inference failed: " + e.what());
+      throw ImportError(origin_ + ": ONNX shape inference rejects the model: " + e.what());
     }
     auto record = [&](const ::onnx::ValueInfoProto& vi) {
       if (auto s = staticShape(vi.type())) shapes_[vi.name()] = *s;
@@ -359,11 +367,16 @@ void checkModel(const ::onnx::ModelProto& model, const std::string& origin) {
   ::onnx::ModelProto model;
   auto status = ::onnx::OnnxParser::Parse(model, text.c_str());
   if (!status.IsOK()) throw ImportError(origin + ": not valid ONNX text syntax: " + status.ErrorMessage());
-  checkModel(model, origin);
   return model;
 }
 
 ::onnx::ModelProto loadModel(const std::string& path) {
+  ::onnx::ModelProto model = readModel(path);
+  checkModel(model, path);
+  return model;
+}
+
+::onnx::ModelProto readModel(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ImportError(path + ": cannot open the file");
   std::stringstream buffer;
@@ -372,7 +385,6 @@ void checkModel(const ::onnx::ModelProto& model, const std::string& origin) {
   ::onnx::ModelProto model;
   if (!model.ParseFromString(buffer.str()))
     throw ImportError(path + ": not a binary ONNX model (the protobuf does not parse)");
-  checkModel(model, path);
   return model;
 }
 

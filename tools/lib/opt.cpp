@@ -9,7 +9,10 @@
 #include <sstream>
 
 #include "actnn/actnn.h"
+#include "actnn/passes/onnx_actnn_ops.h"
 #include "actnn/passes/onnx_import.h"
+#include "actnn/passes/onnx_text.h"
+#include "actnn/passes/onnx_training.h"
 #include "actnn/passes/registry.h"
 #include "args.h"
 #include "saved_report.h"
@@ -22,7 +25,11 @@ std::string usage() {
   std::ostringstream out;
   out << "usage: actnn-opt [options] INPUT\n\n"
          "INPUT is a TorchScript archive (.pt), TorchScript graph text (.tsir), or an ONNX\n"
-         "model (.onnx binary, .onnxtxt ONNX text syntax).\n\n";
+         "model (.onnx binary, .onnxtxt ONNX text syntax). An ONNX model is imported and\n"
+         "compiled like a TorchScript one; an ONNX training graph (forward and backward in\n"
+         "one graph, a gradient seed named <value>_grad, as ONNX Runtime's training artifacts)\n"
+         "is rewritten in place: its saved values get com.actnn Quantize/Dequantize nodes\n"
+         "(docs/onnx-actnn-ops.md) and it is written as ONNX (--emit=onnxtxt|onnx).\n\n";
   return out.str();
 }
 
@@ -57,9 +64,9 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
+bool isOnnx(const std::string& path) { return endsWith(path, ".onnx") || endsWith(path, ".onnxtxt"); }
+
 TrainingIR load(const std::string& path) {
-  if (endsWith(path, ".onnx") || endsWith(path, ".onnxtxt"))
-    return TrainingIR::fromModule(onnx::importModel(onnx::loadModel(path), path));
   std::string text = readFile(path);
   bool archive = endsWith(path, ".pt") || (text.size() >= 2 && text[0] == 'P' && text[1] == 'K');
   if (archive) {
@@ -76,6 +83,67 @@ TrainingIR load(const std::string& path) {
     throw CompileError(path + ": cannot parse TorchScript graph text: " + e.what());
   }
   return TrainingIR::fromGraph(graph);
+}
+
+// Writes `text` to -o FILE, or to `out` when there is none.
+void writeText(const std::string& output, std::ostream& out, const std::string& text) {
+  if (output.empty()) {
+    out << text;
+    return;
+  }
+  std::ofstream file(output);
+  if (!file) throw UsageError("cannot write '" + output + "'");
+  file << text;
+}
+
+// An ONNX training graph (forward and backward in one graph): quantize its
+// saved values per --level and write the model (ONNX text, or binary with
+// --emit=onnx) or the report.
+int rewriteOnnxTraining(::onnx::ModelProto& model, const std::string& input, const Args& args, std::ostream& out,
+                        std::ostream& err) {
+  if (!args.str("passes").empty())
+    throw UsageError("--passes names TorchScript passes; an ONNX training graph is rewritten per --level");
+  if (args.str("print-ir-after-all") == "true" || !args.str("print-ir-after").empty() ||
+      !args.str("input-shape").empty())
+    throw UsageError("--print-ir-after(-all) and --input-shape apply to TorchScript pipelines, not to ONNX training graphs");
+  std::string emit = args.str("emit");
+  if (emit == "training") emit = "onnxtxt";
+  if (emit != "onnx" && emit != "onnxtxt")
+    throw UsageError("an ONNX training graph is written as --emit=onnx or --emit=onnxtxt, not '" + emit + "'");
+  const std::string output = args.str("output");
+  if (emit == "onnx" && output.empty()) throw UsageError("--emit=onnx writes a binary model; give -o FILE");
+
+  // The checker runs before and after. ONNX Runtime's artifacts fail the
+  // onnx 1.12 checker already (they put MaxPoolGrad in the default domain);
+  // those are rewritten all the same, with a note.
+  registerActnnOnnxOps();
+  std::string input_problem;
+  try {
+    onnx::checkModel(model, input);
+  } catch (const onnx::ImportError& e) {
+    input_problem = e.what();
+  }
+  const OnnxTrainingReport report = insertOnnxQuantize(model, onnxPolicyForLevel(args.str("level")));
+  if (input_problem.empty()) {
+    onnx::checkModel(model, input + " after the rewrite");
+  } else {
+    err << "actnn-opt: note: " << input_problem
+        << "\nactnn-opt: note: the input fails the ONNX checker already; the rewritten model is not re-checked\n";
+  }
+
+  const std::string format = args.str("report");
+  if (!format.empty()) {
+    if (format != "text" && format != "json") throw UsageError("--report expects text or json, got '" + format + "'");
+    writeText(output, out, format == "json" ? formatOnnxTrainingReportJson(report) : formatOnnxTrainingReport(report));
+    return 0;
+  }
+  if (emit == "onnx") {
+    std::ofstream file(output, std::ios::binary);
+    if (!file || !model.SerializeToOstream(&file)) throw UsageError("cannot write '" + output + "'");
+    return 0;
+  }
+  writeText(output, out, onnxModelText(model));
+  return 0;
 }
 
 void printIR(std::ostream& os, const TrainingIR& ir, const std::string& emit) {
@@ -95,7 +163,8 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
   args.positional("INPUT", "a TorchScript archive (.pt), graph text (.tsir) or ONNX model (.onnx, .onnxtxt)")
       .flag("level", "L3", "the named pipeline to run (L0..L5)")
       .flag("passes", "", "an explicit pipeline, e.g. lower-module,canonicalize{shape-checks=remove}")
-      .flag("emit", "training", "module | forward | backward | training (F and B)")
+      .flag("emit", "training",
+            "module | forward | backward | training (F and B); for ONNX training graphs: onnx | onnxtxt")
       .option("print-ir-after-all", "false", "true", "print the IR after every pass (to stderr)")
       .flag("print-ir-after", "", "print the IR after this pass (to stderr)")
       .flag("output", "", "output file (-o); IR goes to stdout when absent")
@@ -110,13 +179,25 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     const std::string input = args.str("INPUT");
     if (input.empty()) throw UsageError("no INPUT given");
     const std::string emit = args.str("emit");
-    if (emit != "module" && emit != "forward" && emit != "backward" && emit != "training")
-      throw UsageError("--emit expects module, forward, backward or training, got '" + emit + "'");
+    const bool onnx_emit = emit == "onnx" || emit == "onnxtxt";
+    if (emit != "module" && emit != "forward" && emit != "backward" && emit != "training" && !onnx_emit)
+      throw UsageError("--emit expects module, forward, backward, training, onnx or onnxtxt, got '" + emit + "'");
     const bool all = args.str("print-ir-after-all") == "true";
     const std::string after = args.str("print-ir-after");
     if (!after.empty()) createPass(after);  // names an existing pass
 
-    TrainingIR ir = load(input);
+    TrainingIR ir;
+    if (isOnnx(input)) {
+      // A model with a backward part (or --emit=onnx|onnxtxt) is an ONNX
+      // training graph to rewrite in place; any other is imported.
+      ::onnx::ModelProto model = onnx::readModel(input);
+      if (onnx_emit || hasGradientSeed(model)) return rewriteOnnxTraining(model, input, args, out, err);
+      onnx::checkModel(model, input);
+      ir = TrainingIR::fromModule(onnx::importModel(model, input));
+    } else {
+      if (onnx_emit) throw UsageError("--emit=" + emit + " needs an ONNX training graph (.onnx, .onnxtxt) as INPUT");
+      ir = load(input);
+    }
     Options options;
     options.level = args.str("level");
     options.passes = args.str("passes");

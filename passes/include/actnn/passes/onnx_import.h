@@ -63,9 +63,10 @@ constexpr int kMinOpset = 9;
 constexpr int kMaxOpset = 17;
 
 // Reads `path` (binary protobuf, or ONNX text syntax when it ends in
-// ".onnxtxt") and runs the ONNX checker.
+// ".onnxtxt"); loadModel also runs the ONNX checker.
+::onnx::ModelProto readModel(const std::string& path);
 ::onnx::ModelProto loadModel(const std::string& path);
-// Parses ONNX text syntax and runs the checker; `origin` names it in errors.
+// Parses ONNX text syntax; `origin` names it in errors.
 ::onnx::ModelProto parseModelText(const std::string& text, const std::string& origin);
 void checkModel(const ::onnx::ModelProto& model, const std::string& origin);
 

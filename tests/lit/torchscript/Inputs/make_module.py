@@ -7,7 +7,7 @@
 #   setattr    forward assigns an int attribute (self.calls += 1)
 #   nested-setattr  the same assignment inside a submodule
 #   dict-attr  forward reads a Dict[str, Tensor] attribute
-#   no-rule    forward applies torch.erf (no derivative rule) to an activation
+#   no-rule    forward applies torch.cosh (no derivative rule) to an activation
 import sys
 from typing import Dict
 
@@ -72,7 +72,7 @@ class NoRule(nn.Module):
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        return torch.erf(self.fc(x))  # NO-RULE-LINE
+        return torch.cosh(self.fc(x))  # NO-RULE-LINE
 
 
 def main():
