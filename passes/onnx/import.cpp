@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -106,6 +107,57 @@ c10::optional<Shape> staticShape(const ::onnx::TypeProto& type) {
   return s;
 }
 
+// The scalar value of a one-element constant tensor operand, if it is one.
+c10::optional<double> scalarConstant(Value* v) {
+  auto iv = torch::jit::toIValue(v);
+  if (!iv) return c10::nullopt;
+  if (iv->isDouble() || iv->isInt()) return iv->toScalar().toDouble();
+  if (iv->isTensor() && iv->toTensor().numel() == 1) return iv->toTensor().item<double>();
+  return c10::nullopt;
+}
+
+bool isOp(torch::jit::Node* n, c10::Symbol kind) { return n->kind() == kind; }
+
+// The operand of binary node `n` that is not `v` (nullptr if neither is).
+Value* otherOperand(torch::jit::Node* n, Value* v) {
+  if (n->input(0) == v) return n->input(1);
+  if (n->input(1) == v) return n->input(0);
+  return nullptr;
+}
+
+bool near(c10::optional<double> v, double want) { return v && std::abs(*v - want) < 1e-6 * std::max(1.0, want); }
+
+// Erf-based GELU as exporters write it, x * (erf(x / sqrt(2)) + 1) * 0.5
+// (torch.onnx's Mul(Mul(x, Add(Erf(Div(x, 1.41421)), 1)), 0.5), products in
+// either operand order), becomes one aten::gelu: backward then saves x once
+// (quantizable as a GELU input) instead of x, the erf argument and the sum.
+void fuseErfGelu(Graph& graph) {
+  std::vector<torch::jit::Node*> erfs;
+  for (auto* n : graph.nodes())
+    if (isOp(n, c10::aten::erf)) erfs.push_back(n);
+  for (auto* erf : erfs) {
+    auto* div = erf->input(0)->node();
+    if (!isOp(div, c10::aten::div) || div->inputs().size() != 2 || !near(scalarConstant(div->input(1)), std::sqrt(2.0)))
+      continue;
+    Value* x = div->input(0);
+    if (erf->output()->uses().size() != 1 || div->output()->uses().size() != 1) continue;
+    auto* add = erf->output()->uses()[0].user;
+    if (!isOp(add, c10::aten::add) || add->inputs().size() != 3 || !near(scalarConstant(add->input(2)), 1.0) ||
+        !near(scalarConstant(otherOperand(add, erf->output())), 1.0) || add->output()->uses().size() != 1)
+      continue;
+    auto* inner = add->output()->uses()[0].user;
+    if (!isOp(inner, c10::aten::mul) || otherOperand(inner, add->output()) != x || inner->output()->uses().size() != 1)
+      continue;
+    auto* outer = inner->output()->uses()[0].user;
+    if (!isOp(outer, c10::aten::mul) || !near(scalarConstant(otherOperand(outer, inner->output())), 0.5)) continue;
+    torch::jit::WithInsertPoint guard(outer);
+    Value* gelu = graph.insert(c10::aten::gelu, {x}, {torch::jit::NamedValue("approximate", std::string("none"))});
+    if (outer->output()->hasDebugName()) gelu->setDebugName(outer->output()->debugName());
+    outer->output()->replaceAllUsesWith(gelu);
+    for (auto* n : {outer, inner, add, erf, div}) n->destroy();
+  }
+}
+
 class Importer {
  public:
   Importer(const ::onnx::ModelProto& model, std::string origin) : model_(model), origin_(std::move(origin)) {}
@@ -133,6 +185,7 @@ class Importer {
     } else {
       graph_->registerOutput(graph_->insertNode(graph_->createTuple(outs))->output());
     }
+    fuseErfGelu(*graph_);
     torch::jit::EliminateDeadCode(graph_);
     auto* fn = module_._ivalue()->compilation_unit()->create_function(
         c10::QualifiedName(*module_.type()->name(), "forward"), graph_);
@@ -399,6 +452,11 @@ std::vector<std::string> supportedOps() {
 }
 
 bool isSupportedOp(const std::string& op_type) { return opTable().count(op_type) > 0; }
+
+bool isConstantOperand(const std::string& op_type, int input) {
+  auto it = opTable().find(op_type);
+  return it != opTable().end() && it->second.constant_inputs.count(input) > 0;
+}
 
 }  // namespace onnx
 }  // namespace actnn

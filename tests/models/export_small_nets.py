@@ -75,6 +75,21 @@ class ConvTranspose(nn.Module):
         return self.t1(x), self.t3(self.t2(y))
 
 
+class PadErfIndex(nn.Module):
+    """constant_pad_nd (positive, negative and asymmetric widths), erf,
+    index_select: the ops ONNX import lowers Pad, Erf and Gather to."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.register_buffer("idx", torch.tensor([2, 0, 3, 3]))
+
+    def forward(self, x):
+        p = torch.constant_pad_nd(x, [1, 2, 0, -1], 0.5)
+        h = torch.erf(self.conv(p))
+        return torch.index_select(h, 1, self.idx)
+
+
 class Linear(nn.Module):
     """linear on 3-d and 1-d inputs, addmm (broadcast bias, scaled and not),
     mm, bmm, baddbmm, t."""
@@ -372,6 +387,7 @@ NETS = {
     "conv1d": (Conv1d, [("float", (2, 4, 16))]),
     "conv2d": (Conv2d, [("float", (2, 3, 10, 10))]),
     "conv3d": (Conv3d, [("float", (2, 2, 6, 6, 6))]),
+    "pad_erf_index": (PadErfIndex, [("float", (2, 3, 8, 8))]),
     "conv_transpose": (ConvTranspose, [("float", (2, 4, 8)), ("float", (2, 4, 5, 5))]),
     "linear": (Linear, [("float", (2, 3, 6))]),
     "matmul": (Matmul, [("float", (2, 3, 6))]),

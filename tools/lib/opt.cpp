@@ -41,6 +41,17 @@ std::string passList() {
     auto pass = info.create();
     for (const auto& line : pass->options().describe()) out << "      {" << line << "}\n";
   }
+  out << "\nONNX ops imported (default domain, opsets " << onnx::kMinOpset << "-" << onnx::kMaxOpset << "):\n ";
+  size_t width = 1;
+  for (const auto& op : onnx::supportedOps()) {
+    if (width + op.size() + 1 > 88) {
+      out << "\n ";
+      width = 1;
+    }
+    out << " " << op;
+    width += op.size() + 1;
+  }
+  out << "\n";
   out << "\nlevels (--level):\n";
   for (const char* level : {"L0", "L1", "L2", "L3", "L4", "L5"}) {
     try {

@@ -77,6 +77,9 @@ torch::jit::Module importModel(const ::onnx::ModelProto& model, const std::strin
 // backend test runner.
 std::vector<std::string> supportedOps();
 bool isSupportedOp(const std::string& op_type);
+// Whether operand `input` of `op_type` must be a constant at import (a shape,
+// axes, bounds, padding widths, ...).
+bool isConstantOperand(const std::string& op_type, int input);
 
 // A TensorProto (raw or typed data; no external data) as a CPU tensor.
 at::Tensor toTensor(const ::onnx::TensorProto& proto, const std::string& what);
