@@ -34,12 +34,13 @@ at::ScalarType scalarTypeOf(int32_t t, const std::string& what) {
 
 namespace {
 
+// The typed values as a 1-d tensor of `dst_type`.
 template <typename Src>
 at::Tensor fromValues(const google::protobuf::RepeatedField<Src>& values, at::ScalarType src_type,
-                      at::ScalarType dst_type, const std::vector<int64_t>& dims) {
+                      at::ScalarType dst_type) {
   std::vector<Src> copy(values.begin(), values.end());
   auto t = at::from_blob(copy.data(), {static_cast<int64_t>(copy.size())}, at::TensorOptions(src_type)).clone();
-  return t.to(dst_type).reshape(dims);
+  return t.to(dst_type);
 }
 
 }  // namespace
@@ -63,9 +64,9 @@ at::Tensor toTensor(const ::onnx::TensorProto& proto, const std::string& what) {
     if (expect > 0) std::memcpy(t.data_ptr(), raw.data(), raw.size());
   } else {
     switch (proto.data_type()) {
-      case TP::FLOAT: t = fromValues(proto.float_data(), at::kFloat, type, {numel}); break;
-      case TP::DOUBLE: t = fromValues(proto.double_data(), at::kDouble, type, {numel}); break;
-      case TP::INT64: t = fromValues(proto.int64_data(), at::kLong, type, {numel}); break;
+      case TP::FLOAT: t = fromValues(proto.float_data(), at::kFloat, type); break;
+      case TP::DOUBLE: t = fromValues(proto.double_data(), at::kDouble, type); break;
+      case TP::INT64: t = fromValues(proto.int64_data(), at::kLong, type); break;
       case TP::FLOAT16:
       case TP::BFLOAT16: {
         // 16-bit patterns stored one per int32.
@@ -73,7 +74,7 @@ at::Tensor toTensor(const ::onnx::TensorProto& proto, const std::string& what) {
         t = at::from_blob(bits.data(), {static_cast<int64_t>(bits.size())}, at::kShort).clone().view(type);
         break;
       }
-      default: t = fromValues(proto.int32_data(), at::kInt, type, {numel}); break;
+      default: t = fromValues(proto.int32_data(), at::kInt, type); break;
     }
     if (t.numel() != numel)
       throw ImportError(what + ": tensor '" + proto.name() + "' has " + std::to_string(t.numel()) +

@@ -69,17 +69,22 @@ std::string valueName(const std::string& name) {
 
 enum class InitRole { Constant, Parameter, Buffer };
 
-// How each initializer is read: as data (a parameter when it is a float), as
-// batch normalization's running statistics (a buffer), or only where an op
-// needs a constant (a constant).
+// How each initializer is read: as data (a parameter when it is a float
+// tensor of rank 1 or more), as batch normalization's running statistics (a
+// buffer), or only where an op needs a constant (a constant). Rank-0 float
+// initializers are constants: that is how simplifiers and exporters store the
+// scalars of a computation (sqrt(2) of GELU, an epsilon, an attention scale),
+// which must not train, and which the folding and the GELU fusion need to see
+// as constants. (A one-element bias, Linear(k, 1)'s, has rank 1.)
 std::unordered_map<std::string, InitRole> initializerRoles(const ::onnx::GraphProto& g) {
   std::unordered_map<std::string, InitRole> roles;
   std::unordered_map<std::string, bool> is_float;
   for (const auto& init : g.initializer()) {
     roles[init.name()] = InitRole::Constant;
     const auto t = init.data_type();
-    is_float[init.name()] = t == ::onnx::TensorProto::FLOAT || t == ::onnx::TensorProto::DOUBLE ||
-                            t == ::onnx::TensorProto::FLOAT16 || t == ::onnx::TensorProto::BFLOAT16;
+    is_float[init.name()] = init.dims_size() > 0 &&
+                            (t == ::onnx::TensorProto::FLOAT || t == ::onnx::TensorProto::DOUBLE ||
+                             t == ::onnx::TensorProto::FLOAT16 || t == ::onnx::TensorProto::BFLOAT16);
   }
   const auto& table = opTable();
   for (const auto& node : g.node()) {
@@ -334,14 +339,16 @@ class Importer {
       auto values = torch::jit::runNodeIfInputsAreConstant(n);
       if (!values || values->size() != n->outputs().size()) continue;
       torch::jit::WithInsertPoint guard(n);
-      bool all = true;
       std::vector<Value*> constants;
       for (const auto& v : *values) {
-        auto c = graph_->insertConstant(v.isTensor() ? c10::IValue(v.toTensor().detach()) : v);
-        if (!c) all = false;
-        constants.push_back(c);
+        auto c = torch::jit::tryInsertConstant(*graph_, v.isTensor() ? c10::IValue(v.toTensor().detach()) : v);
+        if (!c) break;
+        constants.push_back(*c);
       }
-      if (!all) continue;
+      if (constants.size() != values->size()) {
+        for (Value* c : constants) c->node()->destroy();
+        continue;
+      }
       for (size_t i = 0; i < constants.size(); ++i) {
         for (Value*& out : outputs)
           if (out == n->output(i)) out = constants[i];

@@ -76,16 +76,18 @@ void clip(NodeContext& c) {
     c.setOutput(0, c.op(aten::hardtanh, {c.input(0), lo, hi}));
     return;
   }
-  // Integer clip: not differentiable, clamp with integral bounds.
-  auto bound = [&](double v) -> c10::IValue {
-    if (std::isinf(v)) return c10::IValue();
-    return c10::IValue(static_cast<int64_t>(v));
+  // Integer clip (opset 12+): not differentiable; bounds read as integers
+  // (through double, INT64_MAX would not survive).
+  auto bound = [&](size_t i, const char* what) -> c10::IValue {
+    if (!c.hasInput(i)) return c10::IValue();
+    return c10::IValue(c.requireConstant(i, what).to(at::kLong).item<int64_t>());
   };
-  if (std::isinf(lo) && std::isinf(hi)) {
+  c10::IValue min = bound(1, "Clip's min"), max = bound(2, "Clip's max");
+  if (min.isNone() && max.isNone()) {
     c.setOutput(0, c.input(0));
     return;
   }
-  c.setOutput(0, c.op(aten::clamp, {c.input(0), c.constant(bound(lo)), c.constant(bound(hi))}));
+  c.setOutput(0, c.op(aten::clamp, {c.input(0), c.constant(min), c.constant(max)}));
 }
 
 void softmaxLike(NodeContext& c, c10::Symbol kind) {
@@ -119,17 +121,30 @@ void gemm(NodeContext& c) {
   Value* a = c.input(0);
   Value* b = c.input(1);
   const bool has_c = c.hasInput(2);
-  if (alpha == 1.0 && (beta == 1.0 || !has_c) && !trans_a && trans_b) {
+  // aten::linear's bias is a vector of the output features (its derivative
+  // rule sums to [N]); any other C broadcast goes through mm + add.
+  bool vector_c = !has_c;
+  if (has_c) {
+    auto cs = c.maybeShapeOf(2);
+    auto bs = c.maybeShapeOf(1);
+    vector_c = cs && bs && cs->size() == 1 && bs->size() == 2 && (*cs)[0] == (*bs)[0];
+  }
+  if (alpha == 1.0 && (beta == 1.0 || !has_c) && !trans_a && trans_b && vector_c) {
     c.setOutput(0, c.op(aten::linear, {a, b, has_c ? c.input(2) : c.constant(c10::IValue())}));
     return;
   }
   if (trans_a) a = c.op(aten::t, {a});
   if (trans_b) b = c.op(aten::t, {b});
   Value* y = c.op(aten::mm, {a, b});
-  if (alpha != 1.0) y = c.op(aten::mul, {y, alpha});
+  const bool integral = !isFloating(c.dtypeOf(0));
+  auto scaled = [&](Value* v, double factor) {
+    if (factor == 1.0) return v;
+    if (integral && factor != std::floor(factor)) c.unsupported("Gemm on integers with a fractional alpha or beta");
+    return integral ? c.op(aten::mul, {v, static_cast<int64_t>(factor)}) : c.op(aten::mul, {v, factor});
+  };
+  y = scaled(y, alpha);
   if (has_c) {
-    Value* bias = c.input(2);
-    if (beta != 1.0) bias = c.op(aten::mul, {bias, beta});
+    Value* bias = scaled(c.input(2), beta);
     y = c.op(aten::add, {y, bias});
   }
   c.setOutput(0, y);
@@ -198,6 +213,24 @@ std::vector<int64_t> symmetricPadding(NodeContext& c, Value*& x, const Window& w
   return sym;
 }
 
+// With ceil_mode, ATen drops a last window that would start in the end
+// padding; ONNX before opset 19 keeps it. Pools whose output size would differ
+// are refused rather than computed with a different shape than the model's.
+void checkCeilMode(NodeContext& c, const Window& w, const std::vector<int64_t>& sym) {
+  const Shape in = c.shapeOf(0, "pooling with ceil_mode compares ONNX's output size with ATen's");
+  for (size_t i = 0; i < w.kernel.size(); ++i) {
+    const int64_t size = in[2 + i], s = w.strides[i], eff = (w.kernel[i] - 1) * w.dilations[i] + 1;
+    const int64_t padded_in = size + (w.begin[i] - sym[i]) + (w.end[i] - sym[i]);
+    const int64_t onnx = (size + w.begin[i] + w.end[i] - eff + s - 1) / s + 1;
+    int64_t aten_size = (padded_in + 2 * sym[i] - eff + s - 1) / s + 1;
+    if ((aten_size - 1) * s >= padded_in + sym[i]) --aten_size;
+    if (onnx != aten_size)
+      c.unsupported("ceil_mode: ONNX gives " + std::to_string(onnx) + " outputs along spatial axis " +
+                    std::to_string(i) + ", ATen's pooling " + std::to_string(aten_size) +
+                    " (it drops a window that starts in the padding)");
+  }
+}
+
 void conv(NodeContext& c) {
   Value* x = c.input(0);
   Shape wshape = c.shapeOf(1, "Conv's kernel size comes from the weight");
@@ -210,58 +243,72 @@ void conv(NodeContext& c) {
                                           std::vector<int64_t>(spatial, 0), c.attrInt("group", 1)}));
 }
 
+int64_t floorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
 void convTranspose(NodeContext& c) {
   Shape wshape = c.shapeOf(1, "ConvTranspose's kernel size comes from the weight");
   const int64_t spatial = static_cast<int64_t>(wshape.size()) - 2;
   if (spatial < 1 || spatial > 3) c.unsupported("only 1-d, 2-d and 3-d transposed convolutions are supported");
-  Shape kernel = c.attrInts("kernel_shape", Shape(wshape.begin() + 2, wshape.end()));
-  auto strides = c.attrInts("strides", std::vector<int64_t>(spatial, 1));
-  auto dilations = c.attrInts("dilations", std::vector<int64_t>(spatial, 1));
-  auto output_padding = c.attrInts("output_padding", std::vector<int64_t>(spatial, 0));
-  std::vector<int64_t> begin(spatial, 0), end(spatial, 0);
+  auto sized = [&](const char* name, std::vector<int64_t> v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) != n) c.fail(std::string(name) + " must have " + std::to_string(n) + " entries");
+    return v;
+  };
+  const Shape kernel = sized("kernel_shape", c.attrInts("kernel_shape", Shape(wshape.begin() + 2, wshape.end())), spatial);
+  const auto strides = sized("strides", c.attrInts("strides", std::vector<int64_t>(spatial, 1)), spatial);
+  const auto dilations = sized("dilations", c.attrInts("dilations", std::vector<int64_t>(spatial, 1)), spatial);
+  const auto output_padding =
+      sized("output_padding", c.attrInts("output_padding", std::vector<int64_t>(spatial, 0)), spatial);
   const std::string auto_pad = c.attrString("auto_pad", "NOTSET");
+  if (auto_pad != "NOTSET" && auto_pad != "VALID" && auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER")
+    c.fail("auto_pad '" + auto_pad + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
+  // ONNX's padding: cropped from the full result (negative: zeros added).
+  std::vector<int64_t> begin(spatial, 0), end(spatial, 0);
   if (c.hasAttr("output_shape") || auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
     Shape in = c.shapeOf(0, "ConvTranspose with output_shape or auto_pad SAME pads from the input size");
     Shape out = c.attrInts("output_shape");
     if (out.empty())
       for (int64_t i = 0; i < spatial; ++i) out.push_back(in[2 + i] * strides[i]);
     if (static_cast<int64_t>(out.size()) == spatial + 2) out.erase(out.begin(), out.begin() + 2);
+    out = sized("output_shape", out, spatial);
     for (int64_t i = 0; i < spatial; ++i) {
       const int64_t total = strides[i] * (in[2 + i] - 1) + output_padding[i] +
                             ((kernel[i] - 1) * dilations[i] + 1) - out[i];
-      if (total < 0) c.unsupported("output_shape larger than the full transposed convolution");
-      const bool upper = auto_pad != "SAME_LOWER";
-      begin[i] = upper ? total / 2 : total - total / 2;
-      end[i] = total - begin[i];
+      // Only SAME_UPPER puts the larger half at the end.
+      end[i] = auto_pad == "SAME_UPPER" ? total - floorDiv(total, 2) : floorDiv(total, 2);
+      begin[i] = total - end[i];
     }
   } else if (auto_pad == "NOTSET") {
-    auto pads = c.attrInts("pads", std::vector<int64_t>(2 * spatial, 0));
+    auto pads = sized("pads", c.attrInts("pads", std::vector<int64_t>(2 * spatial, 0)), 2 * spatial);
     begin.assign(pads.begin(), pads.begin() + spatial);
     end.assign(pads.begin() + spatial, pads.end());
   }
-  // ATen crops `padding` from both sides and adds output_padding at the end.
-  std::vector<int64_t> padding(spatial), extra_end(spatial);
-  for (int64_t i = 0; i < spatial; ++i) {
-    padding[i] = std::min(begin[i], end[i]);
-    if (begin[i] > end[i]) c.unsupported("transposed convolution with more padding at the start than at the end");
-    extra_end[i] = output_padding[i] - (end[i] - begin[i]);
-    if (extra_end[i] < 0 && output_padding[i] != 0)
-      c.unsupported("transposed convolution with both output_padding and asymmetric padding");
+  const int64_t group = c.attrInt("group", 1);
+  Value* none = c.constant(c10::IValue());
+  // ATen's transposed convolution crops the same `padding` from both sides
+  // and adds output_padding (< stride or dilation) at the end.
+  bool aten_form = true;
+  for (int64_t i = 0; i < spatial; ++i)
+    aten_form = aten_form && begin[i] == end[i] && begin[i] >= 0 &&
+                (output_padding[i] < strides[i] || output_padding[i] < dilations[i]);
+  if (aten_form) {
+    c.setOutput(0, c.op(aten::convolution, {c.input(0), c.input(1), c.hasInput(2) ? c.input(2) : none, strides, begin,
+                                            dilations, true, output_padding, group}));
+    return;
   }
-  Value* bias = c.hasInput(2) ? c.input(2) : c.constant(c10::IValue());
-  std::vector<int64_t> atenOutputPadding(spatial);
-  for (int64_t i = 0; i < spatial; ++i) atenOutputPadding[i] = std::max<int64_t>(extra_end[i], 0);
-  Value* y = c.op(aten::convolution, {c.input(0), c.input(1), bias, strides, padding, dilations, true,
-                                      atenOutputPadding, c.attrInt("group", 1)});
-  // Asymmetric padding without output_padding: crop the surplus at the end.
-  std::vector<int64_t> crop;
-  bool cropping = false;
+  // Otherwise: the full result, then crop / zero-pad each side, then the bias.
+  Value* y = c.op(aten::convolution, {c.input(0), c.input(1), none, strides, std::vector<int64_t>(spatial, 0),
+                                      dilations, true, std::vector<int64_t>(spatial, 0), group});
+  std::vector<int64_t> widths;  // ATen order: last dimension first
   for (int64_t k = spatial; k-- > 0;) {
-    crop.push_back(0);
-    crop.push_back(std::min<int64_t>(extra_end[k], 0));
-    cropping = cropping || extra_end[k] < 0;
+    widths.push_back(-begin[k]);
+    widths.push_back(output_padding[k] - end[k]);
   }
-  if (cropping) y = c.op(aten::constant_pad_nd, {y, crop, 0.0});
+  y = c.op(aten::constant_pad_nd, {y, widths, 0.0});
+  if (c.hasInput(2)) {
+    std::vector<int64_t> bias_shape(spatial + 1, 1);
+    bias_shape[0] = -1;
+    y = c.op(aten::add, {y, c.op(aten::reshape, {c.input(2), bias_shape})});
+  }
   c.setOutput(0, y);
 }
 
@@ -279,6 +326,7 @@ void maxPool(NodeContext& c) {
   // exact in float.
   if (integral) x = c.op(aten::to, {x, static_cast<int64_t>(at::kFloat), false, false});
   auto padding = symmetricPadding(c, x, w, -std::numeric_limits<double>::infinity(), /*pool=*/true);
+  if (c.attrInt("ceil_mode", 0) != 0) checkCeilMode(c, w, padding);
   static const c10::Symbol kinds[] = {aten::max_pool1d, aten::max_pool2d, aten::max_pool3d};
   Value* y = c.op(kinds[spatial - 1], {x, w.kernel, w.strides, padding, w.dilations, c.attrInt("ceil_mode", 0) != 0});
   if (integral) y = c.op(aten::to, {y, static_cast<int64_t>(dtype), false, false});
@@ -304,6 +352,7 @@ void averagePool(NodeContext& c) {
   for (int64_t i = 0; i < spatial; ++i)
     symmetric_within_limit = symmetric_within_limit && w.begin[i] == w.end[i] && w.begin[i] <= w.kernel[i] / 2;
   if (symmetric_within_limit) {
+    if (ceil_mode) checkCeilMode(c, w, w.begin);
     if (spatial == 1) {
       c.setOutput(0, c.op(aten::avg_pool1d, {x, w.kernel, w.strides, w.begin, ceil_mode, include_pad}));
       return;
@@ -316,14 +365,14 @@ void averagePool(NodeContext& c) {
   // count_include_pad, divide the window sums by the number of real values in
   // each window (the same pooling over a padded tensor of ones, a constant).
   auto padding = symmetricPadding(c, x, w, 0.0, /*pool=*/true);
+  if (ceil_mode) checkCeilMode(c, w, padding);
   Value* y = pool(x, padding);
   if (!include_pad) {
     Shape shape = c.shapeOf(0, "AveragePool with explicit padding counts the real values per window");
     Shape ones_shape(shape.size(), 1);
     std::copy(shape.begin() + 2, shape.end(), ones_shape.begin() + 2);
-    Window ww = w;
     Value* ones = c.constant(at::ones(ones_shape, at::TensorOptions(c.dtypeOf(0))));
-    auto pad_ones = symmetricPadding(c, ones, ww, 0.0, /*pool=*/true);
+    auto pad_ones = symmetricPadding(c, ones, w, 0.0, /*pool=*/true);
     y = c.op(aten::div, {y, pool(ones, pad_ones)});
   }
   c.setOutput(0, y);
@@ -331,6 +380,10 @@ void averagePool(NodeContext& c) {
 
 void globalAveragePool(NodeContext& c) {
   const int64_t rank = rankOf(c, 0, "GlobalAveragePool averages every dimension after the channels");
+  if (rank <= 2) {  // no spatial dimensions: the input itself
+    c.setOutput(0, c.input(0));
+    return;
+  }
   std::vector<int64_t> dims;
   for (int64_t d = 2; d < rank; ++d) dims.push_back(d);
   c.setOutput(0, c.op(aten::mean, {c.input(0), dims, true}));
@@ -342,9 +395,11 @@ bool isModuleState(Value* v) { return v->node()->kind() == c10::prim::GetAttr; }
 
 void batchNorm(NodeContext& c) {
   const double eps = c.attrFloat("epsilon", 1e-5), momentum = c.attrFloat("momentum", 0.9);
-  const bool training = c.opset() >= 14 ? c.attrInt("training_mode", 0) != 0
-                                        : c.outputUsed(1) || c.outputUsed(2) || c.outputUsed(3) ||
-                                              c.outputUsed(4) || c.numOutputs() > 1;
+  // Opsets 9-13: training is the five-output form (an omitted output has an
+  // empty name).
+  bool named_statistics = false;
+  for (size_t i = 1; i < c.numOutputs(); ++i) named_statistics = named_statistics || !c.proto().output(i).empty();
+  const bool training = c.opset() >= 14 ? c.attrInt("training_mode", 0) != 0 : named_statistics;
   Value* x = c.input(0);
   Value* none = c.constant(c10::IValue());
   if (!training) {
@@ -385,8 +440,11 @@ void dropout(NodeContext& c) {
   }  // before opset 12 Dropout is the identity outside training frameworks
   if (!training || ratio == 0.0) {
     c.setOutput(0, x);
-    if (c.outputUsed(1))
-      c.setOutput(1, c.op(aten::ones_like, {x}, {NamedValue("dtype", c10::IValue(static_cast<int64_t>(at::kBool)))}));
+    if (c.outputUsed(1)) {
+      // The mask is bool from opset 10 on, the input's type before.
+      const at::ScalarType mask_type = c.opset() < 10 ? c.dtypeOf(0) : at::kBool;
+      c.setOutput(1, c.op(aten::ones_like, {x}, {NamedValue("dtype", c10::IValue(static_cast<int64_t>(mask_type)))}));
+    }
     return;
   }
   if (c.outputUsed(1)) {
@@ -509,7 +567,9 @@ void slice(NodeContext& c) {
   const int64_t rank = shape ? static_cast<int64_t>(shape->size()) : rankOf(c, 0, "Slice's axes");
   for (size_t i = 0; i < starts.size(); ++i) {
     if (steps[i] <= 0) c.unsupported("Slice with a negative or zero step is not supported");
-    x = c.op(aten::slice, {x, normAxis(c, axes[i], rank), starts[i], ends[i], steps[i]});
+    // aten::slice reads a start of INT64_MAX as "from the beginning".
+    const int64_t start = std::min(starts[i], std::numeric_limits<int64_t>::max() - 1);
+    x = c.op(aten::slice, {x, normAxis(c, axes[i], rank), start, ends[i], steps[i]});
   }
   c.setOutput(0, x);
 }
@@ -534,10 +594,12 @@ void gather(NodeContext& c) {
     c.setOutput(0, c.op(aten::reshape, {picked, out}));
     return;
   }
-  // Run-time indices: wrapped into [0, size) (ONNX allows -size..size-1).
+  // Run-time indices: negative ones count from the end (ONNX allows
+  // -size..size-1); index_select rejects anything still out of range.
   Shape ishape = c.shapeOf(1, "Gather with run-time indices reshapes to the indices' shape");
-  Value* flat = c.op(aten::reshape, {c.input(1), std::vector<int64_t>{-1}});
-  Value* wrapped = c.op(aten::remainder, {c.op(aten::to, {flat, static_cast<int64_t>(at::kLong)}), shape[axis]});
+  Value* flat = c.op(aten::to, {c.op(aten::reshape, {c.input(1), std::vector<int64_t>{-1}}),
+                                static_cast<int64_t>(at::kLong), false, false});
+  Value* wrapped = c.op(aten::where, {c.op(aten::lt, {flat, int64_t{0}}), c.op(aten::add, {flat, shape[axis]}), flat});
   Value* picked = c.op(aten::index_select, {x, axis, wrapped});
   Shape out(shape.begin(), shape.begin() + axis);
   out.insert(out.end(), ishape.begin(), ishape.end());

@@ -6,10 +6,13 @@
 //   torch::jit::Module c = actnn::compile(m, options);
 //
 // What the imported module is:
-// - float initializers read by an op as data become trainable parameters
-//   (requires_grad), batch normalization's running mean and variance become
-//   buffers; integer initializers, and float ones read only where an op needs
-//   a constant (Clip bounds, Pad values, ...), become constants;
+// - float initializers of rank >= 1 read by an op as data become trainable
+//   parameters (requires_grad), batch normalization's running mean and
+//   variance become buffers; integer initializers, rank-0 float ones (the
+//   scalars simplifiers store as initializers) and float ones read only where
+//   an op needs a constant (Clip bounds, Pad values, ...) become constants;
+// - the module is specialized to the model's static input shapes where the
+//   model computes with them (Shape is evaluated at import);
 // - names are kept: an initializer "layer1.0.conv1.weight" is the parameter
 //   of that state_dict key (submodules "layer1", "0", "conv1"); a name that is
 //   not a dotted path of identifiers is made one ("onnx::Conv_193" ->
