@@ -69,7 +69,10 @@ class LowerModule : public Pass {
       info.name = i < schema.arguments().size() ? schema.arguments()[i].name()
                   : in->hasDebugName()          ? in->debugName()
                                                 : "input" + std::to_string(i - 1);
-      info.requires_grad = in->type()->isSubtypeOf(*c10::TensorType::get());
+      // A tensor input needs a gradient unless its type says it is not
+      // floating point (ONNX inputs carry their element type).
+      auto tensor = in->type()->cast<c10::TensorType>();
+      info.requires_grad = tensor && (!tensor->scalarType() || at::isFloatingType(*tensor->scalarType()));
       infos.push_back(info);
     }
     const size_t num_user = infos.size();

@@ -77,7 +77,8 @@ class ConvTranspose(nn.Module):
 
 class PadErfIndex(nn.Module):
     """constant_pad_nd (positive, negative and asymmetric widths), erf,
-    index_select: the ops ONNX import lowers Pad, Erf and Gather to."""
+    index_select, a float64 round trip: the ops ONNX import lowers Pad, Erf,
+    Gather and Cast to."""
 
     def __init__(self):
         super().__init__()
@@ -86,7 +87,7 @@ class PadErfIndex(nn.Module):
 
     def forward(self, x):
         p = torch.constant_pad_nd(x, [1, 2, 0, -1], 0.5)
-        h = torch.erf(self.conv(p))
+        h = torch.erf(self.conv(p).to(torch.float64)).to(torch.float32)
         return torch.index_select(h, 1, self.idx)
 
 

@@ -14,6 +14,14 @@
 // (the case is specialized to its data, as an exporter with static shapes
 // would have written it); the run counts as "bound" in the summary.
 //
+// Gradients too: for every passing case with a floating-point input or
+// parameter, the imported model is compiled at L0 and one training step
+// (loss = sum of outputs times fixed random probes) is compared with LibTorch
+// autograd through the imported module itself (relative error <= 1e-4 per
+// gradient, measured against at least 1% of the largest one). A case whose
+// ops are not differentiable (integer arithmetic, comparisons) is counted as
+// such, with the compiler's reason under --verbose.
+//
 //   onnx-backend-runner [--verbose] [--filter=SUBSTRING] DATA_DIR
 //
 // Prints one line per failure, then the counts; exits 1 if anything failed.
@@ -29,7 +37,9 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/jit/api/module.h>
 
+#include "actnn/actnn.h"
 #include "actnn/passes/onnx_import.h"
+#include "parity_util.h"
 
 namespace fs = std::filesystem;
 
@@ -81,9 +91,74 @@ bool isRandom(const torch::jit::Module& m) {
   return false;
 }
 
+constexpr double kGradTolerance = 1e-4, kGradFloor = 1e-2;
+
+struct GradientCheck {
+  bool checked = false;
+  std::string not_differentiable;  // why not checked
+};
+
+// L0 gradients of the imported model against autograd through it; returns
+// "" or what differs.
+std::string checkGradients(const onnx::ModelProto& model, const std::vector<c10::IValue>& inputs,
+                           const std::string& origin, GradientCheck& result) {
+  std::vector<at::Tensor> tensors;
+  bool differentiable_input = false;
+  for (const auto& v : inputs) {
+    tensors.push_back(v.toTensor());
+    differentiable_input = differentiable_input || v.toTensor().is_floating_point();
+  }
+  torch::jit::Module reference = actnn::onnx::importModel(model, origin);
+  if (!differentiable_input && reference.parameters().size() == 0) {
+    result.not_differentiable = "no floating-point input or parameter";
+    return "";
+  }
+  // Autograd's own verdict: an input it cannot differentiate for (batch
+  // norm's running statistics as graph inputs), or outputs that depend on no
+  // differentiable value (Shape): nothing to compare.
+  try {
+    std::vector<c10::IValue> args;
+    for (const auto& t : tensors) args.emplace_back(t.is_floating_point() ? t.detach().requires_grad_() : t);
+    c10::IValue out = reference.forward(args);
+    bool any = false;
+    for (const auto& v : out.isTuple() ? out.toTupleRef().elements().vec() : std::vector<c10::IValue>{out})
+      any = any || (v.isTensor() && v.toTensor().requires_grad());
+    if (!any) {
+      result.not_differentiable = "no output depends on a differentiable value";
+      return "";
+    }
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    const auto pos = what.find("is not differentiable with respect to");
+    if (pos == std::string::npos) throw;
+    const auto start = what.rfind('\n', pos) + 1;
+    result.not_differentiable = "autograd: " + what.substr(start, what.find('\n', pos) - start);
+    return "";
+  }
+  torch::jit::Module compiled;
+  try {
+    actnn::Options options;
+    options.level = "L0";
+    compiled = actnn::compile(actnn::onnx::importModel(model, origin), options);
+  } catch (const actnn::CompileError& e) {
+    std::string what = e.what();
+    result.not_differentiable = what.substr(0, what.find('\n'));
+    return "";
+  }
+  const auto report = actnn::testing::compareTrainingStep(reference, compiled, tensors, 5, kGradFloor);
+  result.checked = true;
+  if (!report.problems.empty()) return "gradients: " + report.problems.front();
+  if (report.worst > kGradTolerance) {
+    std::ostringstream s;
+    s << "gradients: relative error " << report.worst << " at " << report.worst_name;
+    return s.str();
+  }
+  return "";
+}
+
 // Runs one case; returns "" on success, throws Skip to skip it. `bound`: a
 // constant operand was bound from the test data.
-std::string runCase(const fs::path& dir, bool& bound) {
+std::string runCase(const fs::path& dir, bool& bound, GradientCheck& gradients) {
   onnx::ModelProto model;
   {
     std::ifstream in(dir / "model.onnx", std::ios::binary);
@@ -109,7 +184,6 @@ std::string runCase(const fs::path& dir, bool& bound) {
   for (const auto& node : model.graph().node())
     for (int i = 0; i < node.input_size(); ++i)
       if (actnn::onnx::isConstantOperand(node.op_type(), i)) constant_inputs.insert(node.input(i));
-  at::NoGradGuard no_grad;
   for (const auto& set : sets) {
     std::vector<c10::IValue> inputs;
     std::vector<at::Tensor> expected;
@@ -153,7 +227,11 @@ std::string runCase(const fs::path& dir, bool& bound) {
       if (!readTensor(set / ("output_" + std::to_string(i) + ".pb"), t)) throw Skip{"non-tensor output"};
       expected.push_back(t);
     }
-    c10::IValue result = m.forward(inputs);
+    c10::IValue result;
+    {
+      at::NoGradGuard no_grad;
+      result = m.forward(inputs);
+    }
     std::vector<at::Tensor> got;
     if (result.isTuple()) {
       for (const auto& v : result.toTupleRef().elements()) got.push_back(v.toTensor());
@@ -166,6 +244,10 @@ std::string runCase(const fs::path& dir, bool& bound) {
     for (size_t i = 0; i < got.size(); ++i) {
       std::string diff = compare(got[i], expected[i]);
       if (!diff.empty()) return set.filename().string() + " output " + std::to_string(i) + ": " + diff;
+    }
+    if (set == sets.front()) {
+      std::string diff = checkGradients(specialized, inputs, dir.string(), gradients);
+      if (!diff.empty()) return set.filename().string() + ": " + diff;
     }
   }
   return "";
@@ -194,7 +276,8 @@ int main(int argc, char** argv) {
                  "  DATA_DIR: onnx/backend/test/data of libonnx-testdata (node/, pytorch-converted/, ...)\n";
     return 2;
   }
-  int passed = 0, failed = 0, skipped = 0, bound_cases = 0;
+  int passed = 0, failed = 0, skipped = 0, bound_cases = 0, grad_checked = 0, grad_not_differentiable = 0;
+  std::map<std::string, int> grad_reasons;
   std::map<std::string, int> reasons;
   for (const char* suite : {"node", "pytorch-converted", "pytorch-operator"}) {
     std::vector<fs::path> cases;
@@ -206,8 +289,9 @@ int main(int argc, char** argv) {
       if (!filter.empty() && name.find(filter) == std::string::npos) continue;
       std::string outcome;
       bool bound = false;
+      GradientCheck gradients;
       try {
-        outcome = runCase(dir, bound);
+        outcome = runCase(dir, bound, gradients);
       } catch (const Skip& s) {
         ++skipped;
         ++reasons[shortReason(s.reason)];
@@ -227,6 +311,13 @@ int main(int argc, char** argv) {
       if (outcome.empty()) {
         ++passed;
         bound_cases += bound;
+        grad_checked += gradients.checked;
+        if (!gradients.not_differentiable.empty()) {
+          ++grad_not_differentiable;
+          const auto pos = gradients.not_differentiable.find("no derivative rule for ");
+          ++grad_reasons[pos == std::string::npos ? gradients.not_differentiable
+                                                   : gradients.not_differentiable.substr(pos)];
+        }
         if (verbose) std::cout << "PASS " << name << "\n";
       } else {
         ++failed;
@@ -237,9 +328,13 @@ int main(int argc, char** argv) {
   if (verbose) {
     std::cout << "skip reasons:\n";
     for (const auto& r : reasons) std::cout << "  " << r.second << "  " << r.first << "\n";
+    std::cout << "gradients not checked, why:\n";
+    for (const auto& r : grad_reasons) std::cout << "  " << r.second << "  " << r.first << "\n";
   }
   std::cout << "onnx backend test data: " << passed << " passed (" << bound_cases
             << " with constant operands bound from the test data), " << failed << " failed, " << skipped
-            << " skipped-unsupported\n";
+            << " skipped-unsupported\n"
+            << "gradients (L0 vs autograd) of the passing cases: " << grad_checked << " equal, "
+            << grad_not_differentiable << " not differentiable\n";
   return failed == 0 ? 0 : 1;
 }

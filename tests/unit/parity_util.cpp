@@ -43,7 +43,8 @@ Step runStep(torch::jit::Module& m, const std::vector<at::Tensor>& inputs, uint6
   // A fixed probe per output makes every output element's gradient distinct.
   at::manual_seed(seed + 1);
   at::Tensor loss = at::zeros({}, at::kFloat);
-  for (const auto& o : outs) loss = loss + (o * at::randn(o.sizes(), o.options().requires_grad(false))).sum();
+  for (const auto& o : outs)
+    if (o.is_floating_point()) loss = loss + (o * at::randn(o.sizes(), o.options().requires_grad(false))).sum();
   loss.backward();
   Step step;
   step.loss = loss.detach();

@@ -1,4 +1,4 @@
-// add, sub, rsub, mul, div, neg with broadcasting: each gradient is summed
+// Casts between floating-point types; add, sub, rsub, mul, div, neg with broadcasting: each gradient is summed
 // back to its operand's shape (sum_to_size is free when shapes agree).
 #include "rules.h"
 
@@ -39,6 +39,11 @@ BackwardFn addSub(bool subtract) {
 
 void registerElementwiseRules(std::vector<RuleSpec>& rules) {
   using namespace c10;
+  // A cast between floating-point types: the gradient is cast back.
+  rules.push_back({"aten::to.dtype", nullptr, [](RuleContext& c) {
+    Value* dtype = c.save(c.forwardOp(prim::dtype, {c.input(0)}));
+    c.setGrad(0, c.op(aten::to, {c.grad(0), dtype, false, false}));
+  }});
   rules.push_back({"aten::add.Tensor", nullptr, addSub(false)});
   rules.push_back({"aten::add.Scalar", nullptr, addSub(false)});
   rules.push_back({"aten::sub.Tensor", nullptr, addSub(true)});
