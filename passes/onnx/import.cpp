@@ -233,7 +233,8 @@ class Importer {
     // that needs a type.
     try {
       ::onnx::shape_inference::InferShapes(copy, ::onnx::OpSchemaRegistry::Instance(),
-                                           ::onnx::ShapeInferenceOptions(/*check_type=*/true, /*error_mode=*/1));
+                                           ::onnx::ShapeInferenceOptions(/*check_type=*/true, /*error_mode=*/1,
+                                                                        /*enable_data_propagation=*/true));
     } catch (const std::exception& e) {
       throw ImportError(origin_ + ": ONNX shape inference rejects the model: " + e.what());
     }

@@ -113,6 +113,20 @@ void softmaxLike(NodeContext& c, c10::Symbol kind) {
   c.setOutput(0, c.op(aten::reshape, {y, shape}));
 }
 
+void pow(NodeContext& c) {
+  // A constant exponent (x^2 of a decomposed layer norm); a tensor one is
+  // not differentiable by our rules.
+  auto e = c.constantInput(1);
+  if (!e || e->numel() != 1) c.unsupported("Pow with a non-constant or non-scalar exponent is not supported");
+  const at::ScalarType t = c.dtypeOf(0);
+  Value* y = isFloating(e->scalar_type()) ? c.op(aten::pow, {c.input(0), e->item<double>()})
+                                          : c.op(aten::pow, {c.input(0), e->item<int64_t>()});
+  if (!isFloating(t)) y = c.op(aten::to, {y, static_cast<int64_t>(t), false, false});
+  c.setOutput(0, y);
+}
+
+void where(NodeContext& c) { c.setOutput(0, c.op(aten::where, {c.input(0), c.input(1), c.input(2)})); }
+
 // ------------------------------------------------------------ linear algebra
 
 void gemm(NodeContext& c) {
@@ -430,6 +444,36 @@ void batchNorm(NodeContext& c) {
   c.setOutput(2, running(4, var));
 }
 
+void layerNorm(NodeContext& c) {
+  if (c.hasAttr("stash_type") && c.attrInt("stash_type", 1) != 1)
+    c.unsupported("LayerNormalization with stash_type other than float is not supported");
+  Shape shape = c.shapeOf(0, "LayerNormalization normalizes the dimensions from its axis on");
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t axis = normAxis(c, c.attrInt("axis", -1), rank);
+  Shape normalized(shape.begin() + axis, shape.end());
+  // ATen takes a weight and bias of the normalized shape; ONNX broadcasts.
+  auto matching = [&](size_t i) {
+    Value* v = c.input(i);
+    auto s = c.maybeShapeOf(i);
+    return s && *s == normalized ? v : c.op(aten::expand, {v, normalized});
+  };
+  Value* bias = c.hasInput(2) ? matching(2) : c.constant(c10::IValue());
+  const double eps = c.attrFloat("epsilon", 1e-5);
+  if (!c.outputUsed(1) && !c.outputUsed(2)) {
+    c.setOutput(0, c.op(aten::layer_norm, {c.input(0), normalized, matching(1), bias, eps, true}));
+    return;
+  }
+  // Mean and InvStdDev too: native_layer_norm's, shaped as ONNX's
+  // [d0, ..., d(axis-1), 1, ..., 1].
+  Value* triple = c.op(aten::native_layer_norm, {c.input(0), normalized, matching(1), bias, eps});
+  auto* unpack = c.graph().insertNode(c.graph().createTupleUnpack(triple));
+  Shape stat_shape(shape.begin(), shape.begin() + axis);
+  stat_shape.resize(rank, 1);
+  c.setOutput(0, unpack->output(0));
+  c.setOutput(1, c.op(aten::reshape, {unpack->output(1), stat_shape}));
+  c.setOutput(2, c.op(aten::reshape, {unpack->output(2), stat_shape}));
+}
+
 void dropout(NodeContext& c) {
   Value* x = c.input(0);
   double ratio = 0.5;
@@ -737,6 +781,14 @@ const std::map<std::string, OpLowering>& opTable() {
     t["Sigmoid"] = {un(aten::sigmoid)};
     t["Tanh"] = {un(aten::tanh)};
     t["Erf"] = {un(aten::erf)};
+    t["Sqrt"] = {un(aten::sqrt)};
+    t["Not"] = {un(aten::logical_not)};
+    t["Equal"] = {bin(aten::eq)};
+    t["Less"] = {bin(aten::lt)};
+    t["Greater"] = {bin(aten::gt)};
+    t["Pow"] = {pow};
+    t["Where"] = {where};
+    t["LayerNormalization"] = {layerNorm};
     t["HardSwish"] = {un(aten::hardswish)};
     t["LeakyRelu"] = {leakyRelu};
     t["HardSigmoid"] = {hardSigmoid};

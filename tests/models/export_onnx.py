@@ -6,18 +6,22 @@ weights, for the ONNX import parity test:
 
 writes OUTDIR/onnx/<name>.onnx and OUTDIR/onnx/<name>.ref.pt. The models use
 different opsets so both forms of training-mode BatchNormalization are
-imported: five outputs (opset 11) and training_mode=1 (opsets 14 and 17).
+imported: five outputs (opset 11) and training_mode=1 (opsets 14 and 17);
+vit_b_16 (at 64x64, as in the scripted parity suite) brings LayerNormalization,
+the Erf-based GELU, Softmax and MatMul attention at opset 17.
 """
 import os
 import sys
 import warnings
 
+IMAGE = 64
+
 import torch
 import torchvision
 from torch.onnx import TrainingMode
 
-MODELS = {"resnet18": 11, "mobilenet_v2": 14, "squeezenet1_0": 17}
-IMAGE = 64
+MODELS = {"resnet18": 11, "mobilenet_v2": 14, "squeezenet1_0": 17, "vit_b_16": 17}
+KWARGS = {"vit_b_16": {"image_size": IMAGE}}
 
 
 def main():
@@ -30,7 +34,7 @@ def main():
         if os.path.exists(onnx_path) and os.path.exists(ref_path):
             continue
         torch.manual_seed(0)
-        model = getattr(torchvision.models, name)()
+        model = getattr(torchvision.models, name)(**KWARGS.get(name, {}))
         model.train()
         x = torch.randn(2, 3, IMAGE, IMAGE)
         torch.onnx.export(model, x, onnx_path + ".tmp", training=TrainingMode.TRAINING,

@@ -72,6 +72,7 @@ TEST_P(OnnxParity, ImportedGradientsEqualAutogradOnTheScriptedModule) {
   std::cout << name << ": worst relative error " << report.worst << " (" << report.worst_name << ")\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(Torchvision, OnnxParity, ::testing::Values("resnet18", "mobilenet_v2", "squeezenet1_0"));
+INSTANTIATE_TEST_SUITE_P(Torchvision, OnnxParity,
+                         ::testing::Values("resnet18", "mobilenet_v2", "squeezenet1_0", "vit_b_16"));
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "opt.h"
 
+#include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 #include <torch/csrc/jit/ir/irparser.h>
 #include <torch/csrc/jit/serialization/import.h>
@@ -7,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <unordered_map>
 
 #include "actnn/actnn.h"
 #include "actnn/passes/onnx_actnn_ops.h"
@@ -103,8 +105,28 @@ void writeText(const std::string& output, std::ostream& out, const std::string& 
     return;
   }
   std::ofstream file(output);
-  if (!file) throw UsageError("cannot write '" + output + "'");
   file << text;
+  file.flush();
+  if (!file) throw UsageError("cannot write '" + output + "'");
+}
+
+// The nodes the rewrite inserted (named "<value>_actnn_..."), checked one by
+// one: for models the ONNX checker rejects as a whole before the rewrite.
+void checkInsertedNodes(const ::onnx::ModelProto& model, const std::string& input) {
+  ::onnx::checker::CheckerContext ctx;
+  ctx.set_ir_version(static_cast<int>(model.ir_version()));
+  std::unordered_map<std::string, int> opsets;
+  for (const auto& o : model.opset_import()) opsets[o.domain()] = static_cast<int>(o.version());
+  ctx.set_opset_imports(opsets);
+  ::onnx::checker::LexicalScopeContext lex;
+  for (const auto& node : model.graph().node()) {
+    if (node.name().find("_actnn_") == std::string::npos) continue;
+    try {
+      ::onnx::checker::check_node(node, ctx, lex);
+    } catch (const std::exception& e) {
+      throw CompileError(input + ": the inserted node '" + node.name() + "' fails the ONNX checker: " + e.what());
+    }
+  }
 }
 
 // An ONNX training graph (forward and backward in one graph): quantize its
@@ -117,16 +139,21 @@ int rewriteOnnxTraining(::onnx::ModelProto& model, const std::string& input, con
   if (args.str("print-ir-after-all") == "true" || !args.str("print-ir-after").empty() ||
       !args.str("input-shape").empty())
     throw UsageError("--print-ir-after(-all) and --input-shape apply to TorchScript pipelines, not to ONNX training graphs");
+  // Written in the input's form unless --emit says otherwise: binary models
+  // often have names the text syntax cannot hold ("/fc1/Gemm_output_0").
+  const std::string output = args.str("output");
   std::string emit = args.str("emit");
-  if (emit == "training") emit = "onnxtxt";
+  if (emit == "training") emit = endsWith(input, ".onnxtxt") ? "onnxtxt" : "onnx";
   if (emit != "onnx" && emit != "onnxtxt")
     throw UsageError("an ONNX training graph is written as --emit=onnx or --emit=onnxtxt, not '" + emit + "'");
-  const std::string output = args.str("output");
-  if (emit == "onnx" && output.empty()) throw UsageError("--emit=onnx writes a binary model; give -o FILE");
+  const bool report_only = !args.str("report").empty();
+  if (emit == "onnx" && output.empty() && !report_only)
+    throw UsageError("a binary ONNX model is written to a file: give -o FILE (or --emit=onnxtxt for text)");
 
   // The checker runs before and after. ONNX Runtime's artifacts fail the
-  // onnx 1.12 checker already (they put MaxPoolGrad in the default domain);
-  // those are rewritten all the same, with a note.
+  // checker already (they put MaxPoolGrad in the default domain, which no
+  // onnx release registers); those are rewritten all the same, with a note,
+  // and the nodes the rewrite inserted are checked one by one.
   registerActnnOnnxOps();
   std::string input_problem;
   try {
@@ -138,8 +165,9 @@ int rewriteOnnxTraining(::onnx::ModelProto& model, const std::string& input, con
   if (input_problem.empty()) {
     onnx::checkModel(model, input + " after the rewrite");
   } else {
+    checkInsertedNodes(model, input);
     err << "actnn-opt: note: " << input_problem
-        << "\nactnn-opt: note: the input fails the ONNX checker already; the rewritten model is not re-checked\n";
+        << "\nactnn-opt: note: the input fails the ONNX checker already; the inserted nodes were checked one by one\n";
   }
 
   const std::string format = args.str("report");
@@ -150,7 +178,8 @@ int rewriteOnnxTraining(::onnx::ModelProto& model, const std::string& input, con
   }
   if (emit == "onnx") {
     std::ofstream file(output, std::ios::binary);
-    if (!file || !model.SerializeToOstream(&file)) throw UsageError("cannot write '" + output + "'");
+    const bool written = file && model.SerializeToOstream(&file) && file.flush();
+    if (!written) throw UsageError("cannot write '" + output + "'");
     return 0;
   }
   writeText(output, out, onnxModelText(model));

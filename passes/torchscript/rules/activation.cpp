@@ -44,6 +44,22 @@ void registerActivationRules(std::vector<RuleSpec>& rules) {
     Value* e = c.op(aten::exp, {c.op(aten::neg, {c.op(aten::mul, {x, x})})});
     c.setGrad(0, c.op(aten::mul, {c.grad(0), c.op(aten::mul, {e, c.constant(1.1283791670955126)})}));
   }});
+  // d sqrt(x) = g / (2 sqrt(x)), from the result as autograd does.
+  rules.push_back({"aten::sqrt", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::div, {c.grad(0), c.op(aten::mul, {c.save(c.output(0)), c.constant(2.0)})}));
+  }});
+  // d x^e = g e x^(e-1) for a constant number e (what autograd computes;
+  // e = 0 gives zeros).
+  rules.push_back({"aten::pow.Tensor_Scalar", nullptr, [](RuleContext& c) {
+    auto e = torch::jit::toIValue(c.input(1));
+    TORCH_CHECK(e && (e->isDouble() || e->isInt()), "aten::pow: the exponent must be a constant number");
+    const double exponent = e->toScalar().toDouble();
+    Value* x = c.save(c.input(0));
+    Value* slope = exponent == 0 ? c.op(aten::zeros_like, {x})
+                   : exponent == 1 ? c.op(aten::ones_like, {x})
+                                   : c.op(aten::mul, {c.op(aten::pow, {x, c.constant(exponent - 1)}), c.constant(exponent)});
+    c.setGrad(0, c.op(aten::mul, {c.grad(0), slope}));
+  }});
   auto softmaxLike = [](c10::Symbol backward) {
     return [=](RuleContext& c) {
       Value* x = c.input(0);

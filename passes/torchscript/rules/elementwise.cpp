@@ -1,4 +1,4 @@
-// Casts between floating-point types; add, sub, rsub, mul, div, neg with broadcasting: each gradient is summed
+// Casts between floating-point types, where; add, sub, rsub, mul, div, neg with broadcasting: each gradient is summed
 // back to its operand's shape (sum_to_size is free when shapes agree).
 #include "rules.h"
 
@@ -43,6 +43,15 @@ void registerElementwiseRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::to.dtype", nullptr, [](RuleContext& c) {
     Value* dtype = c.save(c.forwardOp(prim::dtype, {c.input(0)}));
     c.setGrad(0, c.op(aten::to, {c.grad(0), dtype, false, false}));
+  }});
+  // where(cond, a, b): the gradient goes to a where cond holds, to b elsewhere.
+  rules.push_back({"aten::where.self", nullptr, [](RuleContext& c) {
+    Value* cond = c.save(c.input(0));
+    Value* zero = c.constant(0.0);
+    if (c.needsGrad(1))
+      c.setGrad(1, c.op(aten::sum_to_size, {c.op(aten::where, {cond, c.grad(0), zero}), c.saveSizes(c.input(1))}));
+    if (c.needsGrad(2))
+      c.setGrad(2, c.op(aten::sum_to_size, {c.op(aten::where, {cond, zero, c.grad(0)}), c.saveSizes(c.input(2))}));
   }});
   rules.push_back({"aten::add.Tensor", nullptr, addSub(false)});
   rules.push_back({"aten::add.Scalar", nullptr, addSub(false)});
