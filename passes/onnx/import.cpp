@@ -191,6 +191,7 @@ class Importer {
       graph_->registerOutput(graph_->insertNode(graph_->createTuple(outs))->output());
     }
     fuseErfGelu(*graph_);
+    guardInputShapes();
     torch::jit::EliminateDeadCode(graph_);
     auto* fn = module_._ivalue()->compilation_unit()->create_function(
         c10::QualifiedName(*module_.type()->name(), "forward"), graph_);
@@ -320,7 +321,10 @@ class Importer {
       Value* v = graph_->addInput(valueName(in.name()));
       auto dtype = scalarTypeOf(in.type().tensor_type().elem_type(), origin_ + ": graph input '" + in.name() + "'");
       auto type = c10::TensorType::get()->withScalarType(dtype);
-      if (auto s = staticShape(in.type())) type = type->withSizes(*s);
+      if (auto s = staticShape(in.type())) {
+        type = type->withSizes(*s);
+        input_shapes_.emplace_back(v, *s);
+      }
       v->setType(type);
       env_[in.name()] = v;
     }
@@ -378,6 +382,7 @@ class Importer {
       if (!node.input(i).empty() && !lookup(node.input(i)))
         ctx.fail("input " + std::to_string(i) + " '" + node.input(i) +
                  "' is dangling: no earlier node, graph input or initializer defines it");
+    if (node.op_type() == "Shape" && !torch::jit::toIValue(lookup(node.input(0)))) shapes_evaluated_ = true;
     torch::jit::Node* last = graph_->return_node()->prev();
     lowering.lower(ctx);
     std::vector<Value*> outputs;
@@ -406,6 +411,33 @@ class Importer {
   std::unordered_map<std::string, Shape> shapes_;
   std::unordered_map<std::string, at::ScalarType> dtypes_;
   std::unordered_set<std::string> used_;
+  bool shapes_evaluated_ = false;  // a Shape of a computed value was folded
+  std::vector<std::pair<Value*, Shape>> input_shapes_;  // static shapes of forward's inputs
+
+  // When Shape was evaluated at import, the graph holds the declared input
+  // shapes as constants: forward first checks that its inputs have them, so
+  // another batch size fails with this message, not in some reshape.
+  void guardInputShapes() {
+    if (!shapes_evaluated_) return;
+    torch::jit::WithInsertPoint guard(graph_->block()->nodes().front());
+    for (const auto& [input, shape] : input_shapes_) {
+      std::ostringstream expected;
+      for (size_t i = 0; i < shape.size(); ++i) expected << (i ? "x" : "") << shape[i];
+      Value* sizes = graph_->insert(c10::aten::size, {input});
+      Value* same = graph_->insert(c10::aten::eq, {sizes, graph_->insertConstant(shape)});
+      torch::jit::Node* branch = graph_->insertNode(graph_->create(c10::prim::If, {same}, 0));
+      branch->addBlock();
+      torch::jit::Block* otherwise = branch->addBlock();
+      torch::jit::WithInsertPoint raise_point(otherwise);
+      const std::string message = origin_ + ": this model was imported for input '" + input->debugName() +
+                                  "' of shape " + expected.str() +
+                                  " (its Shape ops were evaluated at import); export it with the shape it is "
+                                  "run with";
+      otherwise->appendNode(graph_->create(
+          c10::prim::RaiseException,
+          {graph_->insertConstant(message), graph_->insertConstant(std::string("builtins.RuntimeError"))}, 0));
+    }
+  }
 };
 
 }  // namespace
@@ -452,6 +484,8 @@ void checkModel(const ::onnx::ModelProto& model, const std::string& origin) {
 torch::jit::Module importModel(const ::onnx::ModelProto& model, const std::string& origin) {
   return Importer(model, origin).run();
 }
+
+torch::jit::Module importFile(const std::string& path) { return importModel(loadModel(path), path); }
 
 std::vector<std::string> supportedOps() {
   std::vector<std::string> ops;

@@ -1,5 +1,7 @@
 #include "bench_models.h"
 
+#include "actnn/passes/onnx_import.h"
+
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/serialization/import.h>
 
@@ -95,7 +97,16 @@ at::Tensor ModelFlags::input() const {
 
 torch::jit::Module loadModel(const std::string& name) {
   std::string path = name;
-  if (name.size() < 3 || name.compare(name.size() - 3, 3, ".pt") != 0) {
+  auto endsWith = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (endsWith(".onnx") || endsWith(".onnxtxt")) {
+    if (!exists(path)) throw UsageError("no such ONNX model '" + path + "'");
+    torch::jit::Module m = onnx::importFile(path);
+    m.train();
+    return m;
+  }
+  if (!endsWith(".pt")) {
     const char* env = std::getenv("ACTNN_MODELS_DIR");
     const std::string dir = env && *env ? env : ACTNN_BENCH_MODELS_DIR;
     path = dir + "/" + name + ".pt";

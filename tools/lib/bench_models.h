@@ -30,7 +30,8 @@ void declareModelFlags(Args& args, const char* default_level, const char* defaul
 // runs) and applies --threads.
 ModelFlags readModelFlags(const Args& args);
 
-// `name` is a path to a TorchScript archive (ends in .pt), a torchvision
+// `name` is a path to a TorchScript archive (ends in .pt) or an ONNX model
+// (.onnx, .onnxtxt: imported, see actnn/passes/onnx_import.h), a torchvision
 // classification model's name or "fashion_resnet" (the bundled example):
 // <models dir>/<name>.pt, scripted first by Debian's python3-torchvision
 // (random weights, train mode) when missing.

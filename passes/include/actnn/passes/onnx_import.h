@@ -2,7 +2,7 @@
 // `.onnxtxt`) becomes a TorchScript module that goes through the same
 // pipeline as a scripted one (lower-module, canonicalize, autodiff, ...).
 //
-//   torch::jit::Module m = actnn::onnx::importModel(actnn::onnx::loadModel("resnet18.onnx"));
+//   torch::jit::Module m = actnn::onnx::importFile("resnet18.onnx");
 //   torch::jit::Module c = actnn::compile(m, options);
 //
 // What the imported module is:
@@ -75,6 +75,8 @@ void checkModel(const ::onnx::ModelProto& model, const std::string& origin);
 
 // The model as a TorchScript module (see above). `origin` names it in errors.
 torch::jit::Module importModel(const ::onnx::ModelProto& model, const std::string& origin = "<onnx>");
+// loadModel(path) then importModel: for callers without protobuf headers.
+torch::jit::Module importFile(const std::string& path);
 
 // The ops importModel lowers (default domain), sorted; for --help and the
 // backend test runner.
