@@ -36,27 +36,29 @@ void checkCodeAttributes(InferenceContext& ctx) {
 
 void inferQuantize(InferenceContext& ctx) {
   checkCodeAttributes(ctx);
-  const int32_t elem = ctx.getInputType(0)->tensor_type().elem_type();
+  const ::onnx::TypeProto* in = ctx.getInputType(0);
+  if (in == nullptr || !in->has_tensor_type()) return;  // input type unknown: nothing to infer
+  const int32_t elem = in->tensor_type().elem_type();
   ::onnx::updateOutputElemType(ctx, 0, TensorProto::UINT8);
   const int32_t meta = elem == TensorProto::FLOAT16 ? TensorProto::FLOAT16 : TensorProto::BFLOAT16;
   ::onnx::updateOutputElemType(ctx, 1, meta);
   ::onnx::updateOutputElemType(ctx, 2, meta);
   ::onnx::updateOutputElemType(ctx, 3, TensorProto::INT64);
   if (!::onnx::hasInputShape(ctx, 0)) return;
-  const auto& in = ::onnx::getInputShape(ctx, 0);
-  const int rank = in.dim_size();
+  const auto& shape_in = ::onnx::getInputShape(ctx, 0);
+  const int rank = shape_in.dim_size();
   ::onnx::updateOutputShape(ctx, 3, {::onnx::TensorShapeProto::Dimension()});
   ctx.getOutputType(3)->mutable_tensor_type()->mutable_shape()->mutable_dim(0)->set_dim_value(rank);
 
   // N: dim 0 (1 for rank 0 or 1); D: the product of the other dims.
   ::onnx::TensorShapeProto::Dimension samples, row, groups;
-  if (rank >= 2) samples = in.dim(0);
+  if (rank >= 2) samples = shape_in.dim(0);
   else samples.set_dim_value(1);
   int64_t sample_numel = 1;
   bool known = true;
   for (int i = rank >= 2 ? 1 : 0; i < rank; ++i) {
-    if (!in.dim(i).has_dim_value()) known = false;
-    else sample_numel *= in.dim(i).dim_value();
+    if (!shape_in.dim(i).has_dim_value()) known = false;
+    else sample_numel *= shape_in.dim(i).dim_value();
   }
   if (known) {
     const int64_t bits = ::onnx::getAttribute(ctx, "bits", 0);
@@ -75,10 +77,11 @@ void inferDequantize(InferenceContext& ctx) {
   const int64_t to = ::onnx::getAttribute(ctx, "to", 0);
   if (to != TensorProto::FLOAT && to != TensorProto::FLOAT16 && to != TensorProto::BFLOAT16)
     fail_type_inference("attribute to must be FLOAT (1), FLOAT16 (10) or BFLOAT16 (16), got ", to);
-  const int32_t meta = ctx.getInputType(1)->tensor_type().elem_type();
-  if ((to == TensorProto::FLOAT16) != (meta == TensorProto::FLOAT16))
-    fail_type_inference("lo and scale must be float16 exactly when to is FLOAT16 (10)");
   ::onnx::updateOutputElemType(ctx, 0, int32_t(to));
+  const ::onnx::TypeProto* lo = ctx.getInputType(1);
+  if (lo != nullptr && lo->has_tensor_type() && lo->tensor_type().elem_type() != TensorProto::UNDEFINED &&
+      (to == TensorProto::FLOAT16) != (lo->tensor_type().elem_type() == TensorProto::FLOAT16))
+    fail_type_inference("lo and scale must be float16 exactly when to is FLOAT16 (10)");
   if (!::onnx::hasInputShape(ctx, 3)) return;
   const auto& shape_shape = ::onnx::getInputShape(ctx, 3);
   if (shape_shape.dim_size() != 1) fail_shape_inference("input shape must be 1-D");

@@ -3,9 +3,15 @@
 // rewrite finds the values the backward part reads from the forward part (the
 // saved set) and stores the float ones quantized: a com.actnn::Quantize node
 // right after the producer, one com.actnn::Dequantize feeding the backward
-// readers (docs/onnx-actnn-ops.md specifies both ops). How the graph is split
-// and what is left alone is documented at the top of passes/onnx/insert_quantize.cpp.
-// No LibTorch here: only libonnx.
+// readers (docs/onnx-actnn-ops.md specifies both ops). What com.microsoft
+// ReluGrad reads is replaced by a bool mask (Greater / Where, standard ops).
+// Quantized float tensors have a known rank of 2 or more; views (Flatten,
+// Reshape, Squeeze, Unsqueeze, Identity) share their source's buffer and its
+// decision. Gradients stay unbiased for backward readers linear in the value;
+// nonlinear readers (TanhGrad, SoftmaxGrad, SoftmaxCrossEntropyLossGrad's
+// log-probabilities) get a slightly biased one, as in the TorchScript path.
+// How the graph is split and what is left alone is documented at the top of
+// passes/onnx/insert_quantize.cpp. No LibTorch here: only libonnx.
 #pragma once
 
 #include <cstdint>
@@ -37,15 +43,22 @@ struct OnnxCompressionPolicy {
 // L3-L5: every float activation at 2 bits. Throws OnnxTrainingError otherwise.
 OnnxCompressionPolicy onnxPolicyForLevel(const std::string& level);
 
-// One value the backward part reads from the forward part.
+// One value the backward part reads from the forward part, or a mask that
+// stands in for one. The bytes of values sharing a buffer (a value and its
+// views) are counted once: full_bytes is the buffer's size on the first row
+// of its alias class and 0 on the others.
 struct OnnxSavedValue {
   std::string value;
-  std::string producer;                // "name (domain::Op)"
+  std::string producer;                // "node 'name' (domain::Op)" or "node #3 (Op) defining a, b"
   std::vector<std::string> consumers;  // its backward readers, same form
   std::string dtype;                   // "float32", "int64", ...; "?" when unknown
   std::optional<std::vector<std::string>> shape;  // dims ("8", "batch", "?"); unset when the rank is unknown
-  bool quantized = false;
-  std::string reason;                  // why it was kept, or "quantized"
+  // "quantized"; "kept" (full precision); "alias" (a view of a kept value,
+  // stored 0 bytes, or of a quantized one, restored by Reshape: stores its
+  // shape); "mask" (bool Greater(v, 0) read by Where in place of ReluGrad).
+  std::string action;
+  bool quantized = false;              // action == "quantized"
+  std::string reason;                  // why it was kept, what it aliases or masks; "quantized"
   int bits = 0;                        // code width when quantized, else the element width; 0: unknown
   std::optional<int64_t> full_bytes;   // when the shape is static
   std::optional<int64_t> stored_bytes;
@@ -55,7 +68,7 @@ struct OnnxTrainingReport {
   int64_t forward_nodes = 0;
   int64_t backward_nodes = 0;
   std::vector<OnnxSavedValue> saved;  // in the order their producers run
-  bool changed() const;               // true when a Quantize node was inserted
+  bool changed() const;               // true when a Quantize or mask node was inserted
 };
 
 // Rewrites `model` in place and reports on every saved value. `gradient_seeds`
