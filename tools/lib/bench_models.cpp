@@ -38,7 +38,7 @@ void declareModelFlags(Args& args, const char* default_level, const char* defaul
       .flag("threads", "0", "CPU threads (0: LibTorch's default)");
 }
 
-ModelFlags readModelFlags(const Args& args) {
+ModelFlags readModelFlags(const Args& args, bool allow_fp) {
   ModelFlags f;
   f.model = args.str("model");
   f.level = args.str("level");
@@ -49,7 +49,7 @@ ModelFlags readModelFlags(const Args& args) {
   const int64_t threads = args.integer("threads");
   if (f.batch < 1 || f.image < 1 || f.channels < 1)
     throw UsageError("--batch, --image and --channels must be positive");
-  levelPipeline(f.level);
+  if (!(allow_fp && f.level == "fp")) levelPipeline(f.level);
   if (!f.passes.empty()) parsePipeline(f.passes);
   setThreads(threads);
   return f;

@@ -27,8 +27,8 @@ struct ModelFlags {
 };
 void declareModelFlags(Args& args, const char* default_level, const char* default_batch);
 // Checks the values and the level (an unknown one fails before any model
-// runs) and applies --threads.
-ModelFlags readModelFlags(const Args& args);
+// runs; "fp", LibTorch autograd, only when `allow_fp`) and applies --threads.
+ModelFlags readModelFlags(const Args& args, bool allow_fp = false);
 
 // `name` is a path to a TorchScript archive (ends in .pt) or an ONNX model
 // (.onnx, .onnxtxt: imported, see actnn/passes/onnx_import.h), a torchvision
