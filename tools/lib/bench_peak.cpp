@@ -4,13 +4,15 @@
 // the peak (above those live before the step), the ATen op stack running when
 // the peak was reached (RecordFunction, innermost last, with the shapes of
 // their tensor arguments), and the live
-// allocations at that moment grouped by size, largest first. This is the
+// allocations at that moment grouped by size, largest first, and the largest
+// ones with the op that allocated each. This is the
 // measurement behind decisions about backward's working set: which op holds
 // which activation-sized buffers when memory is highest.
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
 
+#include <algorithm>
 #include <iostream>
 #include <map>
 #include <unordered_map>
@@ -29,25 +31,46 @@ namespace {
 // arguments' shapes.
 thread_local std::vector<std::string> op_stack;
 
+// The op of the program that is allocating: the one called from F or B
+// (actnn_forward / actnn_backward), else the innermost; without arguments.
+std::string allocatingOp() {
+  if (op_stack.empty()) return "(no op)";
+  size_t pick = op_stack.size() - 1;
+  for (size_t i = 0; i + 1 < op_stack.size(); ++i)
+    if (op_stack[i].rfind("actnn_forward", 0) == 0 || op_stack[i].rfind("actnn_backward", 0) == 0) pick = i + 1;
+  return op_stack[pick].substr(0, op_stack[pick].find('('));
+}
+
 struct PeakProbe : c10::MemoryReportingInfoBase {
-  std::unordered_map<void*, int64_t> live_sizes;
+  struct Allocation {
+    int64_t bytes;
+    std::string op;  // the op of F or B (or autograd's) that allocated it
+  };
+  std::unordered_map<void*, Allocation> live_allocations;
   int64_t live = 0, peak = 0;
   std::vector<std::string> ops_at_peak;
   std::map<int64_t, int64_t, std::greater<int64_t>> sizes_at_peak;  // bytes -> count
+  std::vector<Allocation> largest_at_peak;
 
   void reportMemoryUsage(void* ptr, int64_t delta, int64_t, int64_t, c10::Device where) override {
     if (where.type() != c10::DeviceType::CPU) return;
     if (delta > 0) {
-      live_sizes[ptr] = delta;
+      live_allocations[ptr] = {delta, allocatingOp()};
     } else {
-      live_sizes.erase(ptr);
+      live_allocations.erase(ptr);
     }
     live += delta;
     if (live <= peak) return;
     peak = live;
     ops_at_peak = op_stack;
     sizes_at_peak.clear();
-    for (const auto& entry : live_sizes) ++sizes_at_peak[entry.second];
+    largest_at_peak.clear();
+    for (const auto& entry : live_allocations) {
+      ++sizes_at_peak[entry.second.bytes];
+      largest_at_peak.push_back(entry.second);
+    }
+    std::sort(largest_at_peak.begin(), largest_at_peak.end(),
+              [](const Allocation& a, const Allocation& b) { return a.bytes > b.bytes; });
   }
   bool memoryProfilingEnabled() const override { return true; }
 };
@@ -106,6 +129,11 @@ int bench_peak(int argc, char** argv) {
     if (listed++ == top) break;
     sizes += (sizes.empty() ? "" : ", ") + std::to_string(entry.second) + "x" + std::to_string(entry.first);
   }
+  std::string largest;
+  for (int64_t k = 0; k < std::min<int64_t>(top, int64_t(probe->largest_at_peak.size())); ++k) {
+    const auto& a = probe->largest_at_peak[k];
+    largest += (largest.empty() ? "" : ", ") + std::to_string(a.bytes) + " from " + a.op;
+  }
   std::cout << JsonLine()
                    .add("model", flags.model)
                    .add("batch", flags.batch)
@@ -113,7 +141,8 @@ int bench_peak(int argc, char** argv) {
                    .add("level", fp ? std::string("fp") : flags.level)
                    .add("peak_bytes", probe->peak)
                    .add("ops_at_peak", stack)
-                   .add("live_at_peak", "[" + sizes + "]");
+                   .add("live_at_peak", "[" + sizes + "]")
+                   .add("largest_at_peak", "[" + largest + "]");
   return 0;
 }
 
