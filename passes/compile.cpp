@@ -18,11 +18,11 @@
 // libactnn_runtime.so is loaded.
 #include "actnn/actnn.h"
 
-#include <cctype>
 
 #include <torch/csrc/jit/api/compilation_unit.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
+#include "actnn/passes/ir_builder.h"
 #include "actnn/passes/registry.h"
 #include "actnn/runtime/arena.h"
 #include "actnn/runtime/compression.h"
@@ -49,15 +49,6 @@ void addMethod(torch::jit::Module& m, const std::string& name, std::shared_ptr<G
   c10::QualifiedName qualified(*m.type()->name(), name);
   auto* fn = cu->create_function(qualified, std::move(graph));
   m.type()->addMethod(fn);
-}
-
-// A Python identifier for a value name ("layer1.0.conv1.weight" ->
-// "layer1_0_conv1_weight"), since methods are saved as TorchScript source.
-std::string identifier(const std::string& name) {
-  std::string out;
-  for (char ch : name) out += std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
-  if (out.empty() || std::isdigit(static_cast<unsigned char>(out[0]))) out = "v" + out;
-  return out;
 }
 
 // A method graph: `self` first, the outputs packed in one tuple.

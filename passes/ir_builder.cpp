@@ -1,5 +1,7 @@
 #include "actnn/passes/ir_builder.h"
 
+#include <cctype>
+
 #include <torch/custom_class.h>
 
 #include <torch/csrc/jit/ir/constants.h>
@@ -63,6 +65,13 @@ void forEachNode(torch::jit::Block* block, const std::function<void(Node*)>& f) 
     for (auto* b : n->blocks()) forEachNode(b, f);
     f(n);
   }
+}
+
+std::string identifier(const std::string& name) {
+  std::string out;
+  for (char ch : name) out += std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+  if (out.empty() || std::isdigit(static_cast<unsigned char>(out[0]))) out = "v" + out;
+  return out;
 }
 
 c10::Symbol actnnOp(const char* name) { return c10::Symbol::fromQualString(std::string("actnn::") + name); }

@@ -29,6 +29,7 @@
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
+#include "actnn/passes/ir_builder.h"
 #include "context.h"
 
 namespace actnn {
@@ -57,14 +58,6 @@ std::vector<std::string> splitPath(const std::string& name) {
   while (std::getline(in, part, '.')) parts.push_back(component(part));
   if (parts.empty()) parts.push_back("_");
   return parts;
-}
-
-// A debug name TorchScript accepts for a value ("x.1" style suffixes are its
-// own, so dots become underscores).
-std::string valueName(const std::string& name) {
-  std::string out = component(name);
-  if (std::isdigit(static_cast<unsigned char>(out[0]))) out = "v" + out;
-  return out;
 }
 
 enum class InitRole { Constant, Parameter, Buffer };
@@ -293,7 +286,7 @@ class Importer {
 
   void buildModule(const ::onnx::GraphProto& g) {
     cu_ = std::make_shared<torch::jit::CompilationUnit>();
-    module_ = torch::jit::Module(c10::QualifiedName("__torch__.actnn.onnx." + valueName(g.name().empty() ? "Model" : g.name())),
+    module_ = torch::jit::Module(c10::QualifiedName("__torch__.actnn.onnx." + identifier(g.name().empty() ? "Model" : g.name())),
                                  cu_, /*shouldMangle=*/true);
     module_.register_attribute("training", c10::BoolType::get(), true);
     graph_ = std::make_shared<Graph>();
@@ -311,14 +304,14 @@ class Importer {
       auto path = registerState(init.name(), t, role);
       Value* v = self;
       for (const auto& attr : path) v = graph_->insertGetAttr(v, attr);
-      v->setDebugName(valueName(init.name()));
+      v->setDebugName(identifier(init.name()));
       env_[init.name()] = v;
     }
     for (const auto& in : g.input()) {
       if (env_.count(in.name())) continue;  // an initializer listed as an input (IR version < 4)
       if (!in.type().has_tensor_type())
         throw UnsupportedError(origin_ + ": graph input '" + in.name() + "' is not a tensor");
-      Value* v = graph_->addInput(valueName(in.name()));
+      Value* v = graph_->addInput(identifier(in.name()));
       auto dtype = scalarTypeOf(in.type().tensor_type().elem_type(), origin_ + ": graph input '" + in.name() + "'");
       auto type = c10::TensorType::get()->withScalarType(dtype);
       if (auto s = staticShape(in.type())) {
@@ -396,7 +389,7 @@ class Importer {
         continue;
       }
       if (outputs[i]->node()->kind() != c10::prim::Constant && !outputs[i]->hasDebugName())
-        outputs[i]->setDebugName(valueName(name));
+        outputs[i]->setDebugName(identifier(name));
       env_[name] = outputs[i];
     }
   }

@@ -39,6 +39,9 @@ bool returnsAlias(const torch::jit::Node* n);
 // transitively. Includes v and the base.
 std::vector<torch::jit::Value*> viewFamily(torch::jit::Value* v);
 
+// A Python identifier for a value name ("layer1.0.conv1.weight" ->
+// "layer1_0_conv1_weight"): methods are saved as TorchScript source.
+std::string identifier(const std::string& name);
 // The symbol of actnn::<name>, the runtime's ops.
 c10::Symbol actnnOp(const char* name);
 // The TorchScript type of the runtime's class torch.classes.actnn.<name>.
