@@ -11,7 +11,8 @@
 //    activation (list mutation through PyTorch's RemoveListMutation); in-place
 //    updates of buffers (graph inputs) are side effects and stay;
 //  - one spelling per op: conv1d/2d/3d, conv_transpose*, _convolution ->
-//    convolution; relu6 -> hardtanh; 1x1 adaptive average pooling -> mean (what
+//    convolution; relu6 -> hardtanh; pad (constant mode) -> constant_pad_nd;
+//    1x1 adaptive average pooling -> mean (what
 //    ATen computes for it); dropout with p = 0 or train = false -> identity;
 //    cross_entropy_loss with class targets -> log_softmax + nll_loss_nd;
 //  - constant propagation, peephole, tuple lowering, dead code elimination;
@@ -143,6 +144,15 @@ bool respell(Graph& graph, Node* n) {
       return true;
     }
     return false;
+  }
+  if (n->matches("aten::pad(Tensor self, int[] pad, str mode=\"constant\", float? value=None) -> Tensor") ||
+      n->matches("aten::pad(Tensor self, SymInt[] pad, str mode=\"constant\", float? value=None) -> Tensor")) {
+    auto mode = constantOf(n->input(2));
+    if (!mode || !mode->isString() || mode->toStringRef() != "constant") return false;  // autodiff reports it
+    auto value = constantOf(n->input(3));
+    Value* fill = value && value->isNone() ? graph.insertConstant(0.0) : n->input(3);
+    replace(n, insertValue(graph, aten::constant_pad_nd, {n->input(0), n->input(1), fill}, range));
+    return true;
   }
   if (n->kind() == aten::max_pool1d || n->kind() == aten::avg_pool1d || n->kind() == aten::adaptive_avg_pool1d)
     return poolAs2d(graph, n);

@@ -76,7 +76,7 @@ class ConvTranspose(nn.Module):
 
 
 class OnnxLowerings(nn.Module):
-    """constant_pad_nd (positive, negative and asymmetric widths), erf,
+    """constant_pad_nd (positive, negative and asymmetric widths; F.pad), erf,
     index_select, a float64 round trip, where, pow, sqrt: the ops ONNX import
     lowers Pad, Erf, Gather, Cast, Where, Pow and Sqrt to."""
 
@@ -86,7 +86,7 @@ class OnnxLowerings(nn.Module):
         self.register_buffer("idx", torch.tensor([2, 0, 3, 3]))
 
     def forward(self, x):
-        p = torch.constant_pad_nd(x, [1, 2, 0, -1], 0.5)
+        p = F.pad(torch.constant_pad_nd(x, [1, 2, 0, -1], 0.5), [1, 1])
         h = torch.erf(self.conv(p).to(torch.float64)).to(torch.float32)
         h = torch.where(h > 0, h, h * 0.5)
         h = torch.sqrt(h.pow(2) + 1.0)
