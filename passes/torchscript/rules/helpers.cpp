@@ -90,6 +90,11 @@ def matmul_grad_self(grad: Tensor, self: Tensor, other: Tensor) -> Tensor:
 def matmul_grad_other(grad: Tensor, self: Tensor, other: Tensor) -> Tensor:
     if self.dim() == 1 and other.dim() == 1:
         return grad * self
+    if self.dim() >= 3 and other.dim() == 2:
+        # (..., n, k) @ (k, m): one mm over the folded leading dimensions,
+        # as ATen's matmul computes it, not a (..., k, m) product summed
+        # afterwards (120 MB for ViT-B's qkv projection at batch 2).
+        return self.reshape(-1, self.size(-1)).t().mm(grad.reshape(-1, grad.size(-1)))
     a = self
     if self.dim() == 1:
         a = self.unsqueeze(0)
