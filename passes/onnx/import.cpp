@@ -456,6 +456,8 @@ void checkModel(const ::onnx::ModelProto& model, const std::string& origin) {
   return model;
 }
 
+bool isModelPath(const std::string& path) { return endsWith(path, ".onnx") || endsWith(path, ".onnxtxt"); }
+
 ::onnx::ModelProto loadModel(const std::string& path) {
   ::onnx::ModelProto model = readModel(path);
   checkModel(model, path);

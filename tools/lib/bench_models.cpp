@@ -97,16 +97,13 @@ at::Tensor ModelFlags::input() const {
 
 torch::jit::Module loadModel(const std::string& name) {
   std::string path = name;
-  auto endsWith = [&](const std::string& suffix) {
-    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (endsWith(".onnx") || endsWith(".onnxtxt")) {
+  if (onnx::isModelPath(path)) {
     if (!exists(path)) throw UsageError("no such ONNX model '" + path + "'");
     torch::jit::Module m = onnx::importFile(path);
     m.train();
     return m;
   }
-  if (!endsWith(".pt")) {
+  if (name.size() < 3 || name.compare(name.size() - 3, 3, ".pt") != 0) {
     const char* env = std::getenv("ACTNN_MODELS_DIR");
     const std::string dir = env && *env ? env : ACTNN_BENCH_MODELS_DIR;
     path = dir + "/" + name + ".pt";

@@ -77,8 +77,6 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
-bool isOnnx(const std::string& path) { return endsWith(path, ".onnx") || endsWith(path, ".onnxtxt"); }
-
 TrainingIR load(const std::string& path) {
   std::string text = readFile(path);
   bool archive = endsWith(path, ".pt") || (text.size() >= 2 && text[0] == 'P' && text[1] == 'K');
@@ -227,7 +225,7 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     if (!after.empty()) createPass(after);  // names an existing pass
 
     TrainingIR ir;
-    if (isOnnx(input)) {
+    if (onnx::isModelPath(input)) {
       // A model with a backward part (or --emit=onnx|onnxtxt) is an ONNX
       // training graph to rewrite in place; any other is imported.
       ::onnx::ModelProto model = onnx::readModel(input);

@@ -65,6 +65,8 @@ struct UnsupportedError : ImportError {
 constexpr int kMinOpset = 9;
 constexpr int kMaxOpset = 17;
 
+// Whether `path` names an ONNX model by its suffix (.onnx, .onnxtxt).
+bool isModelPath(const std::string& path);
 // Reads `path` (binary protobuf, or ONNX text syntax when it ends in
 // ".onnxtxt"); loadModel also runs the ONNX checker.
 ::onnx::ModelProto readModel(const std::string& path);
