@@ -86,9 +86,11 @@ std::string levelPipeline(const std::string& level) {
   //    module's attributes (the training flag included) folded to constants.
   //  - canonicalize next: folding the training flag makes eval-only branches
   //    dead, and autodiff needs mutation-free IR with one spelling per op.
-  //  - autodiff last: splits the program into F and B and makes the saved set
-  //    explicit, which is what the compression levels rewrite.
-  const std::string l0 = "lower-module,canonicalize,autodiff";
+  //  - autodiff: splits the program into F and B and makes the saved set
+  //    explicit, which is what the compression levels rewrite;
+  //  - order-backward: B's independent gradient branches, short one last (a
+  //    ResNet shortcut's gradient no longer waits through the main branch).
+  const std::string l0 = "lower-module,canonicalize,autodiff,order-backward";
   if (level == "L0") return l0;
   // L1-L3 compress the saved set F and B agree on after autodiff:
   //  - saved-set classifies each saved value (what is held anyway, what is a
@@ -97,19 +99,27 @@ std::string levelPipeline(const std::string& level) {
   //    1 bit whatever the level) and quantizes activations: L1 the inputs of
   //    convolutions at 4 bits, L2 every activation at 4 bits, L3 every
   //    activation at 2 bits on average, mixed across layers and samples.
+  //  - reuse-buffers then lets B write gradients into the dequantized
+  //    activations and gradients that die where they are read.
   const std::string compress = l0 + ",saved-set,insert-compression";
-  if (level == "L1") return compress + "{bits=4,only=conv-inputs}";
-  if (level == "L2") return compress + "{bits=4}";
-  if (level == "L3") return compress + "{bits=2,mixed=true}";
+  const std::string reuse = ",reuse-buffers";
+  if (level == "L1") return compress + "{bits=4,only=conv-inputs}" + reuse;
+  if (level == "L2") return compress + "{bits=4}" + reuse;
+  if (level == "L3") return compress + "{bits=2,mixed=true}" + reuse;
   // L4 keeps L3's compression and moves what it packs off the device:
   //  - schedule-swap runs last in F's and B's construction, once every packed
   //    value exists; each goes to host memory right after it is made and
   //    comes back two uses ahead of its first use in B (enough to hide one
   //    copy behind the backward of one layer on a GPU).
-  if (level == "L4") return compress + "{bits=2,mixed=true},schedule-swap{prefetch=2}";
-  // L5 adds the static plan of what is still on the device: plan-memory must
-  // see the final F and B (swap_in included), so it runs after everything.
-  if (level == "L5") return compress + "{bits=2,mixed=true},schedule-swap{prefetch=2},plan-memory";
+  if (level == "L4") return compress + "{bits=2,mixed=true}" + reuse + ",schedule-swap{prefetch=2}";
+  // L5 is the level for the largest batch:
+  //  - reuse-buffers also runs each convolution's backward over 4 MiB slices
+  //    of the batch, so the copies oneDNN makes of a call's operands stay
+  //    that small (more, smaller calls: time for memory);
+  //  - plan-memory places what is still on the device in one static arena;
+  //    it must see the final F and B (swap_in included), so it runs last.
+  if (level == "L5")
+    return compress + "{bits=2,mixed=true}" + reuse + "{chunk-bytes=4194304},schedule-swap{prefetch=2},plan-memory";
   throw CompileError("unknown level '" + level + "' (levels: L0..L5)");
 }
 

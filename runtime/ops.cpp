@@ -96,8 +96,7 @@ at::Tensor scale_by_mask(const at::Tensor& grad, const at::Tensor& packed, doubl
     check_packed_stream("actnn::scale_by_mask", packed, grad.numel(), 1);
     // A donated gradient nobody else holds (no other reference, no view of
     // its storage) is overwritten instead of allocating the result.
-    const bool in_place = donate && grad.is_contiguous() && grad.use_count() == 1 &&
-                          grad.storage().use_count() == 1 && !grad.requires_grad();
+    const bool in_place = donate && overwritable(grad);
     const at::Tensor g = grad.contiguous(), p = packed.contiguous();
     at::Tensor out = in_place ? grad : at::empty_like(g);
     kernels::scale_by_mask_cpu(g.data_ptr<float>(), p.data_ptr<uint8_t>(), g.numel(), float(if_set),
@@ -262,6 +261,17 @@ TORCH_LIBRARY(actnn, m) {
   // buffer (done only when nothing else holds it).
   m.def("scale_by_mask(Tensor grad, Tensor packed_mask, float if_set, float if_clear, bool donate=False) -> Tensor",
         scale_by_mask);
+  // Buffer reuse in B (runtime/buffer_reuse.cpp); donate flags as above.
+  m.def("add_grads(Tensor a, Tensor b, bool donate_a=False, bool donate_b=False) -> Tensor", add_grads);
+  m.def("placeholder(Tensor? donor, int[] sizes, ScalarType dtype, Device device) -> Tensor", placeholder);
+  m.def("convolution_backward(Tensor grad_output, Tensor input, Tensor weight, int[]? bias_sizes, int[] stride,"
+        " int[] padding, int[] dilation, bool transposed, int[] output_padding, int groups, bool[3] output_mask,"
+        " int chunk_bytes=0) -> (Tensor, Tensor, Tensor)",
+        convolution_backward);
+  m.def("batch_norm_backward(Tensor grad_out, Tensor input, Tensor? weight, Tensor? running_mean,"
+        " Tensor? running_var, Tensor? save_mean, Tensor? save_invstd, bool train, float eps, bool[3] output_mask,"
+        " bool donate_input=False) -> (Tensor, Tensor, Tensor)",
+        batch_norm_backward);
   m.def("pack_mask.arena(Tensor mask, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
         pack_mask_arena_op);
   m.def("observe_grad(Tensor(a) grad, __torch__.torch.classes.actnn.CompressionState state, int site)"

@@ -93,6 +93,30 @@ class OnnxLowerings(nn.Module):
         return torch.index_select(h, 1, self.idx)
 
 
+class Residual(nn.Module):
+    """Two residual blocks as ResNet's: one with a projection shortcut (1x1
+    stride-2 conv + BN, computed after the main branch, so B's order-backward
+    moves it) and one with an identity shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(8, 4, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 16, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.down = nn.Conv2d(8, 16, 1, stride=2, bias=False)
+        self.down_bn = nn.BatchNorm2d(16)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(16)
+
+    def forward(self, x):                  # x: (4, 3, 10, 10)
+        h = F.relu(self.stem(x))
+        main = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(h)))))
+        h = F.relu(main + self.down_bn(self.down(h)))
+        return F.relu(self.bn3(self.conv3(h)) + h)
+
+
 class Linear(nn.Module):
     """linear on 3-d and 1-d inputs, addmm (broadcast bias, scaled and not),
     mm, bmm, baddbmm, t."""
@@ -392,6 +416,7 @@ NETS = {
     "conv3d": (Conv3d, [("float", (2, 2, 6, 6, 6))]),
     "onnx_lowerings": (OnnxLowerings, [("float", (2, 3, 8, 8))]),
     "conv_transpose": (ConvTranspose, [("float", (2, 4, 8)), ("float", (2, 4, 5, 5))]),
+    "residual": (Residual, [("float", (4, 3, 10, 10))]),
     "linear": (Linear, [("float", (2, 3, 6))]),
     "matmul": (Matmul, [("float", (2, 3, 6))]),
     "norm": (Norm, [("float", (4, 4, 6, 6))]),

@@ -277,6 +277,29 @@ TEST(CompressionGradients, LinearWeightVarianceFollowsTheory) {
 // (every activation at 4 bits) and L3 (2 bits on average, mixed), relative to
 // the squared gradient norm: tr(Cov) / |g|^2 per weight and in all. Printed
 // for the record; only sanity is asserted.
+// --- reuse-buffers changes where gradients are written, not their values ---
+
+// The same compressed step with and without reuse-buffers, from the same
+// seed (so the same stochastic rounding): every gradient agrees to float
+// rounding (the batch-norm backward kernel sums in double, ATen in float).
+// A convolution that read its placeholder's values, or a sum written into a
+// tensor still in use, would be off by O(1).
+TEST(CompressionGradients, ReuseBuffersKeepsGradients) {
+  const at::Tensor x = fixedRandn({4, 3, 10, 10}, 5);
+  for (const std::string& compression : {"insert-compression{bits=8}", "insert-compression{bits=2,mixed=true}"}) {
+    const std::string base = "lower-module,canonicalize,autodiff,order-backward,saved-set," + compression;
+    torch::jit::Module plain = compileNet("residual", "L3", base);
+    torch::jit::Module reused = compileNet("residual", "L3", base + ",reuse-buffers");
+    const at::Tensor probe = probeFor(plain, x);
+    for (uint64_t step = 0; step < 3; ++step) {  // later steps: mixed precision's bit allocation
+      const Grads a = trainStep(plain, x, probe, 40 + step), b = trainStep(reused, x, probe, 40 + step);
+      EXPECT_LT(relativeError(b.input, a.input), 1e-5) << compression << " step " << step << ": input";
+      for (const auto& [name, g] : a.params)
+        EXPECT_LT(relativeError(b.params.at(name), g), 1e-5) << compression << " step " << step << ": " << name;
+    }
+  }
+}
+
 TEST(CompressionGradients, ReportsVariancePerLevel) {
   const at::Tensor x = fixedRandn({8, 3, 12, 12}, 4);
   torch::jit::Module reference = compileNet("stats_convnet", "L0");

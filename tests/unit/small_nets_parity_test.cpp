@@ -20,11 +20,11 @@
 namespace {
 
 // Keep in step with NETS in export_small_nets.py (SmallNets.EveryExportedNetIsTested checks).
-const char* const kNets[] = {"conv1d",        "conv2d",           "conv3d",   "conv_transpose", "linear",
-                             "matmul",        "norm",             "activations", "pool1d",      "pool2d",
-                             "pool3d",        "reductions",       "elementwise", "shapes",      "dropout",
-                             "softmax",       "cross_entropy",    "cross_entropy_nd", "nll_loss", "mse_loss",
-                             "outputs",       "onnx_lowerings"};
+const char* const kNets[] = {"conv1d",      "conv2d",        "conv3d",           "conv_transpose", "linear",
+                             "matmul",      "norm",          "residual",         "activations",    "pool1d",
+                             "pool2d",      "pool3d",        "reductions",       "elementwise",    "shapes",
+                             "dropout",     "softmax",       "cross_entropy",    "cross_entropy_nd", "nll_loss",
+                             "mse_loss",    "outputs",       "onnx_lowerings"};
 
 std::string modelPath(const std::string& name, const std::string& suffix = ".pt") {
   return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + suffix;

@@ -47,6 +47,22 @@ void unpack_index_cpu(const uint8_t* packed, int64_t n, int w, int64_t* out);
 void scale_by_mask_cpu(const float* grad, const uint8_t* packed, int64_t n, float if_set, float if_clear,
                        float* out);
 
+// Batch-norm backward in training mode over an (n, c, inner) contiguous
+// float layout, from the batch statistics (mean, 1 / std) forward used.
+// grad_input may equal x (written in place); null outputs are skipped.
+struct BatchNormBackwardArgs {
+  const float* grad_out;
+  const float* x;
+  const float* weight;  // null: 1
+  const float* mean;
+  const float* invstd;
+  int64_t n, c, inner;
+  float* grad_input;   // null: not wanted
+  float* grad_weight;  // null: not wanted
+  float* grad_bias;    // null: not wanted
+};
+void batch_norm_backward_cpu(const BatchNormBackwardArgs& a);
+
 // Statistics for mixed precision, one pass each. Per sample of the geometry
 // (bits ignored): the sum over its groups of (max - min)^2, +inf when a group
 // holds Inf or NaN.

@@ -6,7 +6,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
+#include <array>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "actnn/runtime/packed.h"
@@ -56,5 +58,37 @@ int64_t pool_index_bytes(int64_t count, at::IntArrayRef kernel);
 at::Tensor unpack_pool_index(const at::Tensor& packed, at::IntArrayRef output_sizes, at::IntArrayRef input_sizes,
                              at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef dilation);
+
+// Buffer reuse in B (runtime/buffer_reuse.cpp). A tensor is overwritable
+// when nothing else holds it: one reference, the only user of its storage,
+// contiguous, no autograd history.
+bool overwritable(const at::Tensor& t);
+// a + b, computed into a donated operand that is overwritable (a first).
+at::Tensor add_grads(const at::Tensor& a, const at::Tensor& b, bool donate_a, bool donate_b);
+// A contiguous tensor of `sizes` whose values will not be read, standing in
+// for an input an op needs only the shape of (convolution_backward computing
+// the input gradient alone): the donor itself when it fits (shape, dtype,
+// device, contiguous); otherwise, on the CPU, one with no memory behind it
+// (an address-space reservation, not counted by the allocator), elsewhere a
+// new uninitialized tensor.
+at::Tensor placeholder(const c10::optional<at::Tensor>& donor, at::IntArrayRef sizes, c10::ScalarType dtype,
+                       c10::Device device);
+// ATen's convolution_backward; on the CPU with chunk_bytes > 0, over slices
+// of the batch of at most chunk_bytes of input (or output gradient) each, so
+// that the copies the convolution library makes of its operands (oneDNN
+// reorders them into blocked layouts) are a slice's size, not the batch's.
+// Weight and bias gradients are summed over the slices.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+    at::OptionalIntArrayRef bias_sizes, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    bool transposed, at::IntArrayRef output_padding, int64_t groups, std::array<bool, 3> mask, int64_t chunk_bytes);
+// ATen's native_batch_norm_backward; in training mode on CPU float tensors
+// computed by our kernel, which writes the input gradient over `input` when
+// donate_input is set and `input` is overwritable.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+    const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
+    const c10::optional<at::Tensor>& save_mean, const c10::optional<at::Tensor>& save_invstd, bool train,
+    double eps, std::array<bool, 3> mask, bool donate_input);
 
 }  // namespace actnn
