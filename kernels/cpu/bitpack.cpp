@@ -6,6 +6,11 @@
 #include <algorithm>
 #include <atomic>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define ACTNN_X86_AVX2 1
+#endif
+
 #include "actnn/kernels/kernels.h"
 
 namespace actnn {
@@ -36,19 +41,63 @@ void unpack_mask_cpu(const uint8_t* packed, int64_t n, uint8_t* out) {
   });
 }
 
+namespace {
+
+// Runs [b, e) of 8 values; the last run may be short.
+void scale_runs_scalar(const float* grad, const uint8_t* packed, int64_t n, float if_set, float if_clear, float* out,
+                       int64_t b, int64_t e) {
+  for (int64_t run = b; run < e; ++run) {
+    const int64_t i0 = run * 8;
+    const int count = int(std::min<int64_t>(8, n - i0));
+    const uint8_t bits = packed[run];
+    for (int i = 0; i < count; ++i) {
+      const float f = ((bits >> i) & 1u) ? if_set : if_clear;
+      out[i0 + i] = f == 0.0f ? 0.0f : grad[i0 + i] * f;  // 0 exactly, even for Inf / NaN gradients
+    }
+  }
+}
+
+#if ACTNN_X86_AVX2
+// The same on whole runs, 8 lanes at a time: each lane tests its bit of the
+// run's byte and blends grad * if_set with grad * if_clear (a factor of 0
+// gives 0 without multiplying), so results are the scalar loop's bits.
+__attribute__((target("avx2"))) void scale_runs_avx2(const float* grad, const uint8_t* packed, int64_t n,
+                                                     float if_set, float if_clear, float* out, int64_t b,
+                                                     int64_t e) {
+  const int64_t whole = std::min(e, n / 8);
+  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256 set = _mm256_set1_ps(if_set), clear = _mm256_set1_ps(if_clear), zero = _mm256_setzero_ps();
+  const bool set_zero = if_set == 0.0f, clear_zero = if_clear == 0.0f;
+  int64_t run = b;
+  for (; run < whole; ++run) {
+    const __m256i bits = _mm256_and_si256(_mm256_set1_epi32(packed[run]), lane_bit);
+    const __m256 is_set = _mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, lane_bit));
+    const __m256 g = _mm256_loadu_ps(grad + run * 8);
+    const __m256 a = set_zero ? zero : _mm256_mul_ps(g, set);
+    const __m256 c = clear_zero ? zero : _mm256_mul_ps(g, clear);
+    _mm256_storeu_ps(out + run * 8, _mm256_blendv_ps(c, a, is_set));
+  }
+  scale_runs_scalar(grad, packed, n, if_set, if_clear, out, run, e);
+}
+#endif
+
+using ScaleRuns = void (*)(const float*, const uint8_t*, int64_t, float, float, float*, int64_t, int64_t);
+
+ScaleRuns pick_scale_runs() {
+#if ACTNN_X86_AVX2
+  if (__builtin_cpu_supports("avx2")) return scale_runs_avx2;
+#endif
+  return scale_runs_scalar;
+}
+
+const ScaleRuns scale_runs = pick_scale_runs();
+
+}  // namespace
+
 void scale_by_mask_cpu(const float* grad, const uint8_t* packed, int64_t n, float if_set, float if_clear,
                        float* out) {
-  at::parallel_for(0, (n + 7) / 8, kGrainRuns, [&](int64_t b, int64_t e) {
-    for (int64_t run = b; run < e; ++run) {
-      const int64_t i0 = run * 8;
-      const int count = int(std::min<int64_t>(8, n - i0));
-      const uint8_t bits = packed[run];
-      for (int i = 0; i < count; ++i) {
-        const float f = ((bits >> i) & 1u) ? if_set : if_clear;
-        out[i0 + i] = f == 0.0f ? 0.0f : grad[i0 + i] * f;  // 0 exactly, even for Inf / NaN gradients
-      }
-    }
-  });
+  at::parallel_for(0, (n + 7) / 8, kGrainRuns,
+                   [&](int64_t b, int64_t e) { scale_runs(grad, packed, n, if_set, if_clear, out, b, e); });
 }
 
 int64_t pack_index_cpu(const int64_t* index, int64_t n, int64_t limit, int w, uint8_t* out) {
