@@ -151,7 +151,7 @@ kernels::QuantGeometry host_geometry(const QuantPlan& plan) {
 }  // namespace
 
 kernels::QuantizeArgs QuantizeCall::args() const {
-  return kernels::QuantizeArgs{x.data_ptr(),
+  kernels::QuantizeArgs a{x.data_ptr(),
                                plan.elem,
                                host_geometry(plan),
                                seed,
@@ -159,6 +159,8 @@ kernels::QuantizeArgs QuantizeCall::args() const {
                                codes.data_ptr<uint8_t>(),
                                reinterpret_cast<uint16_t*>(lo.data_ptr()),
                                reinterpret_cast<uint16_t*>(scale.data_ptr())};
+  a.ranges = ranges;
+  return a;
 }
 
 DequantizeCall prepare_dequantize(const at::Tensor& codes, const at::Tensor& lo,

@@ -44,6 +44,7 @@ struct QuantizeCall {
   at::Tensor x;  // contiguous input
   at::Tensor codes, lo, scale;
   uint64_t seed = 0, offset = 0;
+  const float* ranges = nullptr;  // optional, CPU: kernels::QuantizeArgs::ranges
   kernels::QuantizeArgs args() const;
 };
 // With `buffer` (uint8, 1-d, contiguous, on x's device, at least
@@ -52,6 +53,15 @@ QuantizeCall prepare_quantize(const at::Tensor& x, at::IntArrayRef bits, int64_t
                               int64_t seed, int64_t offset,
                               const c10::optional<at::Tensor>& buffer = c10::nullopt,
                               int64_t alignment = 64);
+
+// actnn::quantize_groups on a CPU tensor whose per-group (minimum, maximum)
+// are already known (`ranges`, 2 floats per group, as
+// kernels::group_range_squares_cpu writes them): the CPU kernel without its
+// own min / max pass. Called directly, not through the dispatcher; recorded
+// under the op's name for profiles.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_groups_cpu_with_ranges(
+    const at::Tensor& x, at::IntArrayRef bits, int64_t group_size, int64_t seed, int64_t offset,
+    const c10::optional<at::Tensor>& buffer, int64_t alignment, const std::vector<float>& ranges);
 
 // `out` when given (checked: uint8, 1-d, contiguous, `bytes` long, on
 // `like`'s device), else a new uint8 tensor of `bytes` bytes.

@@ -14,15 +14,17 @@ namespace actnn {
 namespace {
 
 // Per sample: sum over its groups of (max - min)^2, grouped the way quantize
-// groups the sample.
-std::vector<double> groupRangeSquares(const at::Tensor& x, int64_t group_size) {
+// groups the sample. On the CPU also each group's (min, max) into `ranges`,
+// which the quantize kernel then takes instead of finding them again.
+std::vector<double> groupRangeSquares(const at::Tensor& x, int64_t group_size, std::vector<float>* ranges) {
   const int64_t n = sampleCount(x.sizes());
   if (x.device().is_cpu()) {
     // One pass with the quantize kernel's min / max.
     const QuantPlan plan = plan_quantize("actnn::compress", x.scalar_type(), x.sizes(), {2}, group_size);
     const at::Tensor c = x.detach().contiguous();
     std::vector<double> out(static_cast<size_t>(n));
-    kernels::group_range_squares_cpu(c.data_ptr(), plan.elem, plan.geo, out.data());
+    ranges->resize(size_t(2 * plan.geo.num_samples * plan.geo.groups_per_sample));
+    kernels::group_range_squares_cpu(c.data_ptr(), plan.elem, plan.geo, out.data(), ranges->data());
     for (double& v : out)
       if (!std::isfinite(v)) v = 1e300;
     return out;
@@ -148,9 +150,10 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
   }
   // Mixed sites: the range statistics are computed outside the lock.
   std::vector<double> range_cost;
+  std::vector<float> ranges;  // CPU, mixed: per group (min, max), for the quantize kernel
   if (width == 0) {
     const double scale = kappa(x, channel_dim, weight) * double(group_size) / 4;
-    range_cost = groupRangeSquares(x, group_size);
+    range_cost = groupRangeSquares(x, group_size, &ranges);
     for (double& c : range_cost) c = std::min(c * scale, 1e300);
   }
   std::vector<int64_t> bits;
@@ -172,13 +175,19 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
     }
     s.last_bits = bits;
   }
-  if (!arena) return quantize(x, bits, group_size, int64_t(step_seed), k);
+  auto pack = [&](const c10::optional<at::Tensor>& buffer, int64_t alignment) {
+    if (ranges.empty()) return quantize(x, bits, group_size, int64_t(step_seed), k, buffer, alignment);
+    auto [codes, lo, scale] =
+        quantize_groups_cpu_with_ranges(x, bits, group_size, int64_t(step_seed), k, buffer, alignment, ranges);
+    return c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(), int64_t(x.scalar_type()), bits,
+                                                 group_size);
+  };
+  if (!arena) return pack(c10::nullopt, 64);
   const QuantPlan plan = plan_quantize("actnn::compress", x.scalar_type(), x.sizes(), bits, group_size);
   const int64_t meta = plan.geo.num_samples * plan.geo.groups_per_sample * int64_t(c10::elementSize(plan.meta_dtype));
   const int64_t bytes = packedSliceBytes(plan.code_bytes, meta, arena->alignment);
   at::Tensor slice = arena->acquire(slot, bytes);
-  auto packed = quantize(x, bits, group_size, int64_t(step_seed), k,
-                         slice.defined() ? c10::optional<at::Tensor>(slice) : c10::nullopt, arena->alignment);
+  auto packed = pack(slice.defined() ? c10::optional<at::Tensor>(slice) : c10::nullopt, arena->alignment);
   if (width == 0)
     arena->recordQuantized(slot, k, plan.geo.num_samples, plan.geo.sample_bytes(1), meta, bytes);
   else

@@ -1,6 +1,7 @@
 // CPU kernels of the actnn:: ops (schemas in ops.cpp; argument checks and
 // output allocation shared with CUDA in checks.cpp).
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <torch/library.h>
 
 #include "actnn/kernels/kernels.h"
@@ -19,6 +20,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_groups_cpu(const at::Ten
   kernels::quantize_cpu(c.args());
   return {c.codes, c.lo, c.scale};
 }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_groups_cpu_with_ranges(
+    const at::Tensor& x, at::IntArrayRef bits, int64_t group_size, int64_t seed, int64_t offset,
+    const c10::optional<at::Tensor>& buffer, int64_t alignment, const std::vector<float>& ranges) {
+  RECORD_FUNCTION("actnn::quantize_groups", std::vector<c10::IValue>{x});
+  TORCH_CHECK(x.device().is_cpu(), "actnn::quantize_groups: ranges are a CPU path, got ", x.device());
+  QuantizeCall c = prepare_quantize(x, bits, group_size, seed, offset, buffer, alignment);
+  const int64_t groups = c.plan.geo.num_samples * c.plan.geo.groups_per_sample;
+  TORCH_CHECK(int64_t(ranges.size()) == 2 * groups, "actnn::quantize_groups: expected ", 2 * groups,
+              " range values (2 per group), got ", ranges.size());
+  c.ranges = ranges.data();
+  kernels::quantize_cpu(c.args());
+  return {c.codes, c.lo, c.scale};
+}
+
+namespace {
 
 at::Tensor dequantize_groups_cpu(const at::Tensor& codes, const at::Tensor& lo,
                                  const at::Tensor& scale, at::IntArrayRef bits,

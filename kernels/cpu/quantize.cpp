@@ -236,12 +236,24 @@ void quantize_group(const QuantizeArgs& a, int64_t n, int64_t gi, float* buf) {
 
   // The buffer holds the group padded with copies of its first value up to a
   // whole run, which leaves the minimum, maximum and finiteness unchanged.
-  load_run<E>(a.x, base, int(len), buf);
+  // With the ranges known, whole fp32 runs are read in place.
   const int64_t padded = (len + kRun - 1) / kRun * kRun;
-  for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
+  const float* v = buf;
   float mn, mx;
   bool finite;
-  min_max(buf, int(padded), &mn, &mx, &finite);
+  if (a.ranges && E == Elem::Float32 && padded == len) {
+    v = static_cast<const float*>(a.x) + base;
+  } else {
+    load_run<E>(a.x, base, int(len), buf);
+    for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
+  }
+  if (a.ranges) {
+    mn = a.ranges[2 * g];
+    mx = a.ranges[2 * g + 1];
+    finite = !(mn != mn);  // (NaN, NaN) marks a group holding Inf or NaN
+  } else {
+    min_max(buf, int(padded), &mn, &mx, &finite);
+  }
   const GroupCode code = encode_group(mn, mx, finite, B, meta_is_half(E), E == Elem::Float32);
   a.lo[g] = code.lo_bits;
   a.scale[g] = code.scale_bits;
@@ -260,7 +272,7 @@ void quantize_group(const QuantizeArgs& a, int64_t n, int64_t gi, float* buf) {
       random_run(a.seed, a.offset, e_base + s, words);
       std::memcpy(r, words, sizeof r);  // 16-bit halves in stream order (little-endian)
     }
-    codes_run_bits(B, buf + s, r + s % kRandomValues, valid, code, out + s * B / 8);
+    codes_run_bits(B, v + s, r + s % kRandomValues, valid, code, out + s * B / 8);
   }
 }
 
@@ -344,7 +356,7 @@ void dequantize_all(const DequantizeArgs& a) {
 }
 
 template <Elem E>
-void group_range_squares_all(const void* x, const QuantGeometry& geo, double* out) {
+void group_range_squares_all(const void* x, const QuantGeometry& geo, double* out, float* range_out) {
   const int64_t n = geo.num_samples, p = geo.groups_per_sample, G = geo.group_size, D = geo.sample_numel;
   std::vector<double> ranges(size_t(n * p));
   at::parallel_for(0, n * p, grain_groups(G), [&](int64_t b, int64_t e) {
@@ -359,6 +371,10 @@ void group_range_squares_all(const void* x, const QuantGeometry& geo, double* ou
       min_max(buf.data(), int(padded), &mn, &mx, &finite);
       const double r = double(mx) - double(mn);
       ranges[size_t(g)] = finite ? r * r : std::numeric_limits<double>::infinity();
+      if (range_out) {
+        range_out[2 * g] = finite ? mn : std::numeric_limits<float>::quiet_NaN();
+        range_out[2 * g + 1] = finite ? mx : std::numeric_limits<float>::quiet_NaN();
+      }
     }
   });
   for (int64_t s = 0; s < n; ++s) {
@@ -411,11 +427,11 @@ void sample_square_norms_all(const void* x, int64_t n, int64_t d, double* out) {
 
 }  // namespace
 
-void group_range_squares_cpu(const void* x, Elem elem, const QuantGeometry& geo, double* out) {
+void group_range_squares_cpu(const void* x, Elem elem, const QuantGeometry& geo, double* out, float* ranges) {
   switch (elem) {
-    case Elem::Float32: return group_range_squares_all<Elem::Float32>(x, geo, out);
-    case Elem::Float16: return group_range_squares_all<Elem::Float16>(x, geo, out);
-    case Elem::BFloat16: return group_range_squares_all<Elem::BFloat16>(x, geo, out);
+    case Elem::Float32: return group_range_squares_all<Elem::Float32>(x, geo, out, ranges);
+    case Elem::Float16: return group_range_squares_all<Elem::Float16>(x, geo, out, ranges);
+    case Elem::BFloat16: return group_range_squares_all<Elem::BFloat16>(x, geo, out, ranges);
   }
 }
 

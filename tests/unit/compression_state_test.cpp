@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <sstream>
 
@@ -86,6 +87,33 @@ TEST(CompressionState, MixedSiteSplitsItsBudgetByRange) {
   state->beginStep();
   const auto p = state->compress(scaledSamples(scale, 700, 2), 0, -1, c10::nullopt);
   EXPECT_NE(p->bits, std::vector<int64_t>(scale.size(), 2));
+}
+
+// On the CPU a mixed site hands the quantize kernel the group ranges its
+// statistics pass found, so that the kernel does not find them again. The
+// bytes are those of quantize with the chosen widths: whole and padded
+// groups, half and bfloat16 input, constant, signed-zero and non-finite groups.
+TEST(CompressionState, MixedSiteBytesEqualQuantizeWithItsWidths) {
+  const std::vector<double> scale = {1, 8, 0.5, 30, 2, 1e-3, 4, 100};
+  for (int64_t d : {512, 700, 40}) {
+    for (auto dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+      at::Tensor x = scaledSamples(scale, d, 3);
+      x[1].narrow(0, 0, std::min<int64_t>(d, 256)).fill_(0.75);  // a constant group
+      x[2].narrow(0, 0, std::min<int64_t>(d, 256)).zero_();
+      x[2][3] = -0.0;                        // signed zeros only
+      x[3][5] = std::numeric_limits<float>::infinity();
+      x[4][d - 1] = std::numeric_limits<float>::quiet_NaN();
+      x = x.to(dtype);
+      auto state = makeState(2, {{"mixed", 0, 1}});
+      state->beginStep();
+      const auto p = state->compress(x, 0, -1, c10::nullopt);
+      const auto q = quantize(x, p->bits, 256, int64_t(state->seed), 0);
+      EXPECT_TRUE(at::equal(p->codes, q->codes)) << "d " << d << " " << dtype;
+      // Bits, not values: a non-finite group's lo is NaN.
+      EXPECT_TRUE(at::equal(p->lo.view(at::kShort), q->lo.view(at::kShort))) << "d " << d << " " << dtype;
+      EXPECT_TRUE(at::equal(p->scale.view(at::kShort), q->scale.view(at::kShort))) << "d " << d << " " << dtype;
+    }
+  }
 }
 
 // The per-sample cost a mixed site records is the variance bound of its

@@ -19,6 +19,10 @@ struct QuantizeArgs {
   uint8_t* codes;   // packed codes, size given by the geometry
   uint16_t* lo;     // N * P metadata values
   uint16_t* scale;  // N * P metadata values
+  // Optional, CPU: per group, its (minimum, maximum) as group_range_squares_cpu
+  // wrote them. The kernel then does not find them again (one pass over x
+  // less when mixed precision has just computed them).
+  const float* ranges = nullptr;
 };
 
 struct DequantizeArgs {
@@ -65,8 +69,11 @@ void batch_norm_backward_cpu(const BatchNormBackwardArgs& a);
 
 // Statistics for mixed precision, one pass each. Per sample of the geometry
 // (bits ignored): the sum over its groups of (max - min)^2, +inf when a group
-// holds Inf or NaN.
-void group_range_squares_cpu(const void* x, Elem elem, const QuantGeometry& geo, double* out);
+// holds Inf or NaN. With `ranges` (2 floats per group), also each group's
+// (minimum, maximum) as quantize finds them, (NaN, NaN) for a group holding
+// Inf or NaN: QuantizeArgs::ranges.
+void group_range_squares_cpu(const void* x, Elem elem, const QuantGeometry& geo, double* out,
+                             float* ranges = nullptr);
 // Per sample of n samples of d values: the sum of squares (accumulated in
 // float within runs of 1024 values, in double across them).
 void sample_square_norms_cpu(const void* x, Elem elem, int64_t n, int64_t d, double* out);
