@@ -6,7 +6,9 @@
 // machine hits all alike, and the median is reported. With --budget, each
 // level's step is also measured on the allocator (as in maxbatch: state +
 // input + step peak) and marked "oom" when it would not fit: the
-// out-of-memory points of the reference's batch-size figure.
+// out-of-memory points of the reference's batch-size figure. Next to the
+// ratio of medians, "paired_ratio" (min / median / max) is taken round by
+// round against that round's LibTorch step.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -92,12 +94,20 @@ int bench_throughput(int argc, char** argv) {
     std::vector<std::vector<double>> times(levels.size());
     for (int64_t r = 0; r < repeat; ++r)
       for (size_t i = 0; i < levels.size(); ++i) times[i].push_back(stepSeconds(modules[i], x));
+    const size_t fp = size_t(std::find(levels.begin(), levels.end(), "fp") - levels.begin());
+    // Per round, each level's step over the fp step of the same round: on a
+    // shared machine whose speed drifts between rounds, their median and range
+    // show how far the ratio of medians can be trusted.
+    std::vector<std::vector<double>> paired(levels.size());
+    for (size_t i = 0; i < levels.size(); ++i) {
+      for (int64_t r = 0; r < repeat; ++r) paired[i].push_back(times[i][size_t(r)] / times[fp][size_t(r)]);
+      std::sort(paired[i].begin(), paired[i].end());
+    }
     std::vector<double> median;
     for (auto& t : times) {
       std::sort(t.begin(), t.end());
       median.push_back(t[t.size() / 2]);
     }
-    const size_t fp = size_t(std::find(levels.begin(), levels.end(), "fp") - levels.begin());
     for (size_t i = 0; i < levels.size(); ++i) {
       JsonLine line;
       line.add("model", model)
@@ -106,6 +116,9 @@ int bench_throughput(int argc, char** argv) {
           .add("level", levels[i])
           .add("step_seconds", median[i])
           .add("ratio", median[i] / median[fp])
+          .add("paired_ratio", paired[i][paired[i].size() / 2])
+          .add("paired_ratio_min", paired[i].front())
+          .add("paired_ratio_max", paired[i].back())
           .add("images_per_second", double(batch) / median[i])
           .add("threads", int64_t(at::get_num_threads()));
       if (budget > 0) line.add("device_bytes", need[i]).add("budget_bytes", budget).add("oom", need[i] > budget);
