@@ -48,6 +48,12 @@ at::Tensor dequantize_groups_cpu(const at::Tensor& codes, const at::Tensor& lo,
 }
 
 at::Tensor pack_mask_into_cpu(const at::Tensor& mask, const c10::optional<at::Tensor>& into) {
+  if (mask.scalar_type() == at::kFloat) {  // a relu output's "!= 0", with no bool tensor in between
+    const at::Tensor m = mask.contiguous();
+    at::Tensor out = packed_output("actnn::pack_mask", into, (m.numel() + 7) / 8, m);
+    kernels::pack_nonzero_cpu(m.data_ptr<float>(), m.numel(), out.data_ptr<uint8_t>());
+    return out;
+  }
   const at::Tensor m = mask_bytes(mask);
   at::Tensor out = packed_output("actnn::pack_mask", into, (m.numel() + 7) / 8, m);
   kernels::pack_mask_cpu(reinterpret_cast<const uint8_t*>(m.data_ptr()), m.numel(),

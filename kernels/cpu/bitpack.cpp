@@ -61,10 +61,49 @@ PackRuns pick_pack_runs() {
 
 const PackRuns pack_runs = pick_pack_runs();
 
+// The same from floats: bit set when the value is not 0 (NaN compares unequal).
+void pack_nonzero_runs_scalar(const float* x, int64_t n, uint8_t* out, int64_t b, int64_t e) {
+  for (int64_t run = b; run < e; ++run) {
+    const int64_t i0 = run * 8;
+    const int count = int(std::min<int64_t>(8, n - i0));
+    uint8_t byte = 0;
+    for (int i = 0; i < count; ++i) byte |= uint8_t(x[i0 + i] != 0.0f) << i;
+    out[run] = byte;
+  }
+}
+
+#if ACTNN_X86_AVX2
+// One run per compare: _CMP_NEQ_UQ is true for NaN, as != is.
+__attribute__((target("avx2"))) void pack_nonzero_runs_avx2(const float* x, int64_t n, uint8_t* out, int64_t b,
+                                                            int64_t e) {
+  const int64_t whole = std::min(e, n / 8);
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t run = b;
+  for (; run < whole; ++run)
+    out[run] = uint8_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + run * 8), zero, _CMP_NEQ_UQ)));
+  pack_nonzero_runs_scalar(x, n, out, run, e);
+}
+#endif
+
+using PackNonzeroRuns = void (*)(const float*, int64_t, uint8_t*, int64_t, int64_t);
+
+PackNonzeroRuns pick_pack_nonzero_runs() {
+#if ACTNN_X86_AVX2
+  if (__builtin_cpu_supports("avx2")) return pack_nonzero_runs_avx2;
+#endif
+  return pack_nonzero_runs_scalar;
+}
+
+const PackNonzeroRuns pack_nonzero_runs = pick_pack_nonzero_runs();
+
 }  // namespace
 
 void pack_mask_cpu(const uint8_t* mask, int64_t n, uint8_t* out) {
   at::parallel_for(0, (n + 7) / 8, kGrainRuns, [&](int64_t b, int64_t e) { pack_runs(mask, n, out, b, e); });
+}
+
+void pack_nonzero_cpu(const float* x, int64_t n, uint8_t* out) {
+  at::parallel_for(0, (n + 7) / 8, kGrainRuns, [&](int64_t b, int64_t e) { pack_nonzero_runs(x, n, out, b, e); });
 }
 
 void unpack_mask_cpu(const uint8_t* packed, int64_t n, uint8_t* out) {

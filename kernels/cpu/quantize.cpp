@@ -363,12 +363,17 @@ void group_range_squares_all(const void* x, const QuantGeometry& geo, double* ou
     std::vector<float> buf(G + kRun);
     for (int64_t g = b; g < e; ++g) {
       const int64_t s = g / p, j0 = (g % p) * G, len = std::min(G, D - j0);
-      load_run<E>(x, s * D + j0, int(len), buf.data());
       const int64_t padded = (len + kRun - 1) / kRun * kRun;
-      for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
+      const float* v = buf.data();
+      if (E == Elem::Float32 && padded == len) {  // whole runs: read in place
+        v = static_cast<const float*>(x) + s * D + j0;
+      } else {
+        load_run<E>(x, s * D + j0, int(len), buf.data());
+        for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
+      }
       float mn, mx;
       bool finite;
-      min_max(buf.data(), int(padded), &mn, &mx, &finite);
+      min_max(v, int(padded), &mn, &mx, &finite);
       const double r = double(mx) - double(mn);
       ranges[size_t(g)] = finite ? r * r : std::numeric_limits<double>::infinity();
       if (range_out) {

@@ -5,11 +5,10 @@
 //
 //   F:  %y = aten::convolution(%x, ...)          F:  %y = aten::convolution(%x, ...)
 //       %r = aten::relu(%y)                          %r = aten::relu(%y)
-//       return (..., %r)                             %z = aten::le(%r, 0)
-//                                                    %m = actnn::pack_mask(%z)
+//       return (..., %r)                             %m = actnn::pack_mask(%r)   (bits: %r != 0)
 //                                                    %p = actnn::compress(%r, %actnn_state, 3, 1, %w)
 //                                                    return (..., %p, %m, %r_sizes)
-//   B:  %g1 = aten::threshold_backward(%g, %r, 0)    %g1 = aten::masked_fill(%g, unpack_mask(%m, ...), 0)
+//   B:  %g1 = aten::threshold_backward(%g, %r, 0)    %g1 = actnn::scale_by_mask(%g, %m, 1., 0., ...)
 //       ... convolution_backward(%g2, %r, ...)       %r2 = actnn::dequantize(%p)
 //                                                    ... convolution_backward(%g2, %r2, ...)
 //
@@ -67,15 +66,26 @@ bool isConstant(const Value* v) { return v->node()->kind() == c10::prim::Constan
 
 // A B reader that needs only a mask of the value: relu (threshold),
 // hardtanh and leaky_relu backward, with their parameters constant.
+// NonZero: a threshold at 0 of a relu output (>= 0 or NaN), whose mask is
+// just "v != 0" (set where the gradient passes): pack_mask reads v itself,
+// with no compare and no bool tensor in between.
 struct MaskReader {
   Node* node;
-  enum { Threshold, Hardtanh, LeakyRelu } kind;
+  enum { Threshold, NonZero, Hardtanh, LeakyRelu } kind;
 };
 
-c10::optional<MaskReader> maskReader(Node* n, size_t offset) {
+bool isReluOutput(const Value* v) {
+  return v->node()->kind() == c10::aten::relu || v->node()->kind() == c10::aten::relu_;
+}
+
+c10::optional<MaskReader> maskReader(Node* n, size_t offset, const Value* saved) {
   if (offset != 1) return c10::nullopt;
-  if (n->kind() == c10::aten::threshold_backward && isConstant(n->input(2)))
+  if (n->kind() == c10::aten::threshold_backward && isConstant(n->input(2))) {
+    auto threshold = constantOf(n->input(2));
+    if (isReluOutput(saved) && threshold && threshold->isScalar() && threshold->toScalar().toDouble() == 0)
+      return MaskReader{n, MaskReader::NonZero};
     return MaskReader{n, MaskReader::Threshold};
+  }
   if (n->kind() == c10::aten::hardtanh_backward && isConstant(n->input(2)) && isConstant(n->input(3)))
     return MaskReader{n, MaskReader::Hardtanh};
   if (n->kind() == c10::aten::leaky_relu_backward && isConstant(n->input(2)) && isConstant(n->input(3))) {
@@ -264,6 +274,9 @@ class Rewriter {
         case MaskReader::Threshold:  // zero where v <= threshold
           mask = insertValue(f_, c10::aten::le, {v, fconst(2)});
           break;
+        case MaskReader::NonZero:  // unchanged where v != 0 (v > 0 or NaN)
+          mask = v;
+          break;
         case MaskReader::Hardtanh:  // zero where v <= min or v >= max
           mask = insertValue(f_, c10::aten::logical_or, {insertValue(f_, c10::aten::le, {v, fconst(2)}),
                                                           insertValue(f_, c10::aten::ge, {v, fconst(3)})});
@@ -290,6 +303,9 @@ class Rewriter {
     if (r.kind == MaskReader::LeakyRelu) {
       if_set = 1;
       if_clear = constantOf(n->input(2))->toScalar().toDouble();
+    } else if (r.kind == MaskReader::NonZero) {
+      if_set = 1;
+      if_clear = 0;
     }
     // The gradient dies here when this reader is its only use: the runtime
     // may then reuse its buffer.
@@ -313,7 +329,7 @@ class Rewriter {
     if (masks_) {
       std::vector<MaskReader> readers;
       for (const auto& use : in->uses())
-        if (auto r = maskReader(use.user, use.offset)) readers.push_back(*r);
+        if (auto r = maskReader(use.user, use.offset, v)) readers.push_back(*r);
       for (const auto& r : readers) rewriteMaskReader(i, v, r, name);
     }
     if (!in->hasUses()) return true;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "actnn/runtime/ops.h"
 #include "test_util.h"
@@ -31,6 +32,24 @@ TEST(Mask, AnyNonZeroIsSetAndShapesAreKept) {
   const at::Tensor f = (x > 0).to(at::kFloat) * 2;
   EXPECT_TRUE(at::equal(unpack_mask(pack_mask(f.transpose(0, 3)), {5, 3, 5, 4}),
                         (f.transpose(0, 3) != 0)));
+}
+
+// A float tensor packs "!= 0" straight from its values (the relu-output
+// masks of insert-compression): NaN is set, -0 and +0 are not, at every
+// length around the 8-value runs.
+TEST(Mask, FloatValuesPackTheirNonZeros) {
+  at::Generator gen = at::detail::createCPUGenerator(4);
+  for (int64_t n : {0, 1, 7, 8, 9, 63, 1000, 4097, 70001}) {
+    at::Tensor x = at::relu(at::randn({n}, gen));
+    if (n > 8) {
+      x[1] = -0.0;
+      x[2] = std::nanf("");
+      x[3] = std::numeric_limits<float>::denorm_min();
+      x[n - 1] = std::numeric_limits<float>::infinity();
+    }
+    EXPECT_TRUE(at::equal(pack_mask(x), pack_mask(x != 0))) << n;
+    EXPECT_TRUE(at::equal(unpack_mask(pack_mask(x), {n}), x != 0)) << n;
+  }
 }
 
 TEST(Mask, BadPackedSizeIsReported) {

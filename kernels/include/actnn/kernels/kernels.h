@@ -39,6 +39,8 @@ void quantize_cpu(const QuantizeArgs& a);
 void dequantize_cpu(const DequantizeArgs& a);
 // Bit i of `out` (ceil(n / 8) bytes) is set when mask[i] != 0.
 void pack_mask_cpu(const uint8_t* mask, int64_t n, uint8_t* out);
+// The same bits from float values: set when x[i] != 0 (NaN is set, -0 is not).
+void pack_nonzero_cpu(const float* x, int64_t n, uint8_t* out);
 void unpack_mask_cpu(const uint8_t* packed, int64_t n, uint8_t* out);
 // Packs n indices of width w (1..16), each in [0, limit) with limit <= 2^w.
 // Returns -1, or the position of the first index outside [0, limit) (the output
