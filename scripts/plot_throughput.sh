@@ -29,7 +29,8 @@ if [ -z "${DATA:-}" ]; then
 fi
 
 # One data block per level (gnuplot index): batch, images/s, 1 when out of memory.
-TABLE="$OUT/throughput_${MODEL}_${IMAGE}.dat"
+TABLE=$(mktemp)
+trap 'rm -f "$TABLE"' EXIT
 /usr/bin/python3 - "$DATA" "$LEVELS" > "$TABLE" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
