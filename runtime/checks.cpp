@@ -152,13 +152,13 @@ kernels::QuantGeometry host_geometry(const QuantPlan& plan) {
 
 kernels::QuantizeArgs QuantizeCall::args() const {
   kernels::QuantizeArgs a{x.data_ptr(),
-                               plan.elem,
-                               host_geometry(plan),
-                               seed,
-                               offset,
-                               codes.data_ptr<uint8_t>(),
-                               reinterpret_cast<uint16_t*>(lo.data_ptr()),
-                               reinterpret_cast<uint16_t*>(scale.data_ptr())};
+                          plan.elem,
+                          host_geometry(plan),
+                          seed,
+                          offset,
+                          codes.data_ptr<uint8_t>(),
+                          reinterpret_cast<uint16_t*>(lo.data_ptr()),
+                          reinterpret_cast<uint16_t*>(scale.data_ptr())};
   a.ranges = ranges;
   return a;
 }

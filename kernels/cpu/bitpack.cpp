@@ -17,10 +17,8 @@
 namespace actnn {
 namespace kernels {
 namespace {
-constexpr int64_t kGrainRuns = 4096;
-}
 
-namespace {
+constexpr int64_t kGrainRuns = 4096;
 
 // Runs [b, e) of 8 mask bytes into one byte each; the last run may be short.
 void pack_runs_scalar(const uint8_t* mask, int64_t n, uint8_t* out, int64_t b, int64_t e) {
