@@ -20,13 +20,15 @@ namespace {
 
 constexpr int64_t kGrainRuns = 4096;
 
-// Runs [b, e) of 8 mask bytes into one byte each; the last run may be short.
-void pack_runs_scalar(const uint8_t* mask, int64_t n, uint8_t* out, int64_t b, int64_t e) {
+// Runs [b, e) of 8 values (mask bytes, or floats) into one byte each, bit i
+// set when value i != 0 (NaN compares unequal); the last run may be short.
+template <typename T>
+void pack_runs_scalar(const T* x, int64_t n, uint8_t* out, int64_t b, int64_t e) {
   for (int64_t run = b; run < e; ++run) {
     const int64_t i0 = run * 8;
     const int count = int(std::min<int64_t>(8, n - i0));
     uint8_t byte = 0;
-    for (int i = 0; i < count; ++i) byte |= uint8_t(mask[i0 + i] != 0) << i;
+    for (int i = 0; i < count; ++i) byte |= uint8_t(x[i0 + i] != T(0)) << i;
     out[run] = byte;
   }
 }
@@ -54,24 +56,13 @@ PackRuns pick_pack_runs() {
 #if ACTNN_X86_AVX2
   if (__builtin_cpu_supports("avx2")) return pack_runs_avx2;
 #endif
-  return pack_runs_scalar;
+  return pack_runs_scalar<uint8_t>;
 }
 
 const PackRuns pack_runs = pick_pack_runs();
 
-// The same from floats: bit set when the value is not 0 (NaN compares unequal).
-void pack_nonzero_runs_scalar(const float* x, int64_t n, uint8_t* out, int64_t b, int64_t e) {
-  for (int64_t run = b; run < e; ++run) {
-    const int64_t i0 = run * 8;
-    const int count = int(std::min<int64_t>(8, n - i0));
-    uint8_t byte = 0;
-    for (int i = 0; i < count; ++i) byte |= uint8_t(x[i0 + i] != 0.0f) << i;
-    out[run] = byte;
-  }
-}
-
 #if ACTNN_X86_AVX2
-// One run per compare: _CMP_NEQ_UQ is true for NaN, as != is.
+// Floats, one run per compare: _CMP_NEQ_UQ is true for NaN, as != is.
 __attribute__((target("avx2"))) void pack_nonzero_runs_avx2(const float* x, int64_t n, uint8_t* out, int64_t b,
                                                             int64_t e) {
   const int64_t whole = std::min(e, n / 8);
@@ -79,7 +70,7 @@ __attribute__((target("avx2"))) void pack_nonzero_runs_avx2(const float* x, int6
   int64_t run = b;
   for (; run < whole; ++run)
     out[run] = uint8_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + run * 8), zero, _CMP_NEQ_UQ)));
-  pack_nonzero_runs_scalar(x, n, out, run, e);
+  pack_runs_scalar(x, n, out, run, e);
 }
 #endif
 
@@ -89,7 +80,7 @@ PackNonzeroRuns pick_pack_nonzero_runs() {
 #if ACTNN_X86_AVX2
   if (__builtin_cpu_supports("avx2")) return pack_nonzero_runs_avx2;
 #endif
-  return pack_nonzero_runs_scalar;
+  return pack_runs_scalar<float>;
 }
 
 const PackNonzeroRuns pack_nonzero_runs = pick_pack_nonzero_runs();

@@ -225,6 +225,21 @@ void codes_run_bits(int bits, const float* v, const uint16_t* r, int valid, Grou
   }
 }
 
+int64_t padded_length(int64_t len) { return (len + kRun - 1) / kRun * kRun; }
+
+// The `len` values of a group from x[base] as floats, padded to whole runs:
+// whole fp32 runs are read in place; otherwise they are loaded into buf
+// (padded_length(len) floats) and padded with copies of the first value,
+// which leaves the minimum, maximum and finiteness unchanged.
+template <Elem E>
+const float* group_values(const void* x, int64_t base, int64_t len, float* buf) {
+  const int64_t padded = padded_length(len);
+  if (E == Elem::Float32 && padded == len) return static_cast<const float*>(x) + base;
+  load_run<E>(x, base, int(len), buf);
+  for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
+  return buf;
+}
+
 template <Elem E, int B>
 void quantize_group(const QuantizeArgs& a, int64_t n, int64_t gi, float* buf) {
   const QuantGeometry& geo = a.geo;
@@ -234,25 +249,15 @@ void quantize_group(const QuantizeArgs& a, int64_t n, int64_t gi, float* buf) {
   const int64_t base = n * D + j0;
   const int64_t g = n * geo.groups_per_sample + gi;
 
-  // The buffer holds the group padded with copies of its first value up to a
-  // whole run, which leaves the minimum, maximum and finiteness unchanged.
-  // With the ranges known, whole fp32 runs are read in place.
-  const int64_t padded = (len + kRun - 1) / kRun * kRun;
-  const float* v = buf;
+  const float* v = group_values<E>(a.x, base, len, buf);
   float mn, mx;
   bool finite;
-  if (a.ranges && E == Elem::Float32 && padded == len) {
-    v = static_cast<const float*>(a.x) + base;
-  } else {
-    load_run<E>(a.x, base, int(len), buf);
-    for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
-  }
   if (a.ranges) {
     mn = a.ranges[2 * g];
     mx = a.ranges[2 * g + 1];
     finite = !(mn != mn);  // (NaN, NaN) marks a group holding Inf or NaN
   } else {
-    min_max(buf, int(padded), &mn, &mx, &finite);
+    min_max(v, int(padded_length(len)), &mn, &mx, &finite);
   }
   const GroupCode code = encode_group(mn, mx, finite, B, meta_is_half(E), E == Elem::Float32);
   a.lo[g] = code.lo_bits;
@@ -363,17 +368,10 @@ void group_range_squares_all(const void* x, const QuantGeometry& geo, double* ou
     std::vector<float> buf(G + kRun);
     for (int64_t g = b; g < e; ++g) {
       const int64_t s = g / p, j0 = (g % p) * G, len = std::min(G, D - j0);
-      const int64_t padded = (len + kRun - 1) / kRun * kRun;
-      const float* v = buf.data();
-      if (E == Elem::Float32 && padded == len) {  // whole runs: read in place
-        v = static_cast<const float*>(x) + s * D + j0;
-      } else {
-        load_run<E>(x, s * D + j0, int(len), buf.data());
-        for (int64_t i = len; i < padded; ++i) buf[i] = buf[0];
-      }
+      const float* v = group_values<E>(x, s * D + j0, len, buf.data());
       float mn, mx;
       bool finite;
-      min_max(v, int(padded), &mn, &mx, &finite);
+      min_max(v, int(padded_length(len)), &mn, &mx, &finite);
       const double r = double(mx) - double(mn);
       ranges[size_t(g)] = finite ? r * r : std::numeric_limits<double>::infinity();
       if (range_out) {
