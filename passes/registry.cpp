@@ -99,10 +99,14 @@ std::string levelPipeline(const std::string& level) {
   //    1 bit whatever the level) and quantizes activations: L1 the inputs of
   //    convolutions at 4 bits, L2 every activation at 4 bits, L3 every
   //    activation at 2 bits on average, mixed across layers and samples.
+  //  - debias-backward then corrects B's readers that square a rounded
+  //    value's noise (batch / layer / group norm, softmax, tanh, sigmoid),
+  //    so their gradients stay unbiased; it must see the plain ATen backward
+  //    ops, before reuse-buffers replaces them.
   //  - reuse-buffers then lets B write gradients into the dequantized
   //    activations and gradients that die where they are read.
   const std::string compress = l0 + ",saved-set,insert-compression";
-  const std::string reuse = ",reuse-buffers";
+  const std::string reuse = ",debias-backward,reuse-buffers";
   if (level == "L1") return compress + "{bits=4,only=conv-inputs}" + reuse;
   if (level == "L2") return compress + "{bits=4}" + reuse;
   if (level == "L3") return compress + "{bits=2,mixed=true}" + reuse;

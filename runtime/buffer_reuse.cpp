@@ -16,6 +16,7 @@
 
 #include "actnn/kernels/kernels.h"
 #include "actnn/runtime/ops.h"
+#include "actnn/runtime/packed.h"
 #include "checks.h"
 
 namespace actnn {
@@ -89,14 +90,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(
     const at::Tensor& grad_out, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
     const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
     const c10::optional<at::Tensor>& save_mean, const c10::optional<at::Tensor>& save_invstd, bool train,
-    double eps, std::array<bool, 3> mask, bool donate_input) {
+    double eps, std::array<bool, 3> mask, bool donate_input, const PackedActivation* rounded) {
   const bool has_weight = weight && weight->defined();
+  const bool has_stats = save_mean && save_mean->defined() && save_invstd && save_invstd->defined();
+  TORCH_CHECK(!rounded || (train && has_stats && input.dim() >= 2 && at::IntArrayRef(rounded->shape) == input.sizes()),
+              "actnn::batch_norm_backward: a rounded input needs training mode, the batch statistics and the "
+              "rounded value's shape (", at::IntArrayRef(rounded ? rounded->shape : std::vector<int64_t>{}),
+              "; the input has ", input.sizes(), ")");
   const bool ours = train && input.device().is_cpu() && input.scalar_type() == at::kFloat &&
-                    grad_out.scalar_type() == at::kFloat && input.dim() >= 2 && save_mean && save_mean->defined() &&
-                    save_invstd && save_invstd->defined() && (!has_weight || weight->scalar_type() == at::kFloat);
-  if (!ours)
-    return at::native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd,
-                                          train, eps, mask);
+                    grad_out.scalar_type() == at::kFloat && input.dim() >= 2 && has_stats &&
+                    (!has_weight || weight->scalar_type() == at::kFloat);
+  if (!ours) {
+    auto [gi, gw, gb] = at::native_batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean,
+                                                       save_invstd, train, eps, mask);
+    if (rounded && gi.defined()) {
+      // The kernel's correction as tensor ops: dy * v * w invstd^3 / M per channel.
+      std::vector<int64_t> channel(size_t(input.dim()), 1);
+      channel[1] = input.size(1);
+      at::Tensor coeff = save_invstd->pow(3) / double(input.numel() / input.size(1));
+      if (has_weight) coeff = coeff * *weight;
+      gi = debias_grad(gi, grad_out, *rounded, coeff.reshape(channel), /*donate_input=*/true);
+    }
+    return {gi, gw, gb};
+  }
   const int64_t n = input.size(0), c = input.size(1);
   TORCH_CHECK(grad_out.sizes() == input.sizes(), "actnn::batch_norm_backward: grad_out has shape ", grad_out.sizes(),
               ", input ", input.sizes());
@@ -121,6 +137,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(
                                       gi.defined() ? gi.data_ptr<float>() : nullptr,
                                       gw.defined() ? gw.data_ptr<float>() : nullptr,
                                       gb.defined() ? gb.data_ptr<float>() : nullptr};
+  at::Tensor noise_var;
+  if (rounded) {
+    noise_var = rounding_variance(*rounded).contiguous();
+    args.noise_var = noise_var.data_ptr<float>();
+    args.noise_groups = noise_var.size(1);
+    args.noise_group_size = rounded->group_size;
+  }
   if (x.numel() > 0) kernels::batch_norm_backward_cpu(args);
   else {
     if (gw.defined()) gw.zero_();

@@ -268,10 +268,25 @@ TORCH_LIBRARY(actnn, m) {
         " int[] padding, int[] dilation, bool transposed, int[] output_padding, int groups, bool[3] output_mask,"
         " int chunk_bytes=0) -> (Tensor, Tensor, Tensor)",
         convolution_backward);
+  // rounded: `input` is its dequantized copy; the input gradient drops the
+  // bias the rounding noise brings (runtime/debias.cpp).
   m.def("batch_norm_backward(Tensor grad_out, Tensor input, Tensor? weight, Tensor? running_mean,"
         " Tensor? running_var, Tensor? save_mean, Tensor? save_invstd, bool train, float eps, bool[3] output_mask,"
-        " bool donate_input=False) -> (Tensor, Tensor, Tensor)",
-        batch_norm_backward);
+        " bool donate_input=False, __torch__.torch.classes.actnn.PackedActivation? rounded=None)"
+        " -> (Tensor, Tensor, Tensor)",
+        [](const at::Tensor& grad_out, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
+           const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
+           const c10::optional<at::Tensor>& save_mean, const c10::optional<at::Tensor>& save_invstd, bool train,
+           double eps, std::array<bool, 3> mask, bool donate_input, const c10::optional<PackedPtr>& rounded) {
+          return batch_norm_backward(grad_out, input, weight, running_mean, running_var, save_mean, save_invstd,
+                                     train, eps, mask, donate_input, rounded ? rounded->get() : nullptr);
+        });
+  m.def("rounding_variance(__torch__.torch.classes.actnn.PackedActivation p) -> Tensor",
+        [](const PackedPtr& p) { return rounding_variance(*p); });
+  m.def("debias_grad(Tensor grad_input, Tensor grad_output, __torch__.torch.classes.actnn.PackedActivation rounded,"
+        " Tensor? coeff=None, bool donate_input=False) -> Tensor",
+        [](const at::Tensor& gi, const at::Tensor& go, const PackedPtr& p, const c10::optional<at::Tensor>& coeff,
+           bool donate) { return debias_grad(gi, go, *p, coeff ? *coeff : at::Tensor(), donate); });
   m.def("pack_mask.arena(Tensor mask, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
         pack_mask_arena_op);
   m.def("observe_grad(Tensor(a) grad, __torch__.torch.classes.actnn.CompressionState state, int site)"

@@ -7,11 +7,15 @@
 //   dot_c = sum(dy * (x - mean_c)),  sum_c = sum(dy)
 //   dx    = (dy - sum_c / M - (x - mean_c) * dot_c * invstd_c^2 / M) * invstd_c * w_c
 //   dw_c  = dot_c * invstd_c,  db_c = sum_c
-// which is ATen's native_batch_norm_backward for train=True. Sums are taken
-// in double per channel (ATen sums in float), so results agree to rounding,
+// which is ATen's native_batch_norm_backward for train=True. When x is a
+// stochastically rounded copy x' = x + e (noise_var given), the product
+// (x' - mean) * dot' holds dy_i * e_i^2 in expectation; with v_i the
+// expected e_i^2, dx uses dy * (1 + v_i * invstd^2 / M) in place of dy.
+// Sums are taken in double per channel (ATen sums in float), so results agree to rounding,
 // not bit for bit.
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "actnn/kernels/kernels.h"
@@ -69,7 +73,20 @@ void batch_norm_backward_cpu(const BatchNormBackwardArgs& a) {
       const float* dy = a.grad_out + plane * inner;
       const float* x = a.x + plane * inner;
       float* dx = a.grad_input + plane * inner;  // may be x itself
-      for (int64_t j = 0; j < inner; ++j) dx[j] = (dy[j] - mean_dy - (x[j] - mean) * k) * scale;
+      if (!a.noise_var) {
+        for (int64_t j = 0; j < inner; ++j) dx[j] = (dy[j] - mean_dy - (x[j] - mean) * k) * scale;
+        continue;
+      }
+      // Rounded input: E[(x - mean) * dot] holds dy * var(noise) of the value
+      // itself, which the factor on dy gives back, one run per group.
+      const float* var = a.noise_var + (plane / c) * a.noise_groups;
+      const float per_var = float(double(invstd) * double(invstd) / count);
+      const int64_t G = a.noise_group_size, first = ch * inner;  // the plane's place in its sample
+      for (int64_t j = 0; j < inner;) {
+        const int64_t g = (first + j) / G, end = std::min(inner, (g + 1) * G - first);
+        const float keep = 1.0f + var[g] * per_var;
+        for (; j < end; ++j) dx[j] = (dy[j] * keep - mean_dy - (x[j] - mean) * k) * scale;
+      }
     }
   });
 }

@@ -29,7 +29,8 @@
 //
 // 3. Batch-norm backward whose input %x is read nowhere else becomes
 //    actnn::batch_norm_backward(..., donate_input=True), which writes the
-//    input gradient over %x.
+//    input gradient over %x (debias-backward's actnn::batch_norm_backward
+//    gets donate_input=True).
 //
 // 4. With chunk-bytes > 0 (L5), every convolution backward becomes
 //    actnn::convolution_backward(..., chunk_bytes): on the CPU it runs over
@@ -179,11 +180,14 @@ void donateSum(Node* sum, Block* block) {
 }
 
 bool donateBatchNormInput(Node* n, Block* block) {
-  if (n->kind() != c10::aten::native_batch_norm_backward || n->inputs().size() != 10) return false;
   auto train = constantOf(n->input(7));
   if (!train || !train->isBool() || !train->toBool() || !diesAt(n->input(1), n, block)) return false;
   auto& graph = *block->owningGraph();
   torch::jit::WithInsertPoint guard(n);
+  if (n->kind() == actnnOp("batch_norm_backward")) {  // debias-backward's: set its donate_input
+    n->replaceInput(10, graph.insertConstant(true));
+    return true;
+  }
   std::vector<NamedValue> args;
   for (Value* in : n->inputs()) args.emplace_back(in);
   args.emplace_back(graph.insertConstant(true));
@@ -217,7 +221,9 @@ class ReuseBuffers : public Pass {
     std::vector<Node*> convs, norms, sums;
     for (Node* n : block->nodes()) {
       if (n->kind() == c10::aten::convolution_backward) convs.push_back(n);
-      if (n->kind() == c10::aten::native_batch_norm_backward) norms.push_back(n);
+      if ((n->kind() == c10::aten::native_batch_norm_backward && n->inputs().size() == 10) ||
+          n->kind() == actnnOp("batch_norm_backward"))
+        norms.push_back(n);
     }
     bool changed = false;
     for (Node* n : convs) changed |= splitConvolution(n, block);

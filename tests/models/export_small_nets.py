@@ -480,7 +480,48 @@ class StatsLinear(nn.Module):
 
 # Nets for the gradient statistics of compressed levels
 # (tests/unit/compression_gradients_test.cpp), not part of the L0 parity set.
+class StatsNorms(nn.Module):
+    """Batch norm over few values per channel (M = 4 x 6 x 6 and 4 x 3 x 3,
+    where the square of the rounding noise is a large part of BN backward's
+    sum), then group norm and SiLU: the readers debias-backward corrects."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):                  # x: (4, 3, 6, 6)
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
+        h = F.silu(self.gn(self.conv3(h)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
+class StatsTransformer(nn.Module):
+    """A transformer block's nonlinear readers: layer norm, GELU, softmax,
+    tanh and sigmoid, each reading a quantized activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.ln = nn.LayerNorm(32)
+        self.fc2 = nn.Linear(32, 32)
+        self.fc3 = nn.Linear(32, 10)
+
+    def forward(self, x):                  # x: (8, 6, 16)
+        h = self.fc2(F.gelu(self.ln(self.fc1(x))))
+        h = torch.softmax(h, -1) * torch.tanh(h) + torch.sigmoid(h * 2.0)
+        return self.fc3(h.mean(1))
+
+
 STAT_NETS = {
+    "stats_norms": (StatsNorms, [("float", (4, 3, 6, 6))]),
+    "stats_transformer": (StatsTransformer, [("float", (8, 6, 16))]),
     "stats_masks": (StatsMasks, [("float", (4, 3, 32, 32))]),
     "stats_convnet": (StatsConvNet, [("float", (8, 3, 12, 12))]),
     "stats_linear": (StatsLinear, [("float", (8, 640))]),

@@ -23,6 +23,7 @@ int bench_kernels(int argc, char** argv);
 int bench_step(int argc, char** argv);
 int bench_memory(int argc, char** argv);
 int bench_accuracy(int argc, char** argv);
+int bench_gradients(int argc, char** argv);
 int bench_plan(int argc, char** argv);
 int bench_peak(int argc, char** argv);
 int bench_maxbatch(int argc, char** argv);

@@ -1,9 +1,13 @@
 // actnn-bench accuracy: train the same model from the same initial weights on
-// Fashion-MNIST (Debian's dataset-fashion-mnist) once per level — "fp" is
-// plain LibTorch autograd on the original module — with the same data order,
-// and compare test accuracy per epoch. SGD with momentum 0.9, weight decay
-// 5e-4 and a cosine learning-rate schedule. Progress goes to stderr, one JSON
-// line per (level, epoch) to stdout, then a table of loss and accuracy.
+// Fashion-MNIST (Debian's dataset-fashion-mnist) once per level and seed —
+// "fp" is plain LibTorch autograd on the original module — and compare test
+// accuracy as a distribution over seeds. A seed sets the data order and the
+// quantization seeds; every level sees the same ones. SGD with momentum 0.9,
+// weight decay 5e-4 and a cosine learning-rate schedule. Progress goes to
+// stderr; stdout gets JSON lines: one per (level, seed, epoch), the training
+// loss every --curve-every steps ("curve": true; scripts/plot_accuracy.sh
+// draws them), and per (level, epoch) the mean and standard deviation over
+// seeds ("summary": true); then a table on stderr.
 #include <ATen/Parallel.h>
 #include <torch/optim/sgd.h>
 
@@ -50,13 +54,15 @@ std::pair<double, double> evaluate(torch::jit::Module& model, const Dataset& tes
 int bench_accuracy(int argc, char** argv) {
   Args args;
   args.flag("model", "fashion_resnet", "model name or TorchScript archive (.pt), 1x28x28 inputs, 10 classes")
-      .flag("levels", "fp,L2,L3", "comma-separated levels to train (fp: LibTorch autograd)")
+      .flag("levels", "fp,L2,L3", "comma-separated levels to train (fp: LibTorch autograd; L3-biased etc.: without debias-backward)")
       .flag("epochs", "3", "passes over the training set")
       .flag("batch", "128", "samples per step")
       .flag("lr", "0.05", "peak learning rate")
       .flag("train-limit", "0", "use only the first N training images (0: all 60000)")
       .flag("test-limit", "0", "use only the first N test images (0: all 10000)")
-      .flag("seed", "0", "seed of the data order and of quantization")
+      .flag("seed", "0", "first seed of the data order and of quantization")
+      .flag("seeds", "1", "runs per level, with seeds seed, seed + 1, ...")
+      .flag("curve-every", "20", "steps per point of the training-loss curve (0: no curve)")
       .flag("threads", "0", "CPU threads (0: LibTorch's default)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench accuracy [flags]\n" << args.help();
@@ -75,27 +81,30 @@ int bench_accuracy(int argc, char** argv) {
   }
   if (levels.empty()) throw UsageError("--levels names no level");
   for (const auto& l : levels)
-    if (l != "fp") levelPipeline(l);  // an unknown level fails before any training
+    if (l != "fp") levelVariant(l);  // an unknown level fails before any training
+  const int64_t seeds = args.integer("seeds"), curve_every = args.integer("curve-every");
+  if (seeds < 1 || curve_every < 0) throw UsageError("--seeds must be positive and --curve-every not negative");
   const std::string model_name = args.str("model");
   const Dataset train = loadFashionMnist(true, args.integer("train-limit"));
   const Dataset test = loadFashionMnist(false, args.integer("test-limit"));
   const int64_t steps_per_epoch = (train.images.size(0) + batch - 1) / batch;
   const int64_t total_steps = steps_per_epoch * epochs;
 
-  std::vector<std::vector<EpochResult>> results;
-  for (const auto& level : levels) {
+  // results[level][seed][epoch]
+  std::vector<std::vector<std::vector<EpochResult>>> results(levels.size());
+  for (size_t li = 0; li < levels.size(); ++li)
+   for (int64_t run = 0; run < seeds; ++run) {
+    const std::string& level = levels[li];
+    const int64_t run_seed = seed + run;
     torch::jit::Module model = loadModel(model_name);
-    if (level != "fp") {
-      Options options;
-      options.level = level;
-      model = compile(model, options);
-    }
+    if (level != "fp") model = compile(model, levelVariant(level));
     std::vector<at::Tensor> params;
     for (const auto& p : model.parameters()) params.push_back(p);
     torch::optim::SGD sgd(params, torch::optim::SGDOptions(lr).momentum(0.9).weight_decay(5e-4));
-    at::manual_seed(seed);  // the same data order and quantization seeds for every level
-    results.emplace_back();
+    at::manual_seed(run_seed);  // the same data order and quantization seeds for every level
+    results[li].emplace_back();
     int64_t step = 0;
+    double curve_sum = 0;
     for (int64_t epoch = 1; epoch <= epochs; ++epoch) {
       const auto start = std::chrono::steady_clock::now();
       const at::Tensor order = at::randperm(train.images.size(0));
@@ -108,11 +117,22 @@ int bench_accuracy(int argc, char** argv) {
         at::Tensor loss = at::cross_entropy_loss(model.forward({b.images}).toTensor(), b.labels);
         loss.backward();
         sgd.step();
-        loss_sum += loss.item<double>();
+        const double step_loss = loss.item<double>();
+        loss_sum += step_loss;
+        curve_sum += step_loss;
+        if (curve_every > 0 && (step + 1) % curve_every == 0) {
+          std::cout << JsonLine()
+                           .add("curve", true)
+                           .add("level", level)
+                           .add("seed", run_seed)
+                           .add("step", step + 1)
+                           .add("train_loss", curve_sum / double(curve_every));
+          curve_sum = 0;
+        }
         if (i % 10 == 0 || i + 1 == steps_per_epoch)
-          std::fprintf(stderr, "\r[%s] epoch %lld/%lld  step %lld/%lld  loss %.4f   ", level.c_str(),
-                       (long long)epoch, (long long)epochs, (long long)(i + 1), (long long)steps_per_epoch,
-                       loss_sum / double(i + 1));
+          std::fprintf(stderr, "\r[%s seed %lld] epoch %lld/%lld  step %lld/%lld  loss %.4f   ", level.c_str(),
+                       (long long)run_seed, (long long)epoch, (long long)epochs, (long long)(i + 1),
+                       (long long)steps_per_epoch, loss_sum / double(i + 1));
       }
       EpochResult r;
       r.train_loss = loss_sum / double(steps_per_epoch);
@@ -122,23 +142,49 @@ int bench_accuracy(int argc, char** argv) {
       std::cout << JsonLine()
                        .add("model", model_name)
                        .add("level", level)
+                       .add("seed", run_seed)
                        .add("epoch", epoch)
                        .add("train_loss", r.train_loss)
                        .add("test_loss", r.test_loss)
                        .add("test_accuracy", r.test_accuracy)
                        .add("seconds", r.seconds)
                        .add("threads", int64_t(at::get_num_threads()));
-      results.back().push_back(r);
+      results[li].back().push_back(r);
     }
   }
 
-  // The table: one row per epoch, train loss / test accuracy per level.
+  // Per (level, epoch): mean and sample standard deviation over the seeds.
+  auto meanStd = [](const std::vector<double>& v) {
+    double m = 0, ss = 0;
+    for (double x : v) m += x / double(v.size());
+    for (double x : v) ss += (x - m) * (x - m);
+    return std::make_pair(m, v.size() > 1 ? std::sqrt(ss / double(v.size() - 1)) : 0.0);
+  };
   std::fprintf(stderr, "\n%-6s", "epoch");
-  for (const auto& l : levels) std::fprintf(stderr, "  %-22s", (l + " loss / acc").c_str());
+  for (const auto& l : levels) std::fprintf(stderr, "  %-34s", (l + " loss / accuracy (mean +- std)").c_str());
   std::fprintf(stderr, "\n");
   for (int64_t e = 0; e < epochs; ++e) {
     std::fprintf(stderr, "%-6lld", (long long)(e + 1));
-    for (const auto& r : results) std::fprintf(stderr, "  %8.4f / %6.2f%%      ", r[e].train_loss, 100 * r[e].test_accuracy);
+    for (size_t li = 0; li < levels.size(); ++li) {
+      std::vector<double> loss, accuracy;
+      for (const auto& run : results[li]) {
+        loss.push_back(run[size_t(e)].train_loss);
+        accuracy.push_back(100 * run[size_t(e)].test_accuracy);
+      }
+      const auto [lm, ls] = meanStd(loss);
+      const auto [am, as] = meanStd(accuracy);
+      std::cout << JsonLine()
+                       .add("summary", true)
+                       .add("model", model_name)
+                       .add("level", levels[li])
+                       .add("epoch", e + 1)
+                       .add("seeds", seeds)
+                       .add("train_loss_mean", lm)
+                       .add("train_loss_std", ls)
+                       .add("test_accuracy_mean", am)
+                       .add("test_accuracy_std", as);
+      std::fprintf(stderr, "  %.4f +- %.4f / %6.2f +- %.2f%%    ", lm, ls, am, as);
+    }
     std::fprintf(stderr, "\n");
   }
   return 0;

@@ -62,6 +62,26 @@ Options ModelFlags::options() const {
   return o;
 }
 
+Options levelVariant(const std::string& name) {
+  static const std::string suffix = "-biased";
+  const bool biased = name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  Options o;
+  o.level = biased ? name.substr(0, name.size() - suffix.size()) : name;
+  std::string pipeline;
+  try {
+    pipeline = levelPipeline(o.level);
+  } catch (const std::exception&) {
+    throw UsageError("unknown level '" + name + "' (L0..L5, or L2..L5 with -biased)");
+  }
+  if (biased) {
+    const std::string pass = ",debias-backward";
+    const size_t at = pipeline.find(pass);
+    if (at == std::string::npos) throw UsageError("level '" + o.level + "' has no debias-backward to leave out");
+    o.passes = pipeline.erase(at, pass.size());
+  }
+  return o;
+}
+
 std::string parityModels() {
   return "resnet18,resnet50,mobilenet_v2,mobilenet_v3_small,densenet121,vgg11_bn,squeezenet1_0,efficientnet_b0,"
          "regnet_x_400mf,shufflenet_v2_x0_5,mnasnet0_5,convnext_tiny,vit_b_16";

@@ -38,6 +38,12 @@ ModelFlags readModelFlags(const Args& args, bool allow_fp = false);
 // The models dir is $ACTNN_MODELS_DIR, else the build tree's tests/models.
 torch::jit::Module loadModel(const std::string& name);
 
+// Compile options for a level name of the quality suites (gradients,
+// accuracy): "L0".."L5", or "L2-biased".."L5-biased", the level's pipeline
+// without debias-backward (how the levels were before it). Throws
+// UsageError for anything else.
+Options levelVariant(const std::string& name);
+
 // The torchvision models of the gradient-parity test, comma-separated.
 std::string parityModels();
 // The image size `model` runs at: `requested`, except for models scripted

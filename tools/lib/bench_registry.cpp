@@ -9,6 +9,7 @@ namespace tools {
 const std::vector<BenchCommand>& bench_commands() {
   static const std::vector<BenchCommand> commands = {
       {"accuracy", "train on Fashion-MNIST per level from the same start; test accuracy per epoch", bench_accuracy},
+      {"gradients", "bias and variance of a level's gradient against L0's over quantization seeds", bench_gradients},
       {"kernels",
        "quantize / dequantize throughput for 1, 2, 4, 8 bits against plain copy bandwidth",
        bench_kernels},

@@ -66,6 +66,14 @@ struct BatchNormBackwardArgs {
   float* grad_input;   // null: not wanted
   float* grad_weight;  // null: not wanted
   float* grad_bias;    // null: not wanted
+  // Optional: x is a stochastically rounded copy (actnn::dequantize) whose
+  // values in group g of sample i (noise_group_size consecutive values of the
+  // sample's c * inner) carry rounding noise of variance noise_var[i *
+  // noise_groups + g]. The input gradient then leaves out the noise's own
+  // square, which (x - mean) * sum(dy * (x - mean)) would otherwise add
+  // (README: "Unbiased normalization backward").
+  const float* noise_var = nullptr;
+  int64_t noise_groups = 0, noise_group_size = 0;
 };
 void batch_norm_backward_cpu(const BatchNormBackwardArgs& a);
 

@@ -30,6 +30,20 @@ at::Tensor dequantize(const PackedActivation& p,
                       c10::optional<std::vector<int64_t>> shape = c10::nullopt,
                       c10::optional<c10::ScalarType> dtype = c10::nullopt);
 
+// The variance stochastic rounding gives a value of p whose place between two
+// levels is not known: step^2 / 6 (the mean of step^2 t (1 - t) over t in
+// [0, 1)), per group of p ([N, P], float on p's device); 0 for constant
+// groups, which round-trip exactly.
+at::Tensor rounding_variance(const PackedActivation& p);
+// grad_input + grad_output * v * coeff, with v the rounding variance of each
+// value of p (p's shape) and coeff broadcast to it: the correction that makes
+// a backward whose result holds the square of p's rounding noise unbiased
+// (an undefined coeff is 1)
+// (layer / group norm, softmax; see passes/torchscript/debias_backward.cpp).
+// Written into grad_input when donate_input is set and it is overwritable.
+at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const PackedActivation& p,
+                       const at::Tensor& coeff, bool donate_input);
+
 // 1 bit per element (set where mask != 0), uint8 of ceil(numel / 8) bytes,
 // written into `out` when given.
 at::Tensor pack_mask(const at::Tensor& mask, const c10::optional<at::Tensor>& out = c10::nullopt);
@@ -84,11 +98,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward(
     bool transposed, at::IntArrayRef output_padding, int64_t groups, std::array<bool, 3> mask, int64_t chunk_bytes);
 // ATen's native_batch_norm_backward; in training mode on CPU float tensors
 // computed by our kernel, which writes the input gradient over `input` when
-// donate_input is set and `input` is overwritable.
+// donate_input is set and `input` is overwritable. With `rounded` (training
+// mode), `input` is actnn::dequantize(*rounded), and the input gradient drops
+// the bias its rounding noise brings (the kernel's noise_var).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(
     const at::Tensor& grad_out, const at::Tensor& input, const c10::optional<at::Tensor>& weight,
     const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var,
     const c10::optional<at::Tensor>& save_mean, const c10::optional<at::Tensor>& save_invstd, bool train,
-    double eps, std::array<bool, 3> mask, bool donate_input);
+    double eps, std::array<bool, 3> mask, bool donate_input, const PackedActivation* rounded = nullptr);
 
 }  // namespace actnn

@@ -1,0 +1,214 @@
+// debias-backward (L1-L5, after insert-compression): B's readers that use a
+// dequantized value nonlinearly get the correction that makes their result
+// unbiased again. A rounded value x' = x + e has E[e] = 0, so every reader
+// linear in x' is unbiased as it is (convolution and linear weight
+// gradients); a reader that multiplies x' by itself, or by a sum that
+// contains it, gets E[e^2] = v in its result. For the readers below that term
+// is exactly `dy * v` times a factor known in B, so adding it back removes
+// the bias (README: "Unbiased normalization backward" has the algebra);
+// v = step^2 / 6 per group (runtime/debias.cpp says why 1/6).
+//
+//   %x = actnn::dequantize(%p)                %x = actnn::dequantize(%p)
+//   %gx, %gw, %gb = aten::native_batch_norm_backward(%dy, %x, ..., %train, ...)
+//       ->  %gx, %gw, %gb = actnn::batch_norm_backward(%dy, %x, ..., False, %p)
+//   %gx = aten::tanh_backward(%dy, %x)   ->  %g = aten::tanh_backward(%dy, %x)
+//                                            %gx = actnn::debias_grad(%g, %dy, %p, None, True)
+//
+// Readers and their factor on dy * v:
+//   batch norm (training)  w_c invstd_c^3 / M      (fused in our CPU kernel)
+//   layer norm             w rstd^3 / N            (N values per row)
+//   group norm             w_c rstd^3 / (C/G HxW)
+//   softmax, tanh, sigmoid 1                        (they read their output y:
+//                          softmax y (dy - sum dy y); tanh 1 - y^2; sigmoid y (1 - y))
+//
+// GELU and SiLU backward compute dy * f'(x'), biased by f's curvature, which
+// no function of the codes removes. When that backward is the value's only
+// reader in B, F saves f'(x) instead of x (same size, same site) and B
+// multiplies: E[dy * f'(x)'] = dy * f'(x), exactly unbiased.
+//
+//   F: %p = actnn::compress(%x, ...)        F: %d = <f'(%x)>; %p = actnn::compress(%d, ...)
+//   B: %gx = aten::gelu_backward(%dy, actnn::dequantize(%p), "none")
+//                                           B: %gx = aten::mul(%dy, actnn::dequantize(%p))
+//
+// Left alone: readers whose bias has no such form (log-softmax's exp, a GELU
+// input that another rule also reads, ...), readers of values that are not
+// dequantized, and batch norm in eval mode (linear in its input).
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/jit.h>
+
+#include <mutex>
+
+#include "actnn/passes/ir_builder.h"
+#include "actnn/passes/pass.h"
+
+namespace actnn {
+namespace {
+
+using torch::jit::Graph;
+using torch::jit::NamedValue;
+using torch::jit::Node;
+using torch::jit::Value;
+
+// The factor on dy * v, per reader, from what its backward node already reads.
+const char* kCoefficients = R"TS(
+def layer_norm(x: Tensor, rstd: Tensor, weight: Optional[Tensor]) -> Tensor:
+    c = rstd.pow(3) * (rstd.numel() / x.numel())
+    if weight is not None:
+        c = c * weight
+    return c
+
+def gelu_derivative(x: Tensor, approximate: str) -> Tensor:
+    one = torch.ones([1], dtype=x.dtype, device=x.device).expand_as(x)
+    return torch.gelu_backward(one, x, approximate=approximate)
+
+def silu_derivative(x: Tensor) -> Tensor:
+    one = torch.ones([1], dtype=x.dtype, device=x.device).expand_as(x)
+    return torch.silu_backward(one, x)
+
+def group_norm(x: Tensor, rstd: Tensor, weight: Optional[Tensor], group: int) -> Tensor:
+    n = x.size(0)
+    channels = x.size(1)
+    shape: List[int] = [n, channels]
+    for i in range(2, x.dim()):
+        shape.append(1)
+    per_group = float(x.numel()) / float(n * group)
+    c = (rstd.pow(3) / per_group).repeat_interleave(channels // group, 1).reshape(shape)
+    if weight is not None:
+        shape[0] = 1
+        c = c * weight.reshape(shape)
+    return c
+)TS";
+
+std::shared_ptr<Graph> coefficientGraph(const std::string& name) {
+  static std::mutex mutex;
+  static std::shared_ptr<torch::jit::CompilationUnit> unit;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!unit) unit = torch::jit::compile(kCoefficients);
+  auto graph = torch::jit::toGraphFunction(unit->get_function(name)).graph()->copy();
+  torch::jit::Inline(*graph);
+  return graph;
+}
+
+// The packed value v was dequantized from, when v is a dequantize result.
+Value* roundedFrom(Value* v) {
+  Node* n = v->node();
+  return n->kind() == actnnOp("dequantize") ? n->input(0) : nullptr;
+}
+
+bool isTrainingBatchNorm(Node* n) {
+  auto train = constantOf(n->input(7));
+  return train && train->isBool() && train->toBool();
+}
+
+// batch norm: our op, with the packed value last (its kernel applies the
+// correction while it writes the input gradient).
+void rewriteBatchNorm(Node* n, Value* packed, Graph& b) {
+  torch::jit::WithInsertPoint guard(n);
+  std::vector<NamedValue> args(n->inputs().begin(), n->inputs().end());
+  args.emplace_back(b.insertConstant(false));  // donate_input: reuse-buffers decides
+  args.emplace_back(packed);
+  Node* ours = insertOp(b, actnnOp("batch_norm_backward"), args, n->sourceRange());
+  for (size_t i = 0; i < 3; ++i) {
+    ours->output(i)->setType(n->output(i)->type());
+    n->output(i)->replaceAllUsesWith(ours->output(i));
+  }
+  n->destroy();
+}
+
+Value* coefficient(Node* n, Graph& b);
+
+// The others: the input gradient (output 0) plus dy * v * coeff, right after n.
+void addCorrection(Node* n, Value* packed, Graph& b) {
+  Value* gx = n->output(0);
+  torch::jit::WithInsertPoint guard(n->next());
+  Value* coeff = coefficient(n, b);
+  Value* fixed = insertValue(b, actnnOp("debias_grad"), {gx, n->input(0), packed, coeff, true}, n->sourceRange());
+  fixed->setType(gx->type());
+  gx->replaceAllUsesAfterNodeWith(fixed->node(), fixed);
+}
+
+// At the insert point; None stands for 1.
+Value* coefficient(Node* n, Graph& b) {
+  if (n->kind() == c10::aten::native_layer_norm_backward)
+    return torch::jit::insertGraph(b, *coefficientGraph("layer_norm"), {n->input(1), n->input(4), n->input(5)}).at(0);
+  if (n->kind() == c10::aten::native_group_norm_backward)
+    return torch::jit::insertGraph(b, *coefficientGraph("group_norm"),
+                                   {n->input(1), n->input(3), n->input(4), n->input(8)})
+        .at(0);
+  return b.insertConstant(c10::IValue());  // 1
+}
+
+// A pointwise backward dy * f'(x) whose rounded x nothing else reads: F
+// quantizes f'(x) in x's place and B multiplies. False when the pattern does
+// not hold.
+bool saveDerivative(Node* n, TrainingIR& ir) {
+  Graph &f = *ir.forward, &b = *ir.backward;
+  Value* x_b = n->input(1);
+  Value* packed_b = roundedFrom(x_b);
+  if (!packed_b || x_b->uses().size() != 1 || packed_b->uses().size() != 1) return false;
+  size_t index = 0;
+  while (index < b.inputs().size() && b.inputs()[index] != packed_b) ++index;
+  if (index >= f.outputs().size()) return false;
+  Node* compress = f.outputs()[index]->node();
+  if (compress->kind() != actnnOp("compress") || f.outputs()[index]->uses().size() != 1) return false;
+  Value* x = compress->input(0);
+  {
+    torch::jit::WithInsertPoint guard(compress);
+    std::vector<Value*> args{x};
+    if (n->kind() == c10::aten::gelu_backward) args.push_back(f.insertConstant(*constantOf(n->input(2))));
+    const char* helper = n->kind() == c10::aten::gelu_backward ? "gelu_derivative" : "silu_derivative";
+    Value* d = torch::jit::insertGraph(f, *coefficientGraph(helper), args).at(0);
+    compress->replaceInput(0, d);
+  }
+  torch::jit::WithInsertPoint guard(n);
+  Value* gx = insertValue(b, c10::aten::mul, {n->input(0), x_b}, n->sourceRange());
+  gx->setType(n->output()->type());
+  n->output()->replaceAllUsesWith(gx);
+  n->destroy();
+  return true;
+}
+
+class DebiasBackward : public Pass {
+ public:
+  bool run(TrainingIR& ir, Diagnostics& diag) override {
+    if (!ir.backward || !ir.compression) {
+      diag.error("nothing is dequantized in B yet; run insert-compression first");
+      return false;
+    }
+    Graph& b = *ir.backward;
+    std::vector<Node*> readers;
+    for (Node* n : b.block()->nodes()) {
+      const auto kind = n->kind();
+      if (kind == c10::aten::native_batch_norm_backward || kind == c10::aten::native_layer_norm_backward ||
+          kind == c10::aten::native_group_norm_backward || kind == c10::aten::_softmax_backward_data ||
+          kind == c10::aten::tanh_backward || kind == c10::aten::sigmoid_backward ||
+          kind == c10::aten::gelu_backward || kind == c10::aten::silu_backward)
+        readers.push_back(n);
+    }
+    bool changed = false;
+    for (Node* n : readers) {
+      if (n->kind() == c10::aten::gelu_backward || n->kind() == c10::aten::silu_backward) {
+        if (n->kind() == c10::aten::silu_backward || constantOf(n->input(2))) changed |= saveDerivative(n, ir);
+        continue;
+      }
+      // Every one of them reads the rounded value as its second operand.
+      Value* packed = roundedFrom(n->input(1));
+      if (!packed || !n->output(0)->hasUses()) continue;
+      if (n->kind() == c10::aten::native_batch_norm_backward) {
+        if (!isTrainingBatchNorm(n)) continue;
+        rewriteBatchNorm(n, packed, b);
+      } else {
+        addCorrection(n, packed, b);
+      }
+      changed = true;
+    }
+    return changed;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> createDebiasBackwardPass() { return std::make_unique<DebiasBackward>(); }
+
+}  // namespace actnn

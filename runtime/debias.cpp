@@ -1,0 +1,54 @@
+// What B needs to keep a backward unbiased when it reads a stochastically
+// rounded value nonlinearly (passes/torchscript/debias_backward.cpp emits the
+// calls; the README's "Unbiased normalization backward" has the derivation).
+//
+// A value rounded at step s lands on one of its two neighbouring levels with
+// the probabilities that make it unbiased; its noise has variance
+// s^2 t (1 - t), t its place between the levels. t is not stored, and no
+// function of the code alone estimates t (1 - t) without bias; for a value
+// placed uniformly between its levels the expected variance given its code is
+// s^2 / 6 whichever level it landed on, which is what rounding_variance
+// reports for every value of a group.
+#include <ATen/ATen.h>
+
+#include "actnn/runtime/ops.h"
+#include "actnn/runtime/packed.h"
+
+namespace actnn {
+
+at::Tensor rounding_variance(const PackedActivation& p) {
+  const at::Tensor scale = p.scale.to(at::kFloat);
+  const at::Tensor step = scale.reciprocal();
+  // scale 0: a constant group; a negative scale: an exact fp32 constant.
+  return at::where(scale > 0, step * step / 6, at::zeros_like(scale));
+}
+
+namespace {
+
+// [N, P] per group -> p's shape, one entry per value.
+at::Tensor perValue(const at::Tensor& per_group, const PackedActivation& p) {
+  const int64_t n = sampleCount(p.shape), groups = per_group.size(1), g = p.group_size;
+  int64_t numel = 1;
+  for (int64_t d : p.shape) numel *= d;
+  if (numel == 0) return at::zeros(p.shape, per_group.options());
+  // contiguous(): a fresh tensor the caller may write (reshape alone may
+  // return a view of the expansion, whose values share memory).
+  return per_group.unsqueeze(2).expand({n, groups, g}).contiguous().view({n, groups * g}).narrow(1, 0, numel / n)
+      .reshape(p.shape);
+}
+
+}  // namespace
+
+at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const PackedActivation& p,
+                       const at::Tensor& coeff, bool donate_input) {
+  TORCH_CHECK(grad_input.sizes() == at::IntArrayRef(p.shape) && grad_output.sizes() == grad_input.sizes(),
+              "actnn::debias_grad: the gradients have shapes ", grad_input.sizes(), " and ", grad_output.sizes(),
+              ", the rounded value ", at::IntArrayRef(p.shape));
+  at::Tensor correction = perValue(rounding_variance(p), p).mul_(grad_output);
+  if (coeff.defined()) correction.mul_(coeff);
+  if (donate_input && overwritable(grad_input) && grad_input.scalar_type() == correction.scalar_type())
+    return grad_input.add_(correction);
+  return grad_input + correction;
+}
+
+}  // namespace actnn

@@ -1,0 +1,82 @@
+// actnn-bench gradients: how good a compressed level's gradient is. The exact
+// gradient is L0's (equal to LibTorch autograd's) on one fixed batch; each
+// level then runs --passes backward passes on the same batch that differ only
+// in the quantization seed. Per level, one JSON line: the bias |E g_k - g| and
+// the single-pass standard deviation sqrt(tr Sigma), both relative to |g|,
+// over all parameters and per kind (conv, norm, linear, other), and the error
+// of the mean of k passes for k = 1, 4, 16, ... next to what an unbiased
+// gradient would give, sigma / sqrt(k). See gradient_stats.h.
+#include <cmath>
+#include <iostream>
+
+#include <ATen/Parallel.h>
+
+#include "actnn/actnn.h"
+#include "args.h"
+#include "bench.h"
+#include "bench_models.h"
+#include "gradient_stats.h"
+#include "json.h"
+
+namespace actnn {
+namespace tools {
+
+int bench_gradients(int argc, char** argv) {
+  Args args;
+  declareModelFlags(args, "L3", "8");
+  args.flag("levels", "L2,L3-biased,L3", "comma-separated levels (L1..L5, or L2..L5-biased: without debias-backward)")
+      .flag("seeds", "64", "backward passes per level, each with its own quantization seed")
+      .flag("first-seed", "1000", "quantization seed of the first pass");
+  if (!args.parse(argc, argv, 2)) {
+    std::cout << "usage: actnn-bench gradients [flags]\n" << args.help();
+    return 0;
+  }
+  // --level and --passes of the shared model flags are unused: --levels says
+  // what is compiled.
+  ModelFlags flags = readModelFlags(args);
+  const int64_t passes = args.integer("seeds");
+  if (passes < 2) throw UsageError("--seeds must be at least 2");
+  std::vector<std::pair<std::string, Options>> levels;
+  for (const auto& l : splitList(args.str("levels"))) levels.push_back({l, levelVariant(l)});
+  if (levels.empty()) throw UsageError("--levels names no level");
+  flags.image = scriptedImageSize(flags.model, flags.image);
+  const at::Tensor input = flags.input();
+
+  torch::jit::Module original = loadModel(flags.model);
+  const auto kinds = parameterKinds(original);
+  Options l0;
+  l0.level = "L0";
+  torch::jit::Module reference = compile(original, l0);
+  at::Tensor targets;
+  {
+    at::NoGradGuard no_grad;
+    original.eval();
+    targets = stepTargets(original.forward({input}).toTensor(), 7);
+    original.train();
+  }
+  const auto exact = stepGradients(reference, input, targets, 0);
+
+  for (const auto& [name, options] : levels) {
+    torch::jit::Module compiled = compile(loadModel(flags.model), options);
+    const GradientStats s = measureGradients(compiled, exact, kinds, input, targets, passes, uint64_t(args.integer("first-seed")));
+    JsonLine line;
+    line.add("model", flags.model).add("level", name).add("batch", flags.batch).add("image", flags.image);
+    line.add("passes", passes);
+    for (const auto& [group, g] : s.groups) {
+      const std::string prefix = group == "all" ? "" : group + "_";
+      line.add(prefix + "bias", g.relative_bias()).add(prefix + "std", g.relative_std());
+      if (group == "all") line.add("bias_sq", g.bias_sq / g.exact_sq);
+    }
+    const double sigma = s.groups.at("all").relative_std();
+    for (const auto& [k, err] : s.error_of_mean) {
+      line.add("err_k" + std::to_string(k), err);
+      line.add("unbiased_k" + std::to_string(k), sigma / std::sqrt(double(k)));
+    }
+    line.add("threads", int64_t(at::get_num_threads()));
+    std::cout << line;
+  }
+  return 0;
+}
+
+}  // namespace tools
+}  // namespace actnn
