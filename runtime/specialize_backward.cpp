@@ -1,5 +1,7 @@
 #include "specialize_backward.h"
 
+#include <algorithm>
+
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
@@ -17,8 +19,14 @@ bool narrowOutputMasks(torch::jit::Block* block) {
   for (Node* n : block->nodes()) {
     for (auto* b : n->blocks()) changed |= narrowOutputMasks(b);
     const auto* schema = n->maybeSchema();
-    if (!schema || schema->arguments().empty() || schema->arguments().back().name() != "output_mask") continue;
-    Value* mask_value = n->inputs().back();
+    if (!schema) continue;
+    // Anywhere in the schema: our ops (actnn::batch_norm_backward,
+    // actnn::convolution_backward) take more arguments after it.
+    const auto& args = schema->arguments();
+    const auto mask_at = std::find_if(args.begin(), args.end(), [](const auto& a) { return a.name() == "output_mask"; });
+    const size_t index = size_t(mask_at - args.begin());
+    if (mask_at == args.end() || index >= n->inputs().size()) continue;
+    Value* mask_value = n->input(index);
     auto mask = torch::jit::toIValue(mask_value);
     if (!mask || !mask->isBoolList()) continue;
     c10::List<bool> bits = mask->toBoolList().copy();
@@ -31,7 +39,7 @@ bool narrowOutputMasks(torch::jit::Block* block) {
     }
     if (!narrowed) continue;
     torch::jit::WithInsertPoint guard(n);
-    n->replaceInput(n->inputs().size() - 1, n->owningGraph()->insertConstant(c10::IValue(bits)));
+    n->replaceInput(index, n->owningGraph()->insertConstant(c10::IValue(bits)));
     changed = true;
   }
   return changed;

@@ -513,15 +513,15 @@ class StatsTransformer(nn.Module):
         self.fc2 = nn.Linear(32, 32)
         self.fc3 = nn.Linear(32, 10)
 
-    def forward(self, x):                  # x: (8, 6, 16)
+    def forward(self, x):                  # x: (4, 2, 16, 16), 32 tokens of 16 per sample
         h = self.fc2(F.gelu(self.ln(self.fc1(x))))
         h = torch.softmax(h, -1) * torch.tanh(h) + torch.sigmoid(h * 2.0)
-        return self.fc3(h.mean(1))
+        return self.fc3(h.mean([1, 2]))
 
 
 STAT_NETS = {
     "stats_norms": (StatsNorms, [("float", (4, 3, 6, 6))]),
-    "stats_transformer": (StatsTransformer, [("float", (8, 6, 16))]),
+    "stats_transformer": (StatsTransformer, [("float", (4, 2, 16, 16))]),
     "stats_masks": (StatsMasks, [("float", (4, 3, 32, 32))]),
     "stats_convnet": (StatsConvNet, [("float", (8, 3, 12, 12))]),
     "stats_linear": (StatsLinear, [("float", (8, 640))]),

@@ -5,7 +5,8 @@
 // the single-pass standard deviation sqrt(tr Sigma), both relative to |g|,
 // over all parameters and per kind (conv, norm, linear, other), and the error
 // of the mean of k passes for k = 1, 4, 16, ... next to what an unbiased
-// gradient would give, sigma / sqrt(k). See gradient_stats.h.
+// gradient would give, sigma / sqrt(k); bias_z says how many standard errors
+// the squared bias is from 0. See gradient_stats.h.
 #include <cmath>
 #include <iostream>
 
@@ -24,7 +25,7 @@ namespace tools {
 int bench_gradients(int argc, char** argv) {
   Args args;
   declareModelFlags(args, "L3", "8");
-  args.flag("levels", "L2,L3-biased,L3", "comma-separated levels (L1..L5, or L2..L5-biased: without debias-backward)")
+  args.flag("levels", "L2,L3-biased,L3", "comma-separated levels (L1..L5, or L1-biased..L5-biased: without debias-backward)")
       .flag("seeds", "64", "backward passes per level, each with its own quantization seed")
       .flag("first-seed", "1000", "quantization seed of the first pass");
   if (!args.parse(argc, argv, 2)) {
@@ -65,6 +66,7 @@ int bench_gradients(int argc, char** argv) {
     for (const auto& [group, g] : s.groups) {
       const std::string prefix = group == "all" ? "" : group + "_";
       line.add(prefix + "bias", g.relative_bias()).add(prefix + "std", g.relative_std());
+      line.add(prefix + "bias_z", g.bias_z);
       if (group == "all") line.add("bias_sq", g.bias_sq / g.exact_sq);
     }
     const double sigma = s.groups.at("all").relative_std();

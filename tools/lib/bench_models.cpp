@@ -71,7 +71,7 @@ Options levelVariant(const std::string& name) {
   try {
     pipeline = levelPipeline(o.level);
   } catch (const std::exception&) {
-    throw UsageError("unknown level '" + name + "' (L0..L5, or L2..L5 with -biased)");
+    throw UsageError("unknown level '" + name + "' (L0..L5, or L1..L5 with -biased)");
   }
   if (biased) {
     const std::string pass = ",debias-backward";

@@ -39,7 +39,7 @@ ModelFlags readModelFlags(const Args& args, bool allow_fp = false);
 torch::jit::Module loadModel(const std::string& name);
 
 // Compile options for a level name of the quality suites (gradients,
-// accuracy): "L0".."L5", or "L2-biased".."L5-biased", the level's pipeline
+// accuracy): "L0".."L5", or "L1-biased".."L5-biased", the level's pipeline
 // without debias-backward (how the levels were before it). Throws
 // UsageError for anything else.
 Options levelVariant(const std::string& name);

@@ -2,10 +2,13 @@
 // are kept in double per parameter: the mean over K passes, and
 // sum_k |g_k - g|^2, from which tr(Sigma) = (sum_k |g_k - g|^2 - K |mean - g|^2)
 // / (K - 1) and the bias |mean - g|^2 - tr(Sigma) / K follow without storing
-// the passes.
+// the passes. tr(Sigma^2), for the bias's standard error, comes from 8 block
+// means d_b of K/8 passes each (deviations from the overall mean): for
+// independent blocks E[(d_b . d_c)^2] = tr(Sigma^2) / (K/8)^2.
 #include "gradient_stats.h"
 
 #include <cmath>
+#include <limits>
 
 namespace actnn {
 namespace tools {
@@ -58,6 +61,9 @@ GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std:
   std::vector<int64_t> ks;
   for (int64_t k = 1; k <= passes; k *= 4) ks.push_back(k);
   std::vector<std::map<std::string, at::Tensor>> blocks(ks.size());
+  constexpr int64_t kZBlocks = 8;
+  const int64_t z_block = passes >= 2 * kZBlocks ? passes / kZBlocks : 0;  // passes per block, 0: no z
+  std::vector<std::map<std::string, at::Tensor>> z_sums(kZBlocks);
   std::vector<double> block_err(ks.size(), 0);
   std::vector<int64_t> block_count(ks.size(), 0);
   auto kindOf = [&](const std::string& name) {
@@ -73,6 +79,10 @@ GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std:
       dev_sq["all"] += d;
       dev_sq[kindOf(name)] += d;
       sum[name] = sum.count(name) ? sum[name].add_(gk) : gk.clone();
+      if (z_block > 0 && pass < z_block * kZBlocks) {
+        auto& zs = z_sums[size_t(pass / z_block)];
+        zs[name] = zs.count(name) ? zs[name].add_(gk) : gk.clone();
+      }
       for (size_t i = 0; i < ks.size(); ++i) blocks[i][name] = blocks[i].count(name) ? blocks[i][name].add_(gk) : gk.clone();
     }
     for (size_t i = 0; i < ks.size(); ++i) {
@@ -101,6 +111,34 @@ GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std:
     s.trace = (dev_sq[group] - k * mean_err[group]) / (k - 1);
     s.bias_sq = mean_err[group] - s.trace / k;
   }
+  // tr(Sigma^2) per group from the block means' pairwise products.
+  std::map<std::string, double> trace_sq;
+  if (z_block > 0) {
+    std::map<std::string, at::Tensor> mean_z;
+    for (const auto& [name, g] : exact) {
+      at::Tensor m = at::zeros_like(g);
+      for (const auto& zs : z_sums) m.add_(zs.at(name));
+      mean_z[name] = m / double(z_block * kZBlocks);
+    }
+    int64_t pairs = 0;
+    for (int64_t b = 0; b < kZBlocks; ++b)
+      for (int64_t c = b + 1; c < kZBlocks; ++c, ++pairs) {
+        std::map<std::string, double> dot;
+        for (const auto& [name, g] : exact) {
+          const double d = ((z_sums[size_t(b)].at(name) / double(z_block) - mean_z[name]) *
+                            (z_sums[size_t(c)].at(name) / double(z_block) - mean_z[name]))
+                               .sum()
+                               .item<double>();
+          dot["all"] += d;
+          dot[kindOf(name)] += d;
+        }
+        for (const auto& [group, d] : dot) trace_sq[group] += d * d;
+      }
+    for (auto& [group, t] : trace_sq) t = t / double(pairs) * double(z_block) * double(z_block);
+  }
+  for (auto& [group, s] : stats.groups)
+    s.bias_z = z_block > 0 ? s.bias_sq / (std::sqrt(2 * trace_sq[group]) / double(passes))
+                           : std::numeric_limits<double>::quiet_NaN();
   const double norm = std::sqrt(stats.groups["all"].exact_sq);
   for (size_t i = 0; i < ks.size(); ++i)
     stats.error_of_mean.push_back({ks[i], std::sqrt(block_err[i] / double(block_count[i])) / norm});

@@ -24,6 +24,10 @@ struct GradientGroup {
   double exact_sq = 0;   // |g|^2 of the exact gradient
   double trace = 0;      // tr(Sigma): the expected |g_k - E g_k|^2 of one pass
   double bias_sq = 0;    // |E g_k - g|^2, estimated as |mean - g|^2 - tr(Sigma) / K (may be < 0)
+  // bias_sq over its standard error for an unbiased gradient, sqrt(2 tr(Sigma^2)) / K,
+  // with tr(Sigma^2) estimated from 8 blocks of the passes: a z-score, about
+  // N(0, 1) when the gradient is unbiased. NaN for fewer than 16 passes.
+  double bias_z = 0;
   double relative_bias() const;  // sqrt(max(bias_sq, 0)) / |g|
   double relative_std() const;   // sqrt(tr(Sigma)) / |g|
 };
