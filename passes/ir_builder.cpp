@@ -1,10 +1,14 @@
 #include "actnn/passes/ir_builder.h"
 
 #include <cctype>
+#include <map>
+#include <mutex>
 
 #include <torch/custom_class.h>
 
 #include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/jit.h>
 
 namespace actnn {
 
@@ -85,6 +89,17 @@ c10::TypePtr actnnClass(const char* name) {
 torch::jit::Node* topLevelNode(torch::jit::Node* n, torch::jit::Block* top) {
   while (n->owningBlock() != top) n = n->owningBlock()->owningNode();
   return n;
+}
+
+std::shared_ptr<torch::jit::Graph> scriptHelperGraph(const char* source, const std::string& name) {
+  static std::mutex mutex;
+  static std::map<const char*, std::shared_ptr<torch::jit::CompilationUnit>> units;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& unit = units[source];
+  if (!unit) unit = torch::jit::compile(source);
+  auto graph = torch::jit::toGraphFunction(unit->get_function(name)).graph()->copy();
+  torch::jit::Inline(*graph);
+  return graph;
 }
 
 }  // namespace actnn

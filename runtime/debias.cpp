@@ -46,8 +46,8 @@ at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_outp
               ", the rounded value ", at::IntArrayRef(p.shape));
   at::Tensor correction = perValue(rounding_variance(p), p).mul_(grad_output);
   if (coeff.defined()) correction.mul_(coeff);
-  if (donate_input && overwritable(grad_input) && grad_input.scalar_type() == correction.scalar_type())
-    return grad_input.add_(correction);
+  correction = correction.to(grad_input.scalar_type());  // v is float; half gradients stay half
+  if (donate_input && overwritable(grad_input)) return grad_input.add_(correction);
   return grad_input + correction;
 }
 

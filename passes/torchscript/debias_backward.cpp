@@ -33,12 +33,6 @@
 // Left alone: readers whose bias has no such form (log-softmax's exp, a GELU
 // input that another rule also reads, ...), readers of values that are not
 // dequantized, and batch norm in eval mode (linear in its input).
-#include <torch/csrc/jit/api/function_impl.h>
-#include <torch/csrc/jit/passes/inliner.h>
-#include <torch/jit.h>
-
-#include <mutex>
-
 #include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
 
@@ -50,8 +44,9 @@ using torch::jit::NamedValue;
 using torch::jit::Node;
 using torch::jit::Value;
 
-// The factor on dy * v, per reader, from what its backward node already reads.
-const char* kCoefficients = R"TS(
+// In TorchScript: the factor on dy * v per reader, from what its backward
+// node already reads, and the derivatives F saves for GELU and SiLU.
+const char* kHelpers = R"TS(
 def layer_norm(x: Tensor, rstd: Tensor, weight: Optional[Tensor]) -> Tensor:
     c = rstd.pow(3) * (rstd.numel() / x.numel())
     if weight is not None:
@@ -80,15 +75,7 @@ def group_norm(x: Tensor, rstd: Tensor, weight: Optional[Tensor], group: int) ->
     return c
 )TS";
 
-std::shared_ptr<Graph> coefficientGraph(const std::string& name) {
-  static std::mutex mutex;
-  static std::shared_ptr<torch::jit::CompilationUnit> unit;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (!unit) unit = torch::jit::compile(kCoefficients);
-  auto graph = torch::jit::toGraphFunction(unit->get_function(name)).graph()->copy();
-  torch::jit::Inline(*graph);
-  return graph;
-}
+std::shared_ptr<Graph> helperGraph(const std::string& name) { return scriptHelperGraph(kHelpers, name); }
 
 // The packed value v was dequantized from, when v is a dequantize result.
 Value* roundedFrom(Value* v) {
@@ -116,7 +103,16 @@ void rewriteBatchNorm(Node* n, Value* packed, Graph& b) {
   n->destroy();
 }
 
-Value* coefficient(Node* n, Graph& b);
+// At the insert point; None stands for 1.
+Value* coefficient(Node* n, Graph& b) {
+  if (n->kind() == c10::aten::native_layer_norm_backward)
+    return torch::jit::insertGraph(b, *helperGraph("layer_norm"), {n->input(1), n->input(4), n->input(5)}).at(0);
+  if (n->kind() == c10::aten::native_group_norm_backward)
+    return torch::jit::insertGraph(b, *helperGraph("group_norm"),
+                                   {n->input(1), n->input(3), n->input(4), n->input(8)})
+        .at(0);
+  return b.insertConstant(c10::IValue());  // 1
+}
 
 // The others: the input gradient (output 0) plus dy * v * coeff, right after n.
 void addCorrection(Node* n, Value* packed, Graph& b) {
@@ -126,17 +122,6 @@ void addCorrection(Node* n, Value* packed, Graph& b) {
   Value* fixed = insertValue(b, actnnOp("debias_grad"), {gx, n->input(0), packed, coeff, true}, n->sourceRange());
   fixed->setType(gx->type());
   gx->replaceAllUsesAfterNodeWith(fixed->node(), fixed);
-}
-
-// At the insert point; None stands for 1.
-Value* coefficient(Node* n, Graph& b) {
-  if (n->kind() == c10::aten::native_layer_norm_backward)
-    return torch::jit::insertGraph(b, *coefficientGraph("layer_norm"), {n->input(1), n->input(4), n->input(5)}).at(0);
-  if (n->kind() == c10::aten::native_group_norm_backward)
-    return torch::jit::insertGraph(b, *coefficientGraph("group_norm"),
-                                   {n->input(1), n->input(3), n->input(4), n->input(8)})
-        .at(0);
-  return b.insertConstant(c10::IValue());  // 1
 }
 
 // A pointwise backward dy * f'(x) whose rounded x nothing else reads: F
@@ -158,7 +143,7 @@ bool saveDerivative(Node* n, TrainingIR& ir) {
     std::vector<Value*> args{x};
     if (n->kind() == c10::aten::gelu_backward) args.push_back(f.insertConstant(*constantOf(n->input(2))));
     const char* helper = n->kind() == c10::aten::gelu_backward ? "gelu_derivative" : "silu_derivative";
-    Value* d = torch::jit::insertGraph(f, *coefficientGraph(helper), args).at(0);
+    Value* d = torch::jit::insertGraph(f, *helperGraph(helper), args).at(0);
     compress->replaceInput(0, d);
   }
   torch::jit::WithInsertPoint guard(n);

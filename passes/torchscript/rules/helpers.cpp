@@ -1,11 +1,7 @@
 // Derivative helpers written in TorchScript, for rules whose backward needs a
 // loop or a branch on runtime ranks. Compiled once; a rule inlines a
 // helper's graph into B (RuleContext::helper).
-#include <torch/csrc/jit/passes/inliner.h>
-#include <torch/jit.h>
-
-#include <mutex>
-
+#include "actnn/passes/ir_builder.h"
 #include "rules.h"
 
 namespace actnn {
@@ -156,16 +152,7 @@ def feature_dropout_train(x: Tensor, p: float) -> Tensor:
 
 }  // namespace
 
-std::shared_ptr<Graph> helperGraph(const std::string& name) {
-  static std::mutex mutex;
-  static std::shared_ptr<torch::jit::CompilationUnit> unit;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (!unit) unit = torch::jit::compile(kSource);
-  auto& fn = unit->get_function(name);
-  auto graph = torch::jit::toGraphFunction(fn).graph()->copy();
-  torch::jit::Inline(*graph);
-  return graph;
-}
+std::shared_ptr<Graph> helperGraph(const std::string& name) { return scriptHelperGraph(kSource, name); }
 
 }  // namespace rules
 }  // namespace actnn

@@ -46,6 +46,10 @@ std::string identifier(const std::string& name);
 c10::Symbol actnnOp(const char* name);
 // The TorchScript type of the runtime's class torch.classes.actnn.<name>.
 c10::TypePtr actnnClass(const char* name);
+// A copy of function `name`'s graph (calls inlined) from the TorchScript
+// `source`, compiled once per source: helpers a pass inserts with
+// torch::jit::insertGraph. `source` must outlive the process (a literal).
+std::shared_ptr<torch::jit::Graph> scriptHelperGraph(const char* source, const std::string& name);
 // The node of `top` that holds n (n itself, or the node owning its block).
 torch::jit::Node* topLevelNode(torch::jit::Node* n, torch::jit::Block* top);
 // Calls f on every node of the block and its nested blocks, in order; f may

@@ -36,11 +36,11 @@ at::Tensor dequantize(const PackedActivation& p,
 // groups, which round-trip exactly.
 at::Tensor rounding_variance(const PackedActivation& p);
 // grad_input + grad_output * v * coeff, with v the rounding variance of each
-// value of p (p's shape) and coeff broadcast to it: the correction that makes
-// a backward whose result holds the square of p's rounding noise unbiased
-// (an undefined coeff is 1)
-// (layer / group norm, softmax; see passes/torchscript/debias_backward.cpp).
-// Written into grad_input when donate_input is set and it is overwritable.
+// value of p (p's shape) and coeff broadcast to it (undefined: 1): the
+// correction that makes a backward whose result holds the square of p's
+// rounding noise unbiased (layer / group norm, softmax, tanh, sigmoid; see
+// passes/torchscript/debias_backward.cpp). Written into grad_input when
+// donate_input is set and it is overwritable.
 at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const PackedActivation& p,
                        const at::Tensor& coeff, bool donate_input);
 
