@@ -6,7 +6,8 @@
 // over all parameters and per kind (conv, norm, linear, other), and the error
 // of the mean of k passes for k = 1, 4, 16, ... next to what an unbiased
 // gradient would give, sigma / sqrt(k); bias_z says how many standard errors
-// the squared bias is from 0. See gradient_stats.h.
+// the squared bias is from 0. See gradient_stats.h. Weights that are all
+// zeros are filled with small random values first (zero_parameters_filled).
 #include <cmath>
 #include <iostream>
 
@@ -21,6 +22,26 @@
 
 namespace actnn {
 namespace tools {
+namespace {
+
+// Weights (rank >= 2) that are all zeros (torchvision's ViT initializes its
+// head so) stop every gradient below them; they get N(0, 0.02^2) values
+// instead, the same ones in every copy of the model. Zero biases block
+// nothing and stay. Returns how many were filled.
+int64_t fillZeroParameters(torch::jit::Module& m) {
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(11);
+  int64_t filled = 0;
+  for (const auto& p : m.named_parameters()) {
+    if (!p.value.is_floating_point() || p.value.dim() < 2 || p.value.numel() == 0 || p.value.ne(0).any().item<bool>())
+      continue;
+    p.value.copy_(at::randn(p.value.sizes(), gen, p.value.options()) * 0.02);
+    ++filled;
+  }
+  return filled;
+}
+
+}  // namespace
 
 int bench_gradients(int argc, char** argv) {
   Args args;
@@ -44,6 +65,7 @@ int bench_gradients(int argc, char** argv) {
   const at::Tensor input = flags.input();
 
   torch::jit::Module original = loadModel(flags.model);
+  const int64_t filled = fillZeroParameters(original);
   const auto kinds = parameterKinds(original);
   Options l0;
   l0.level = "L0";
@@ -58,11 +80,13 @@ int bench_gradients(int argc, char** argv) {
   const auto exact = stepGradients(reference, input, targets, 0);
 
   for (const auto& [name, options] : levels) {
-    torch::jit::Module compiled = compile(loadModel(flags.model), options);
+    torch::jit::Module copy = loadModel(flags.model);
+    fillZeroParameters(copy);
+    torch::jit::Module compiled = compile(copy, options);
     const GradientStats s = measureGradients(compiled, exact, kinds, input, targets, passes, uint64_t(args.integer("first-seed")));
     JsonLine line;
     line.add("model", flags.model).add("level", name).add("batch", flags.batch).add("image", flags.image);
-    line.add("passes", passes);
+    line.add("passes", passes).add("zero_parameters_filled", filled);
     for (const auto& [group, g] : s.groups) {
       const std::string prefix = group == "all" ? "" : group + "_";
       line.add(prefix + "bias", g.relative_bias()).add(prefix + "std", g.relative_std());
