@@ -1,7 +1,8 @@
 // actnn-bench gradients: how good a compressed level's gradient is. The exact
 // gradient is L0's (equal to LibTorch autograd's) on one fixed batch; each
-// level then runs --passes backward passes on the same batch that differ only
-// in the quantization seed. Per level, one JSON line: the bias |E g_k - g| and
+// level then runs --seeds backward passes on the same batch that differ only
+// in the quantization seed (every pass and the reference start from
+// --rng-seed, so dropout masks are the reference's). Per level, one JSON line: the bias |E g_k - g| and
 // the single-pass standard deviation sqrt(tr Sigma), both relative to |g|,
 // over all parameters and per kind (conv, norm, linear, other), and the error
 // of the mean of k passes for k = 1, 4, 16, ... next to what an unbiased
@@ -48,7 +49,8 @@ int bench_gradients(int argc, char** argv) {
   declareModelFlags(args, "L3", "8");
   args.flag("levels", "L2,L3-biased,L3", "comma-separated levels (L1..L5, or L1-biased..L5-biased: without debias-backward)")
       .flag("seeds", "64", "backward passes per level, each with its own quantization seed")
-      .flag("first-seed", "1000", "quantization seed of the first pass");
+      .flag("rng-seed", "0", "generator seed of every pass and of the reference (dropout masks equal L0's;"
+            " quantization differs per pass)");
   if (!args.parse(argc, argv, 2)) {
     std::cout << "usage: actnn-bench gradients [flags]\n" << args.help();
     return 0;
@@ -77,13 +79,14 @@ int bench_gradients(int argc, char** argv) {
     targets = stepTargets(original.forward({input}).toTensor(), 7);
     original.train();
   }
-  const auto exact = stepGradients(reference, input, targets, 0);
+  const uint64_t seed = uint64_t(args.integer("rng-seed"));
+  const auto exact = stepGradients(reference, input, targets, seed);
 
   for (const auto& [name, options] : levels) {
     torch::jit::Module copy = loadModel(flags.model);
     fillZeroParameters(copy);
     torch::jit::Module compiled = compile(copy, options);
-    const GradientStats s = measureGradients(compiled, exact, kinds, input, targets, passes, uint64_t(args.integer("first-seed")));
+    const GradientStats s = measureGradients(compiled, exact, kinds, input, targets, passes, seed);
     JsonLine line;
     line.add("model", flags.model).add("level", name).add("batch", flags.batch).add("image", flags.image);
     line.add("passes", passes).add("zero_parameters_filled", filled);

@@ -55,7 +55,7 @@ std::map<std::string, at::Tensor> stepGradients(torch::jit::Module& m, const at:
 
 GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std::string, at::Tensor>& exact,
                                const std::map<std::string, std::string>& kinds, const at::Tensor& input,
-                               const at::Tensor& targets, int64_t passes, uint64_t first_seed) {
+                               const at::Tensor& targets, int64_t passes, uint64_t seed) {
   TORCH_CHECK(passes >= 2, "measureGradients: needs at least 2 passes, got ", passes);
   std::map<std::string, at::Tensor> sum, block;  // per parameter: over all passes; over the current block
   std::map<std::string, double> dev_sq;          // per group: sum_k |g_k - g|^2
@@ -72,7 +72,7 @@ GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std:
     return it == kinds.end() ? std::string("other") : it->second;
   };
   for (int64_t pass = 0; pass < passes; ++pass) {
-    auto grads = stepGradients(compiled, input, targets, first_seed + uint64_t(pass));
+    auto grads = stepGradients(compiled, input, targets, seed);
     for (const auto& [name, g] : exact) {
       auto it = grads.find(name);
       const at::Tensor gk = it == grads.end() ? at::zeros_like(g) : it->second;

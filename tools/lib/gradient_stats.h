@@ -46,16 +46,19 @@ at::Tensor stepLoss(const at::Tensor& output, const at::Tensor& labels);
 at::Tensor stepTargets(const at::Tensor& output, uint64_t seed);
 
 // Parameter gradients of one step of m on (input, targets), keyed by name;
-// at::manual_seed(seed) first (it sets the step's quantization seed).
+// at::manual_seed(seed) first.
 std::map<std::string, at::Tensor> stepGradients(torch::jit::Module& m, const at::Tensor& input,
                                                 const at::Tensor& targets, uint64_t seed);
 
-// `passes` steps of `compiled` with seeds first_seed, first_seed + 1, ...
-// against `exact` (the L0 gradients of the same module and batch); error of
-// the mean at k = 1, 4, 16, ... up to `passes`.
+// `passes` steps of `compiled` against `exact` (the L0 gradients of the same
+// module and batch, from at::manual_seed(seed)), each from
+// at::manual_seed(seed) too: dropout draws the reference's masks every time,
+// while the quantization seed still differs from step to step (it mixes the
+// generator's seed with the state's step count; runtime/compression.h).
+// Error of the mean at k = 1, 4, 16, ... up to `passes`.
 GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std::string, at::Tensor>& exact,
                                const std::map<std::string, std::string>& kinds, const at::Tensor& input,
-                               const at::Tensor& targets, int64_t passes, uint64_t first_seed);
+                               const at::Tensor& targets, int64_t passes, uint64_t seed);
 
 }  // namespace tools
 }  // namespace actnn
