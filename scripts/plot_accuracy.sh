@@ -51,6 +51,8 @@ set title "Fashion-MNIST ResNet: training loss, mean of $SEEDS seeds (band: one 
 set xlabel "step (batch 128)"
 set ylabel "training loss (mean over 20 steps)"
 set logscale y
+set autoscale yfix
+set ytics (0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1, 1.5, 2)
 set key top right
 set grid
 set style fill transparent solid 0.2 noborder
