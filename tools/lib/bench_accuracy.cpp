@@ -49,12 +49,85 @@ std::pair<double, double> evaluate(torch::jit::Module& model, const Dataset& tes
   return {loss / double(n), correct / double(n)};
 }
 
+struct TrainingSetup {
+  const std::string& model_name;
+  const Dataset& train;
+  const Dataset& test;
+  int64_t epochs, batch;
+  double lr;
+  int64_t curve_every;
+};
+
+// One training run of `level` from the model's initial weights, with data
+// order and quantization from at::manual_seed(seed); prints its JSON lines.
+std::vector<EpochResult> trainRun(const TrainingSetup& s, const std::string& level, int64_t seed) {
+  torch::jit::Module model = loadModel(s.model_name);
+  if (level != "fp") model = compile(model, levelVariant(level));
+  std::vector<at::Tensor> params;
+  for (const auto& p : model.parameters()) params.push_back(p);
+  torch::optim::SGD sgd(params, torch::optim::SGDOptions(s.lr).momentum(0.9).weight_decay(5e-4));
+  at::manual_seed(seed);  // the same data order and quantization seeds for every level
+  const int64_t steps_per_epoch = (s.train.images.size(0) + s.batch - 1) / s.batch;
+  const int64_t total_steps = steps_per_epoch * s.epochs;
+  std::vector<EpochResult> results;
+  int64_t step = 0;
+  double curve_sum = 0;
+  for (int64_t epoch = 1; epoch <= s.epochs; ++epoch) {
+    const auto start = std::chrono::steady_clock::now();
+    const at::Tensor order = at::randperm(s.train.images.size(0));
+    double loss_sum = 0;
+    for (int64_t i = 0; i < steps_per_epoch; ++i, ++step) {
+      const double rate = 0.5 * s.lr * (1 + std::cos(M_PI * double(step) / double(total_steps)));
+      static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(rate);
+      const Dataset b = batchOf(s.train, order, i, s.batch);
+      sgd.zero_grad();
+      at::Tensor loss = at::cross_entropy_loss(model.forward({b.images}).toTensor(), b.labels);
+      loss.backward();
+      sgd.step();
+      const double step_loss = loss.item<double>();
+      loss_sum += step_loss;
+      curve_sum += step_loss;
+      if (s.curve_every > 0 && (step + 1) % s.curve_every == 0) {
+        std::cout << JsonLine()
+                         .add("curve", true)
+                         .add("level", level)
+                         .add("seed", seed)
+                         .add("step", step + 1)
+                         .add("train_loss", curve_sum / double(s.curve_every));
+        curve_sum = 0;
+      }
+      if (i % 10 == 0 || i + 1 == steps_per_epoch)
+        std::fprintf(stderr, "\r[%s seed %lld] epoch %lld/%lld  step %lld/%lld  loss %.4f   ", level.c_str(),
+                     (long long)seed, (long long)epoch, (long long)s.epochs, (long long)(i + 1),
+                     (long long)steps_per_epoch, loss_sum / double(i + 1));
+    }
+    EpochResult r;
+    r.train_loss = loss_sum / double(steps_per_epoch);
+    std::tie(r.test_loss, r.test_accuracy) = evaluate(model, s.test);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "\n");
+    std::cout << JsonLine()
+                     .add("model", s.model_name)
+                     .add("level", level)
+                     .add("seed", seed)
+                     .add("epoch", epoch)
+                     .add("train_loss", r.train_loss)
+                     .add("test_loss", r.test_loss)
+                     .add("test_accuracy", r.test_accuracy)
+                     .add("seconds", r.seconds)
+                     .add("threads", int64_t(at::get_num_threads()));
+    results.push_back(r);
+  }
+  return results;
+}
+
 }  // namespace
 
 int bench_accuracy(int argc, char** argv) {
   Args args;
   args.flag("model", "fashion_resnet", "model name or TorchScript archive (.pt), 1x28x28 inputs, 10 classes")
-      .flag("levels", "fp,L2,L3", "comma-separated levels to train (fp: LibTorch autograd; L3-biased etc.: without debias-backward)")
+      .flag("levels", "fp,L2,L3",
+            "comma-separated levels to train (fp: LibTorch autograd; L3-biased etc.: without debias-backward)")
       .flag("epochs", "3", "passes over the training set")
       .flag("batch", "128", "samples per step")
       .flag("lr", "0.05", "peak learning rate")
@@ -87,71 +160,12 @@ int bench_accuracy(int argc, char** argv) {
   const std::string model_name = args.str("model");
   const Dataset train = loadFashionMnist(true, args.integer("train-limit"));
   const Dataset test = loadFashionMnist(false, args.integer("test-limit"));
-  const int64_t steps_per_epoch = (train.images.size(0) + batch - 1) / batch;
-  const int64_t total_steps = steps_per_epoch * epochs;
 
+  const TrainingSetup setup{model_name, train, test, epochs, batch, lr, curve_every};
   // results[level][seed][epoch]
   std::vector<std::vector<std::vector<EpochResult>>> results(levels.size());
   for (size_t li = 0; li < levels.size(); ++li)
-   for (int64_t run = 0; run < seeds; ++run) {
-    const std::string& level = levels[li];
-    const int64_t run_seed = seed + run;
-    torch::jit::Module model = loadModel(model_name);
-    if (level != "fp") model = compile(model, levelVariant(level));
-    std::vector<at::Tensor> params;
-    for (const auto& p : model.parameters()) params.push_back(p);
-    torch::optim::SGD sgd(params, torch::optim::SGDOptions(lr).momentum(0.9).weight_decay(5e-4));
-    at::manual_seed(run_seed);  // the same data order and quantization seeds for every level
-    results[li].emplace_back();
-    int64_t step = 0;
-    double curve_sum = 0;
-    for (int64_t epoch = 1; epoch <= epochs; ++epoch) {
-      const auto start = std::chrono::steady_clock::now();
-      const at::Tensor order = at::randperm(train.images.size(0));
-      double loss_sum = 0;
-      for (int64_t i = 0; i < steps_per_epoch; ++i, ++step) {
-        const double rate = 0.5 * lr * (1 + std::cos(M_PI * double(step) / double(total_steps)));
-        static_cast<torch::optim::SGDOptions&>(sgd.param_groups()[0].options()).lr(rate);
-        const Dataset b = batchOf(train, order, i, batch);
-        sgd.zero_grad();
-        at::Tensor loss = at::cross_entropy_loss(model.forward({b.images}).toTensor(), b.labels);
-        loss.backward();
-        sgd.step();
-        const double step_loss = loss.item<double>();
-        loss_sum += step_loss;
-        curve_sum += step_loss;
-        if (curve_every > 0 && (step + 1) % curve_every == 0) {
-          std::cout << JsonLine()
-                           .add("curve", true)
-                           .add("level", level)
-                           .add("seed", run_seed)
-                           .add("step", step + 1)
-                           .add("train_loss", curve_sum / double(curve_every));
-          curve_sum = 0;
-        }
-        if (i % 10 == 0 || i + 1 == steps_per_epoch)
-          std::fprintf(stderr, "\r[%s seed %lld] epoch %lld/%lld  step %lld/%lld  loss %.4f   ", level.c_str(),
-                       (long long)run_seed, (long long)epoch, (long long)epochs, (long long)(i + 1),
-                       (long long)steps_per_epoch, loss_sum / double(i + 1));
-      }
-      EpochResult r;
-      r.train_loss = loss_sum / double(steps_per_epoch);
-      std::tie(r.test_loss, r.test_accuracy) = evaluate(model, test);
-      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "\n");
-      std::cout << JsonLine()
-                       .add("model", model_name)
-                       .add("level", level)
-                       .add("seed", run_seed)
-                       .add("epoch", epoch)
-                       .add("train_loss", r.train_loss)
-                       .add("test_loss", r.test_loss)
-                       .add("test_accuracy", r.test_accuracy)
-                       .add("seconds", r.seconds)
-                       .add("threads", int64_t(at::get_num_threads()));
-      results[li].back().push_back(r);
-    }
-  }
+    for (int64_t run = 0; run < seeds; ++run) results[li].push_back(trainRun(setup, levels[li], seed + run));
 
   // Per (level, epoch): mean and sample standard deviation over the seeds.
   auto meanStd = [](const std::vector<double>& v) {

@@ -2,10 +2,11 @@
 // are kept in double per parameter: the mean over K passes, and
 // sum_k |g_k - g|^2, from which tr(Sigma) = (sum_k |g_k - g|^2 - K |mean - g|^2)
 // / (K - 1) and the bias |mean - g|^2 - tr(Sigma) / K follow without storing
-// the passes (block sums are kept in float: a ViT-B has 86 M parameters, and
-// the 8 + 4 block sums dominate the memory this takes). tr(Sigma^2), for the bias's standard error, comes from 8 block
+// the passes. tr(Sigma^2), for the bias's standard error, comes from 8 block
 // means d_b of K/8 passes each (deviations from the overall mean): for
-// independent blocks E[(d_b . d_c)^2] = tr(Sigma^2) / (K/8)^2.
+// independent blocks E[(d_b . d_c)^2] = tr(Sigma^2) / (K/8)^2. Block sums are
+// kept in float: a ViT-B has 86 M parameters, and the blocks (8 for the
+// z-score, one per k for the error of the mean) dominate the memory.
 #include "gradient_stats.h"
 
 #include <cmath>
@@ -57,7 +58,7 @@ GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std:
                                const std::map<std::string, std::string>& kinds, const at::Tensor& input,
                                const at::Tensor& targets, int64_t passes, uint64_t seed) {
   TORCH_CHECK(passes >= 2, "measureGradients: needs at least 2 passes, got ", passes);
-  std::map<std::string, at::Tensor> sum, block;  // per parameter: over all passes; over the current block
+  std::map<std::string, at::Tensor> sum;        // per parameter, over all passes
   std::map<std::string, double> dev_sq;          // per group: sum_k |g_k - g|^2
   std::vector<int64_t> ks;
   for (int64_t k = 1; k <= passes; k *= 4) ks.push_back(k);
