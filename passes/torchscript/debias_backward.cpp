@@ -5,8 +5,10 @@
 // gradients); a reader that multiplies x' by itself, or by a sum that
 // contains it, gets E[e^2] = v in its result. For the readers below that term
 // is exactly `dy * v` times a factor known in B, so adding it back removes
-// the bias (README: "Unbiased normalization backward" has the algebra);
-// v = step^2 / 6 per group (runtime/debias.cpp says why 1/6).
+// the bias (README: "Unbiased normalization backward" has the algebra). v is
+// estimated as step^2 / 6 per group, which is right on average over where
+// values sit between levels but not value by value (runtime/debias.cpp), so
+// a small part of the bias stays.
 //
 //   %x = actnn::dequantize(%p)                %x = actnn::dequantize(%p)
 //   %gx, %gw, %gb = aten::native_batch_norm_backward(%dy, %x, ..., %train, ...)
