@@ -91,6 +91,19 @@ torch::jit::Node* topLevelNode(torch::jit::Node* n, torch::jit::Block* top) {
   return n;
 }
 
+torch::jit::Node* replaceNode(torch::jit::Node* node, torch::jit::Graph& graph, c10::Symbol kind,
+                              const std::vector<torch::jit::NamedValue>& args) {
+  torch::jit::WithInsertPoint guard(node);
+  torch::jit::Node* n = insertOp(graph, kind, args, node->sourceRange());
+  TORCH_INTERNAL_ASSERT(n->outputs().size() >= node->outputs().size());
+  for (size_t i = 0; i < node->outputs().size(); ++i) {
+    n->output(i)->setType(node->output(i)->type());
+    node->output(i)->replaceAllUsesWith(n->output(i));
+  }
+  node->destroy();
+  return n;
+}
+
 std::shared_ptr<torch::jit::Graph> scriptHelperGraph(const char* source, const std::string& name) {
   static std::mutex mutex;
   static std::map<const char*, std::shared_ptr<torch::jit::CompilationUnit>> units;

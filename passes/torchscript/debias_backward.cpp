@@ -93,16 +93,10 @@ bool isTrainingBatchNorm(Node* n) {
 // batch norm: our op, with the packed value last (its kernel applies the
 // correction while it writes the input gradient).
 void rewriteBatchNorm(Node* n, Value* packed, Graph& b) {
-  torch::jit::WithInsertPoint guard(n);
   std::vector<NamedValue> args(n->inputs().begin(), n->inputs().end());
-  args.emplace_back(b.insertConstant(false));  // donate_input: reuse-buffers decides
+  args.emplace_back(false);  // donate_input: reuse-buffers decides
   args.emplace_back(packed);
-  Node* ours = insertOp(b, actnnOp("batch_norm_backward"), args, n->sourceRange());
-  for (size_t i = 0; i < 3; ++i) {
-    ours->output(i)->setType(n->output(i)->type());
-    n->output(i)->replaceAllUsesWith(ours->output(i));
-  }
-  n->destroy();
+  replaceNode(n, b, actnnOp("batch_norm_backward"), args);
 }
 
 // At the insert point; None stands for 1.
@@ -148,11 +142,7 @@ bool saveDerivative(Node* n, TrainingIR& ir) {
     Value* d = torch::jit::insertGraph(f, *helperGraph(helper), args).at(0);
     compress->replaceInput(0, d);
   }
-  torch::jit::WithInsertPoint guard(n);
-  Value* gx = insertValue(b, c10::aten::mul, {n->input(0), x_b}, n->sourceRange());
-  gx->setType(n->output()->type());
-  n->output()->replaceAllUsesWith(gx);
-  n->destroy();
+  replaceNode(n, b, c10::aten::mul, {n->input(0), x_b});
   return true;
 }
 

@@ -154,49 +154,28 @@ bool splitConvolution(Node* conv, Block* block) {
 
 // Rewrite 4 (chunk-bytes > 0): convolution backward over slices of the batch.
 void chunkConvolution(Node* conv, int64_t chunk_bytes, Block* block) {
-  auto& graph = *block->owningGraph();
-  torch::jit::WithInsertPoint guard(conv);
-  std::vector<NamedValue> args;
-  for (Value* in : conv->inputs()) args.emplace_back(in);
-  args.emplace_back(graph.insertConstant(chunk_bytes));
-  Node* ours = insertOp(graph, actnnOp("convolution_backward"), args, conv->sourceRange());
-  for (size_t i = 0; i < 3; ++i) {
-    ours->output(i)->setType(conv->output(i)->type());
-    conv->output(i)->replaceAllUsesWith(ours->output(i));
-  }
-  conv->destroy();
+  std::vector<NamedValue> args(conv->inputs().begin(), conv->inputs().end());
+  args.emplace_back(chunk_bytes);
+  replaceNode(conv, *block->owningGraph(), actnnOp("convolution_backward"), args);
 }
 
 void donateSum(Node* sum, Block* block) {
-  auto& graph = *block->owningGraph();
-  torch::jit::WithInsertPoint guard(sum);
-  Value* out = insertValue(graph, actnnOp("add_grads"),
-                           {sum->input(0), sum->input(1), diesAt(sum->input(0), sum, block),
-                            diesAt(sum->input(1), sum, block)},
-                           sum->sourceRange());
-  out->setType(sum->output()->type());
-  sum->output()->replaceAllUsesWith(out);
-  sum->destroy();
+  replaceNode(sum, *block->owningGraph(), actnnOp("add_grads"),
+              {sum->input(0), sum->input(1), diesAt(sum->input(0), sum, block), diesAt(sum->input(1), sum, block)});
 }
 
 bool donateBatchNormInput(Node* n, Block* block) {
   auto train = constantOf(n->input(7));
   if (!train || !train->isBool() || !train->toBool() || !diesAt(n->input(1), n, block)) return false;
   auto& graph = *block->owningGraph();
-  torch::jit::WithInsertPoint guard(n);
   if (n->kind() == actnnOp("batch_norm_backward")) {  // debias-backward's: set its donate_input
+    torch::jit::WithInsertPoint guard(n);
     n->replaceInput(10, graph.insertConstant(true));
     return true;
   }
-  std::vector<NamedValue> args;
-  for (Value* in : n->inputs()) args.emplace_back(in);
-  args.emplace_back(graph.insertConstant(true));
-  Node* ours = insertOp(graph, actnnOp("batch_norm_backward"), args, n->sourceRange());
-  for (size_t i = 0; i < 3; ++i) {
-    ours->output(i)->setType(n->output(i)->type());
-    n->output(i)->replaceAllUsesWith(ours->output(i));
-  }
-  n->destroy();
+  std::vector<NamedValue> args(n->inputs().begin(), n->inputs().end());
+  args.emplace_back(true);
+  replaceNode(n, graph, actnnOp("batch_norm_backward"), args);
   return true;
 }
 

@@ -106,7 +106,6 @@ GradientStats measureGradients(torch::jit::Module& compiled, const std::map<std:
     for (const std::string group : {std::string("all"), kindOf(name)}) {
       mean_err[group] += e;
       stats.groups[group].exact_sq += x;
-      stats.groups[group].values += g.numel();
     }
   }
   for (auto& [group, s] : stats.groups) {

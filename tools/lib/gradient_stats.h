@@ -20,7 +20,6 @@ namespace tools {
 std::map<std::string, std::string> parameterKinds(const torch::jit::Module& m);
 
 struct GradientGroup {
-  int64_t values = 0;
   double exact_sq = 0;   // |g|^2 of the exact gradient
   double trace = 0;      // tr(Sigma): the expected |g_k - E g_k|^2 of one pass
   double bias_sq = 0;    // |E g_k - g|^2, estimated as |mean - g|^2 - tr(Sigma) / K (may be < 0)

@@ -73,17 +73,5 @@ bool isNonDifferentiable(const Node* node) {
   return ops.count(node->kind().toQualString()) > 0;
 }
 
-Node* replaceNode(Node* node, Graph& forward, c10::Symbol kind, const std::vector<NamedValue>& args) {
-  torch::jit::WithInsertPoint guard(node);
-  Node* n = insertOp(forward, kind, args, node->sourceRange());
-  TORCH_INTERNAL_ASSERT(n->outputs().size() >= node->outputs().size());
-  for (size_t i = 0; i < node->outputs().size(); ++i) {
-    n->output(i)->setType(node->output(i)->type());
-    node->output(i)->replaceAllUsesWith(n->output(i));
-  }
-  node->destroy();
-  return n;
-}
-
 }  // namespace rules
 }  // namespace actnn

@@ -13,6 +13,8 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/ir/named_value.h>
 
+#include "actnn/passes/ir_builder.h"  // replaceNode, for the rules' lower functions
+
 namespace actnn {
 namespace rules {
 
@@ -107,10 +109,6 @@ bool isNonDifferentiable(const Node* node);
 // The TorchScript source of a helper's function graph.
 std::shared_ptr<Graph> helperGraph(const std::string& name);
 
-// Builds the replacement node for `lower` functions: inserts `kind(args)` in
-// `forward` before `node`, takes over node's outputs (the first
-// node->outputs().size() of the new node) and destroys `node`.
-Node* replaceNode(Node* node, Graph& forward, c10::Symbol kind, const std::vector<NamedValue>& args);
 
 }  // namespace rules
 }  // namespace actnn

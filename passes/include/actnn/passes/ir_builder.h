@@ -25,6 +25,13 @@ torch::jit::Value* insertValue(torch::jit::Graph& graph, c10::Symbol kind,
                                const c10::optional<torch::jit::SourceRange>& range = c10::nullopt,
                            const std::vector<torch::jit::NamedValue>& kwargs = {});
 
+// Replaces `node` by `kind(args)` inserted right before it (plain values in
+// args become constants there), with node's source range: the new node takes
+// over node's outputs (the first node->outputs().size() of its own, with
+// node's types), and node is destroyed. Returns the new node.
+torch::jit::Node* replaceNode(torch::jit::Node* node, torch::jit::Graph& graph, c10::Symbol kind,
+                              const std::vector<torch::jit::NamedValue>& args);
+
 // Whether `v` is a constant, and its value.
 c10::optional<c10::IValue> constantOf(const torch::jit::Value* v);
 // Whether `v` is a constant int, and its value.
