@@ -72,8 +72,8 @@ void setAttribute(torch::jit::Module& m, const std::string& name, const c10::Typ
 }  // namespace
 
 c10::IValue makeCompressionState(const CompressionConfig& config) {
-  std::vector<std::tuple<std::string, int64_t, int64_t>> sites;
-  for (const auto& s : config.sites) sites.emplace_back(s.name, s.bits, s.floor);
+  std::vector<CompressionState::SiteConfig> sites;
+  for (const auto& s : config.sites) sites.emplace_back(s.name, s.bits, s.floor, s.dither);
   return c10::IValue(c10::make_intrusive<CompressionState>(config.budget_bits, config.group_size, std::move(sites)));
 }
 

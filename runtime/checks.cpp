@@ -165,8 +165,12 @@ kernels::QuantizeArgs QuantizeCall::args() const {
 
 DequantizeCall prepare_dequantize(const at::Tensor& codes, const at::Tensor& lo,
                                   const at::Tensor& scale, at::IntArrayRef bits,
-                                  at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size) {
+                                  at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size,
+                                  int64_t seed, int64_t offset, bool dither) {
   DequantizeCall c;
+  c.dither = dither;
+  c.seed = seed;
+  c.offset = offset;
   c.plan = plan_quantize("actnn::dequantize", dtype, shape, bits, group_size);
   check_packed_tensors("actnn::dequantize", c.plan, codes, lo, scale);
   c.codes = codes.contiguous();
@@ -182,7 +186,10 @@ kernels::DequantizeArgs DequantizeCall::args() const {
                                  reinterpret_cast<const uint16_t*>(scale.data_ptr()),
                                  host_geometry(plan),
                                  plan.elem,
-                                 out.data_ptr()};
+                                 out.data_ptr(),
+                                 dither,
+                                 uint64_t(seed),
+                                 uint64_t(offset)};
 }
 
 at::Tensor mask_bytes(const at::Tensor& mask) {

@@ -72,11 +72,14 @@ struct DequantizeCall {
   QuantPlan plan;
   at::Tensor codes, lo, scale;  // contiguous
   at::Tensor out;
+  bool dither = false;  // decode with the quantize call's (seed, offset)
+  int64_t seed = 0, offset = 0;
   kernels::DequantizeArgs args() const;
 };
 DequantizeCall prepare_dequantize(const at::Tensor& codes, const at::Tensor& lo,
                                   const at::Tensor& scale, at::IntArrayRef bits,
-                                  at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size);
+                                  at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size,
+                                  int64_t seed, int64_t offset, bool dither);
 
 // A mask as one byte per element (0 or 1), contiguous.
 at::Tensor mask_bytes(const at::Tensor& mask);

@@ -69,11 +69,10 @@ uint64_t mix64(uint64_t z) {
 
 }  // namespace
 
-CompressionState::CompressionState(double budget, int64_t group,
-                                   std::vector<std::tuple<std::string, int64_t, int64_t>> list)
+CompressionState::CompressionState(double budget, int64_t group, std::vector<SiteConfig> list)
     : budget_bits(budget), group_size(group) {
   TORCH_CHECK(budget >= 1 && budget <= 8, "actnn: the bit budget must be in [1, 8], got ", budget);
-  for (auto& [name, bits, floor] : list) {
+  for (auto& [name, bits, floor, dither] : list) {
     TORCH_CHECK(bits == 0 || bits == 1 || bits == 2 || bits == 4 || bits == 8, "actnn: site '", name,
                 "' has width ", bits, "; widths are 1, 2, 4, 8 or 0 (mixed)");
     TORCH_CHECK(floor == 1 || floor == 2 || floor == 4 || floor == 8, "actnn: site '", name, "' has floor ",
@@ -83,6 +82,7 @@ CompressionState::CompressionState(double budget, int64_t group,
     s.bits = bits;
     s.floor = floor;
     s.budget = budget;
+    s.dither = dither;
     sites.push_back(std::move(s));
   }
 }
@@ -158,10 +158,12 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
   }
   std::vector<int64_t> bits;
   uint64_t step_seed;
+  bool dither;
   {
     std::lock_guard<std::mutex> lock(mutex);
     Site& s = site(k);
     step_seed = seed;
+    dither = s.dither;
     if (width != 0) {
       bits = {width};
     } else {
@@ -176,11 +178,19 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
     s.last_bits = bits;
   }
   auto pack = [&](const c10::optional<at::Tensor>& buffer, int64_t alignment) {
-    if (ranges.empty()) return quantize(x, bits, group_size, int64_t(step_seed), k, buffer, alignment);
-    auto [codes, lo, scale] =
-        quantize_groups_cpu_with_ranges(x, bits, group_size, int64_t(step_seed), k, buffer, alignment, ranges);
-    return c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(), int64_t(x.scalar_type()), bits,
-                                                 group_size);
+    c10::intrusive_ptr<PackedActivation> p;
+    if (ranges.empty()) {
+      p = quantize(x, bits, group_size, int64_t(step_seed), k, buffer, alignment);
+    } else {
+      auto [codes, lo, scale] =
+          quantize_groups_cpu_with_ranges(x, bits, group_size, int64_t(step_seed), k, buffer, alignment, ranges);
+      p = c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(), int64_t(x.scalar_type()), bits,
+                                                group_size);
+      p->seed = int64_t(step_seed);
+      p->offset = k;
+    }
+    p->dither = dither;
+    return p;
   };
   if (!arena) return pack(c10::nullopt, 64);
   const QuantPlan plan = plan_quantize("actnn::compress", x.scalar_type(), x.sizes(), bits, group_size);
@@ -231,24 +241,26 @@ void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {
 CompressionState::Pickled CompressionState::pickle() {
   std::lock_guard<std::mutex> lock(mutex);
   std::vector<std::string> names;
-  std::vector<int64_t> bits, floors;
+  std::vector<int64_t> bits, floors, dithers;
   std::vector<double> budgets;
   for (const auto& s : sites) {
     names.push_back(s.name);
     bits.push_back(s.bits);
     floors.push_back(s.floor);
     budgets.push_back(s.budget);
+    dithers.push_back(s.dither ? 1 : 0);
   }
-  return {budget_bits, group_size, names, bits, floors, budgets, steps};
+  return {budget_bits, group_size, names, bits, floors, budgets, dithers, steps};
 }
 
 c10::intrusive_ptr<CompressionState> CompressionState::unpickle(Pickled p) {
-  auto& [budget, group, names, bits, floors, budgets, steps] = p;
-  TORCH_CHECK(names.size() == bits.size() && names.size() == floors.size() && names.size() == budgets.size(),
+  auto& [budget, group, names, bits, floors, budgets, dithers, steps] = p;
+  TORCH_CHECK(names.size() == bits.size() && names.size() == floors.size() && names.size() == budgets.size() &&
+                  names.size() == dithers.size(),
               "actnn: corrupted CompressionState (", names.size(), " names, ", bits.size(), " widths, ",
-              floors.size(), " floors, ", budgets.size(), " budgets)");
-  std::vector<std::tuple<std::string, int64_t, int64_t>> list;
-  for (size_t i = 0; i < names.size(); ++i) list.emplace_back(names[i], bits[i], floors[i]);
+              floors.size(), " floors, ", budgets.size(), " budgets, ", dithers.size(), " dither flags)");
+  std::vector<SiteConfig> list;
+  for (size_t i = 0; i < names.size(); ++i) list.emplace_back(names[i], bits[i], floors[i], dithers[i] != 0);
   auto state = c10::make_intrusive<CompressionState>(budget, group, std::move(list));
   for (size_t i = 0; i < budgets.size(); ++i) state->sites[i].budget = budgets[i];
   state->steps = steps;

@@ -7,8 +7,10 @@
 // s^2 t (1 - t), t its place between the levels. t is not stored, and no
 // function of the code alone estimates t (1 - t) without bias; for a value
 // placed uniformly between its levels the expected variance given its code is
-// s^2 / 6 whichever level it landed on, which is what rounding_variance
-// reports for every value of a group.
+// s^2 / 6 whichever level it landed on. A value decoded with subtractive
+// dither (PackedActivation::dither) has noise uniform on (-s/2, s/2] whatever
+// x is: variance s^2 / 12 exactly, value by value. rounding_variance reports
+// the one that applies, per group.
 #include <ATen/ATen.h>
 
 #include "actnn/runtime/ops.h"
@@ -20,7 +22,7 @@ at::Tensor rounding_variance(const PackedActivation& p) {
   const at::Tensor scale = p.scale.to(at::kFloat);
   const at::Tensor step = scale.reciprocal();
   // scale 0: a constant group; a negative scale: an exact fp32 constant.
-  return at::where(scale > 0, step * step / 6, at::zeros_like(scale));
+  return at::where(scale > 0, step * step / (p.dither ? 12 : 6), at::zeros_like(scale));
 }
 
 namespace {

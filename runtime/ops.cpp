@@ -38,9 +38,11 @@ c10::intrusive_ptr<PackedActivation> quantize(const at::Tensor& x, std::vector<i
                            const at::Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t,
                            const c10::optional<at::Tensor>&, int64_t)>();
   auto [codes, lo, scale] = op.call(x, bits, group_size, seed, offset, buffer, alignment);
-  return c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(),
-                                               int64_t(x.scalar_type()), std::move(bits),
-                                               group_size);
+  auto p = c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(), int64_t(x.scalar_type()),
+                                                 std::move(bits), group_size);
+  p->seed = seed;
+  p->offset = offset;
+  return p;
 }
 
 at::Tensor dequantize(const PackedActivation& p, c10::optional<std::vector<int64_t>> shape,
@@ -51,9 +53,10 @@ at::Tensor dequantize(const PackedActivation& p, c10::optional<std::vector<int64
               p.scalar_type(), " but dtype ", *dtype, " was requested");
   static auto op = op_handle("actnn::dequantize_groups")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         at::IntArrayRef, at::IntArrayRef, c10::ScalarType,
-                                         int64_t)>();
-  return op.call(p.codes, p.lo, p.scale, p.bits, p.shape, p.scalar_type(), p.group_size);
+                                         at::IntArrayRef, at::IntArrayRef, c10::ScalarType, int64_t,
+                                         int64_t, int64_t, bool)>();
+  return op.call(p.codes, p.lo, p.scale, p.bits, p.shape, p.scalar_type(), p.group_size, p.seed, p.offset,
+                 p.dither);
 }
 
 at::Tensor pack_mask(const at::Tensor& mask, const c10::optional<at::Tensor>& out) {
@@ -179,7 +182,7 @@ std::vector<F> siteField(const StatePtr& self, F CompressionState::Site::*field)
 TORCH_LIBRARY(actnn, m) {
   // Compression state of a compiled module (runtime/compression.cpp).
   m.class_<CompressionState>("CompressionState")
-      .def(torch::init<double, int64_t, std::vector<std::tuple<std::string, int64_t, int64_t>>>())
+      .def(torch::init<double, int64_t, std::vector<CompressionState::SiteConfig>>())
       .def("budget_bits", [](const StatePtr& self) { return self->budget_bits; })
       .def("group_size", [](const StatePtr& self) { return self->group_size; })
       .def("steps", [](const StatePtr& self) { return self->steps; })
@@ -229,8 +232,10 @@ TORCH_LIBRARY(actnn, m) {
   // `buffer` / `out`: write into a preallocated slice (an arena slot).
   m.def("quantize_groups(Tensor x, int[] bits, int group_size, int seed, int offset,"
         " Tensor(a!)? buffer=None, int alignment=64) -> (Tensor codes, Tensor lo, Tensor scale)");
+  // dither: decode with the subtractive dither of the quantize call that
+  // used (seed, offset) (kernels/include/actnn/kernels/quant_math.h).
   m.def("dequantize_groups(Tensor codes, Tensor lo, Tensor scale, int[] bits, int[] shape,"
-        " ScalarType dtype, int group_size) -> Tensor");
+        " ScalarType dtype, int group_size, int seed=0, int offset=0, bool dither=False) -> Tensor");
   m.def("pack_mask(Tensor mask) -> Tensor");
   m.def("pack_mask.out(Tensor mask, *, Tensor(a!) out) -> Tensor(a!)");
   m.def("unpack_mask(Tensor packed, int[] shape) -> Tensor");

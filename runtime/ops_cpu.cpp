@@ -41,8 +41,9 @@ namespace {
 
 at::Tensor dequantize_groups_cpu(const at::Tensor& codes, const at::Tensor& lo,
                                  const at::Tensor& scale, at::IntArrayRef bits,
-                                 at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size) {
-  DequantizeCall c = prepare_dequantize(codes, lo, scale, bits, shape, dtype, group_size);
+                                 at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size,
+                                 int64_t seed, int64_t offset, bool dither) {
+  DequantizeCall c = prepare_dequantize(codes, lo, scale, bits, shape, dtype, group_size, seed, offset, dither);
   kernels::dequantize_cpu(c.args());
   return c.out;
 }

@@ -53,9 +53,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_groups_cuda(const at::Te
 
 at::Tensor dequantize_groups_cuda(const at::Tensor& codes, const at::Tensor& lo,
                                   const at::Tensor& scale, at::IntArrayRef bits,
-                                  at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size) {
+                                  at::IntArrayRef shape, c10::ScalarType dtype, int64_t group_size,
+                                 int64_t seed, int64_t offset, bool dither) {
   const c10::cuda::CUDAGuard guard(codes.device());
-  DequantizeCall c = prepare_dequantize(codes, lo, scale, bits, shape, dtype, group_size);
+  DequantizeCall c = prepare_dequantize(codes, lo, scale, bits, shape, dtype, group_size, seed, offset, dither);
   kernels::DequantizeArgs a = c.args();
   const at::Tensor tables = device_tables(c.plan, codes.device(), &a.geo);
   check_launch("actnn::dequantize", kernels::dequantize_cuda(a, current_stream()));

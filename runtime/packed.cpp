@@ -27,14 +27,27 @@ int64_t PackedActivation::original_nbytes() const {
   return n * int64_t(c10::elementSize(scalar_type()));
 }
 
+c10::intrusive_ptr<PackedActivation> PackedActivation::withParts(at::Tensor codes_, at::Tensor lo_,
+                                                                at::Tensor scale_) const {
+  auto p = c10::make_intrusive<PackedActivation>(std::move(codes_), std::move(lo_), std::move(scale_), shape, dtype,
+                                                 bits, group_size);
+  p->seed = seed;
+  p->offset = offset;
+  p->dither = dither;
+  return p;
+}
+
 PackedActivation::State PackedActivation::state() const {
-  return State{codes, lo, scale, shape, dtype, bits, group_size};
+  return State{codes, lo, scale, shape, dtype, bits, group_size, seed, offset, dither};
 }
 
 c10::intrusive_ptr<PackedActivation> PackedActivation::from_state(State s) {
   auto p = c10::make_intrusive<PackedActivation>(
       std::move(std::get<0>(s)), std::move(std::get<1>(s)), std::move(std::get<2>(s)),
       std::move(std::get<3>(s)), std::get<4>(s), std::move(std::get<5>(s)), std::get<6>(s));
+  p->seed = std::get<7>(s);
+  p->offset = std::get<8>(s);
+  p->dither = std::get<9>(s);
   TORCH_CHECK(p->dtype >= 0 && p->dtype < int64_t(c10::ScalarType::NumOptions),
               "actnn.PackedActivation: invalid dtype code ", p->dtype, " in serialized state");
   check_packed_parts("actnn.PackedActivation (loading)", *p);

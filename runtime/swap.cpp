@@ -97,9 +97,7 @@ c10::intrusive_ptr<SwappedValue> swapOut(const c10::IValue& value) {
     auto p = value.toCustomClass<PackedActivation>();
     s->device = p->codes.device();
     auto& backend = swapBackend(s->device.type());
-    auto host = c10::make_intrusive<PackedActivation>(backend.toHost(p->codes), backend.toHost(p->lo),
-                                                      backend.toHost(p->scale), p->shape, p->dtype, p->bits,
-                                                      p->group_size);
+    auto host = p->withParts(backend.toHost(p->codes), backend.toHost(p->lo), backend.toHost(p->scale));
     s->host_bytes = host->nbytes();
     s->value = c10::IValue(host);
   }
@@ -129,8 +127,7 @@ c10::intrusive_ptr<SwappedValue> swapIn(const c10::intrusive_ptr<SwappedValue>& 
     s->pending.push_back(backend.toDevice(p->codes, codes));
     s->pending.push_back(backend.toDevice(p->lo, lo));
     s->pending.push_back(backend.toDevice(p->scale, scale));
-    s->value = c10::IValue(
-        c10::make_intrusive<PackedActivation>(codes, lo, scale, p->shape, p->dtype, p->bits, p->group_size));
+    s->value = c10::IValue(p->withParts(codes, lo, scale));
   }
   s->on_host = false;
   // The host copy is released here: on the CPU the copy is done, on CUDA the

@@ -288,6 +288,12 @@ void decode_run(const uint32_t* q, GroupDecode d, float* v) {
   for (int i = 0; i < kRun; ++i) v[i] = decode_value(q[i], d);
 }
 
+// decode_dithered for a run of a normal group; r holds the values' random bits.
+ACTNN_MULTIVERSION
+void decode_run_dithered(const uint32_t* q, const uint16_t* r, GroupDecode d, float* v) {
+  for (int i = 0; i < kRun; ++i) v[i] = decode_dithered(q[i], uniform16(r[i]), d);
+}
+
 template <Elem E, int B>
 void dequantize_group(const DequantizeArgs& a, int64_t n, int64_t gi) {
   const QuantGeometry& geo = a.geo;
@@ -297,13 +303,26 @@ void dequantize_group(const DequantizeArgs& a, int64_t n, int64_t gi) {
   const int64_t g = n * geo.groups_per_sample + gi;
   const GroupDecode d = decode_group(a.lo[g], a.scale[g], meta_is_half(E));
   const uint8_t* in = a.codes + geo.sample_offset(n) + j0 * B / 8;
+  // Dithered: the random bits quantize_group drew, regenerated the same way.
+  const bool dither = a.dither && d.mode == 0;
+  const uint64_t e_base = uint64_t(n * geo.groups_per_sample * G + j0);
+  uint32_t words[kRandomValues / 2];
+  uint16_t r[kRandomValues];
   uint32_t q[kRun];
   for (int64_t s = 0; s < len; s += kRun) {
     unpack_run<B>(in + s * B / 8, q);
     const int valid = int(std::min<int64_t>(kRun, len - s));
     const int64_t base = n * D + j0 + s;
     float v[kRun];
-    decode_run(q, d, v);
+    if (dither) {
+      if (s % kRandomValues == 0) {
+        random_run(a.seed, a.offset, e_base + s, words);
+        std::memcpy(r, words, sizeof r);
+      }
+      decode_run_dithered(q, r + s % kRandomValues, d, v);
+    } else {
+      decode_run(q, d, v);
+    }
     if (E == Elem::Float32) {
       std::memcpy(static_cast<float*>(a.out) + base, v, sizeof(float) * valid);
     } else {

@@ -207,6 +207,8 @@ __device__ void dequantize_group(const DequantizeArgs& a, int64_t g, int64_t n, 
   const int64_t x0 = n * D + j0;
   const bool vec = vector_aligned<E>(a.out, x0);
   const GroupDecode d = decode_group(a.lo[g], a.scale[g], meta_is_half(E));
+  const bool dither = a.dither && d.mode == 0;
+  const uint64_t e0 = uint64_t(n * geo.groups_per_sample * G + j0);  // stream index of j0
   const uint8_t* codes = a.codes + geo.sample_offset(n) + j0 * B / 8;
   const bool word_aligned = reinterpret_cast<uintptr_t>(codes) % 4 == 0;
   const int shift = (4 * B * lane) % 32;
@@ -217,8 +219,16 @@ __device__ void dequantize_group(const DequantizeArgs& a, int64_t g, int64_t n, 
     const uint32_t chunk =
         load_word(codes + (s0 * B) / 8 + 4 * (lane / kLanesPerWord), word_aligned) >> shift;
     float v[4];
+    if (dither) {  // the random bits quantize_group drew for these 4 values
+      const uint64_t e = e0 + uint64_t(p);
+      const Philox4 r = philox_block(a.seed, a.offset, e >> 3);
 #pragma unroll
-    for (int k = 0; k < 4; ++k) v[k] = decode_value((chunk >> (k * B)) & max_code(B), d);
+      for (int k = 0; k < 4; ++k)
+        v[k] = decode_dithered((chunk >> (k * B)) & max_code(B), uniform16(random_bits16(r, e + k)), d);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[k] = decode_value((chunk >> (k * B)) & max_code(B), d);
+    }
     store4<E>(a.out, x0 + p, valid, vec, v);
   }
 }

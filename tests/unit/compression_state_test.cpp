@@ -25,8 +25,10 @@ namespace {
 
 using Sites = std::vector<std::tuple<std::string, int64_t, int64_t>>;
 
-c10::intrusive_ptr<CompressionState> makeState(double budget, Sites sites, int64_t group_size = 256) {
-  return c10::make_intrusive<CompressionState>(budget, group_size, std::move(sites));
+c10::intrusive_ptr<CompressionState> makeState(double budget, const Sites& sites, int64_t group_size = 256) {
+  std::vector<CompressionState::SiteConfig> config;
+  for (const auto& [name, bits, floor] : sites) config.emplace_back(name, bits, floor, false);
+  return c10::make_intrusive<CompressionState>(budget, group_size, std::move(config));
 }
 
 // [n, d] uniform values, sample i scaled by scale[i] (its group ranges too).
@@ -239,6 +241,7 @@ void expectSameConfiguration(CompressionState& a, CompressionState& b) {
     EXPECT_EQ(a.sites[k].bits, b.sites[k].bits) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].floor, b.sites[k].floor) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].budget, b.sites[k].budget) << a.sites[k].name;
+    EXPECT_EQ(a.sites[k].dither, b.sites[k].dither) << a.sites[k].name;
   }
 }
 
@@ -251,6 +254,7 @@ c10::intrusive_ptr<CompressionState> solvedState() {
   for (int64_t k = 0; k < 4; ++k) state->observeGrad(at::randn({4, 8}, gen) * double(4 - k), k);
   state->beginStep();
   EXPECT_NE(state->sites[0].budget, 2.5);
+  state->sites[1].dither = true;
   return state;
 }
 

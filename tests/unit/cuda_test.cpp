@@ -30,6 +30,9 @@ void expect_same_bytes(const at::Tensor& x, std::vector<int64_t> bits, int64_t G
   const at::Tensor y = dequantize(*gpu);
   EXPECT_TRUE(y.is_cuda());
   EXPECT_TRUE(test::bytes_equal(dequantize(*cpu), y));
+  // Dithered decoding regenerates the same random bits on both.
+  cpu->dither = gpu->dither = true;
+  EXPECT_TRUE(test::bytes_equal(dequantize(*cpu), dequantize(*gpu)));
 }
 
 TEST(Quantize_CUDA, ByteIdenticalToCpuEveryWidthAndDtype) {

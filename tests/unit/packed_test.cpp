@@ -61,7 +61,8 @@ def roundtrip(x: Tensor) -> Tuple[Tensor, int, List[int]]:
 
 TEST(PackedClass, SurvivesModuleSaveAndLoad) {
   const at::Tensor x = data();
-  const auto p = quantize(x, {2, 8, 1, 4}, 128, 5, 0);
+  const auto p = quantize(x, {2, 8, 1, 4}, 128, 5, 3);
+  p->dither = true;
   torch::jit::Module m("Holder");
   m.register_attribute("packed",
                        torch::getCustomClass("__torch__.torch.classes.actnn.PackedActivation"),
@@ -82,6 +83,9 @@ def forward(self) -> Tensor:
   EXPECT_EQ(q->bits, p->bits);
   EXPECT_EQ(q->group_size, 128);
   EXPECT_EQ(q->scalar_type(), at::kFloat);
+  EXPECT_EQ(q->seed, 5);
+  EXPECT_EQ(q->offset, 3);
+  EXPECT_TRUE(q->dither);
   EXPECT_TRUE(at::equal(loaded.forward({}).toTensor(), dequantize(*p)));
 }
 

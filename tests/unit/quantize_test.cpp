@@ -137,6 +137,73 @@ TEST(Quantize, ConstantGroupsAreExact) {
   EXPECT_TRUE(test::bytes_equal(x.narrow(1, 256, 256), y.narrow(1, 256, 256)));
 }
 
+// Dithered decoding (quant_math.h): the kernel's values equal the scalar
+// reference's for every width, dtype, mixed widths and partial runs; constant
+// groups stay exact.
+TEST(Quantize, DitheredDecodeMatchesScalarReference) {
+  auto check = [](const at::Tensor& x, std::vector<int64_t> bits, int64_t G, int64_t seed, int64_t offset) {
+    auto p = quantize(x, bits, G, seed, offset);
+    p->dither = true;
+    const at::Tensor got = dequantize(*p);
+    const at::Tensor want =
+        test::reference_dequantize(p->codes, p->lo, p->scale, bits, x.sizes(), G, x.scalar_type() == at::kHalf,
+                                   true, uint64_t(seed), uint64_t(offset))
+            .to(x.scalar_type());
+    EXPECT_TRUE(test::bytes_equal(got, want)) << x.sizes() << " bits " << bits[0] << " " << x.scalar_type();
+    p->dither = false;
+    EXPECT_FALSE(at::equal(got, dequantize(*p))) << "dithered and plain decoding agree";
+  };
+  for (int b : {1, 2, 4, 8}) {
+    for (int64_t d : {33, 256, 300, 1000}) check(randn({5, d}, 30 + d), {b}, 256, 42, 7);
+    check(randn({3, 500}, 31), {b}, 64, int64_t(1) << 40, 0);
+  }
+  for (auto dtype : {at::kHalf, at::kBFloat16}) check(randn({4, 700}, 3, dtype), {2}, 128, 9, 1);
+  check(randn({6, 500}, 4), {1, 2, 4, 8, 2, 1}, 256, 5, 3);
+  at::Tensor x = randn({1, 512}, 9);
+  x.narrow(1, 256, 256).fill_(0.3f);
+  auto p = quantize(x, {2}, 256, 1, 0);
+  p->dither = true;
+  EXPECT_TRUE(test::bytes_equal(x.narrow(1, 256, 256), dequantize(*p).narrow(1, 256, 256)));
+}
+
+// The dithered noise x' - x is uniform on (-step/2, step/2] whatever x is:
+// mean 0 and variance step^2 / 12 for a value on a level (whose plain noise
+// is 0) as for one halfway between two (plain: step^2 / 4). 4000 seeds.
+TEST(Quantize, DitheredNoiseIsUniformWhateverTheValue) {
+  // One group spanning [0, 3]: 2-bit levels 0, 1, 2, 3 (the stored minimum
+  // and scale are exact), values on levels and halfway between.
+  at::Tensor x = at::zeros({1, 256});
+  auto a = x.accessor<float, 2>();
+  for (int64_t j = 0; j < 256; ++j) a[0][j] = j < 128 ? float(j % 4) : 0.5f + float(j % 3);
+  x[0][0] = 0.0f;
+  x[0][1] = 3.0f;
+  constexpr int kSeeds = 4000;
+  at::Tensor sum_d = at::zeros({256}, at::kDouble), sq_d = at::zeros({256}, at::kDouble);
+  at::Tensor sq_plain = at::zeros({256}, at::kDouble);
+  double worst = 0;
+  for (int64_t s = 0; s < kSeeds; ++s) {
+    auto p = quantize(x, {2}, 256, 100 + s, 0);
+    ASSERT_EQ(p->scale.to(at::kFloat).item<float>(), 1.0f);
+    const at::Tensor plain = (dequantize(*p) - x).to(at::kDouble)[0];
+    p->dither = true;
+    const at::Tensor e = (dequantize(*p) - x).to(at::kDouble)[0];
+    worst = std::max(worst, e.abs().max().item<double>());
+    sum_d += e;
+    sq_d += e * e;
+    sq_plain += plain * plain;
+  }
+  EXPECT_LE(worst, 0.5);
+  const at::Tensor mean = sum_d / kSeeds, var = sq_d / kSeeds - mean * mean;
+  // Per value: the mean's standard error is sqrt(1/12 / 4000) = 0.0046.
+  EXPECT_LT(mean.abs().max().item<double>(), 5 * 0.0046);
+  const double on_level = var.narrow(0, 0, 128).mean().item<double>();
+  const double halfway = var.narrow(0, 128, 128).mean().item<double>();
+  EXPECT_NEAR(on_level / (1.0 / 12), 1.0, 0.03);
+  EXPECT_NEAR(halfway / (1.0 / 12), 1.0, 0.03);
+  EXPECT_EQ(sq_plain.narrow(0, 0, 128).max().item<double>(), 0.0);
+  EXPECT_NEAR(sq_plain.narrow(0, 128, 128).mean().item<double>() / kSeeds / 0.25, 1.0, 0.03);
+}
+
 TEST(Quantize, NonFiniteGroupsDecodeToNaN) {
   for (float bad : {NAN, INFINITY, -INFINITY}) {
     at::Tensor x = randn({2, 512}, 10);

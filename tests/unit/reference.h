@@ -68,5 +68,37 @@ inline Packed reference_quantize(const at::Tensor& x_in, const std::vector<int64
   return out;
 }
 
+// x' of every value of a packed tensor, one at a time, with or without the
+// subtractive dither of (seed, offset), as fp32 values in x's shape.
+inline at::Tensor reference_dequantize(const at::Tensor& codes, const at::Tensor& lo_t, const at::Tensor& scale_t,
+                                       const std::vector<int64_t>& bits, at::IntArrayRef shape, int64_t G,
+                                       bool half_meta, bool dither, uint64_t seed, uint64_t offset) {
+  using namespace kernels;
+  at::Tensor out = at::empty(shape, at::kFloat);
+  const int64_t N = shape.empty() ? 1 : shape[0];
+  const int64_t D = N == 0 ? 0 : out.numel() / N;
+  const int64_t P = (D + G - 1) / G;
+  const uint8_t* c = codes.contiguous().data_ptr<uint8_t>();
+  const at::Tensor lo_c = lo_t.contiguous(), scale_c = scale_t.contiguous();
+  const auto* lo = reinterpret_cast<const uint16_t*>(lo_c.data_ptr());
+  const auto* scale = reinterpret_cast<const uint16_t*>(scale_c.data_ptr());
+  float* y = out.data_ptr<float>();
+  int64_t byte0 = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const int b = int(bits[bits.size() == 1 ? 0 : n]);
+    for (int64_t g = 0; g < P; ++g) {
+      const GroupDecode d = decode_group(lo[n * P + g], scale[n * P + g], half_meta);
+      for (int64_t i = 0; i < std::min(G, D - g * G); ++i) {
+        const uint32_t q = unpack_value(c + byte0, g * G + i, b);
+        const uint64_t e = uint64_t(n * P * G + g * G + i);
+        const float u = uniform16(random_bits16(philox_block(seed, offset, e >> 3), e));
+        y[n * D + g * G + i] = dither ? decode_dithered(q, u, d) : decode_value(q, d);
+      }
+    }
+    byte0 += P * G * b / 8;
+  }
+  return out;
+}
+
 }  // namespace test
 }  // namespace actnn

@@ -167,6 +167,7 @@ SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::strin
       char buf[32];
       std::snprintf(buf, sizeof(buf), "%.3g", sum / double(p->bits.size()));
       r.bits = buf;
+      r.dither = p->dither;
     } else {
       r.tensor = false;
       r.dtype = fv->type()->repr_str();
@@ -197,7 +198,8 @@ void printReport(std::ostream& os, const SavedReport& report, bool json) {
                 .add("dtype", r.dtype)
                 .add("full_bytes", r.full_bytes)
                 .add("stored_bytes", r.stored_bytes)
-                .add("bits", r.bits);
+                .add("bits", r.bits)
+                .add("dither", r.dither);
     for (size_t k = 0; k < report.slots.size(); ++k) {
       const auto& s = report.slots[k];
       os << JsonLine()
@@ -231,9 +233,10 @@ void printReport(std::ostream& os, const SavedReport& report, bool json) {
                 "full", "stored", "bits", "value");
   os << line;
   for (const auto& r : rows) {
+    const std::string value = r.dither ? r.value + " (dithered)" : r.value;
     std::snprintf(line, sizeof(line), "%4zu  %-10s  %-16s  %-8s  %12s  %12s  %-7s  %s\n", r.index, r.kind.c_str(),
                   r.tensor ? shapeText(r.shape).c_str() : "-", r.dtype.c_str(), mib(r.full_bytes).c_str(), mib(r.stored_bytes).c_str(),
-                  r.bits.c_str(), r.value.c_str());
+                  r.bits.c_str(), value.c_str());
     os << line;
   }
   if (report.slots.empty()) return;

@@ -27,6 +27,7 @@ struct SavedRow {
   int64_t full_bytes = 0;    // as LibTorch would hold it (0 for held values and metadata)
   int64_t stored_bytes = 0;  // as the compiled module holds it
   std::string bits;          // bits per value as stored: "32", "4", "1.88" (mixed), "-" (metadata)
+  bool dither = false;       // a packed activation decoded with subtractive dither
 };
 
 // "x:8x3x224x224,y:8x10" -> {x: [8,3,224,224], y: [8,10]}; throws UsageError.

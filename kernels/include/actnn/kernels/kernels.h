@@ -32,6 +32,10 @@ struct DequantizeArgs {
   QuantGeometry geo;
   Elem elem;  // type of the original values, and of `out`
   void* out;  // N * D values
+  // Dithered decoding (quant_math.h) with the seed and offset quantize used.
+  bool dither = false;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
 };
 
 // ---- CPU (multi-threaded with at::parallel_for) ----

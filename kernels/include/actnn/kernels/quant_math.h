@@ -32,6 +32,19 @@
 // is built with -ffp-contract=off; device code uses the _rn intrinsics), which
 // is what makes CPU and CUDA agree bit for bit.
 //
+// Dithered decoding (optional, per packed value): normal groups decode to
+// x' = (q + 1/2 - u) * (1 / scale) + lo, u being the very uniform that rounded
+// the value (regenerated from the seed and stream index, never stored). Since
+// q = floor(v + u), x' - x = (floor(v + u) - (v + u) + 1/2) / scale, which is
+// uniform on (-step/2, step/2] whatever v is (subtractive dither, Schuchman
+// 1964): the noise is unbiased, independent of x, and has variance exactly
+// step^2 / 12, against plain decoding's step^2 t (1 - t) (t: where v sits
+// between levels; step^2 / 6 on average, 0 for a value on a level, e.g. a
+// ReLU zero). Readers that square the noise (batch norm's backward) need its
+// variance value by value, which only the dithered form gives. q + 1/2 - u is
+// exact in fp32 (q < 2^8, u a multiple of 2^-16). Constant groups decode as
+// without dither.
+//
 // Random numbers: Philox4x32-10 keyed by the 64-bit seed. Value j of sample n
 // has stream index e = n * P * G + j; its uniform u is the 16-bit half (e & 1)
 // (low half first) of word ((e >> 1) & 3) of the Philox block whose 128-bit
@@ -350,6 +363,12 @@ ACTNN_HD float decode_value(uint32_t q, const GroupDecode& d) {
   if (d.mode == 0) return fadd(fmul(float(q), d.inv), d.lo);
   if (d.mode == 1) return d.lo;
   return bits_float(d.split_hi | (q & 1u));
+}
+
+// The dithered form; u is the uniform16 the value was rounded with.
+ACTNN_HD float decode_dithered(uint32_t q, float u, const GroupDecode& d) {
+  if (d.mode == 0) return fadd(fmul(fsub(fadd(float(q), 0.5f), u), d.inv), d.lo);
+  return decode_value(q, d);
 }
 
 // ------------------------------------------------------------ layout helpers

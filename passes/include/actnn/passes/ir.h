@@ -59,6 +59,7 @@ struct CompressionConfig {
     std::string name;
     int64_t bits = 0;   // fixed width, 0: mixed
     int64_t floor = 1;  // mixed: narrowest width
+    bool dither = false;  // decoded with subtractive dither (set by debias-backward)
   };
   std::vector<Site> sites;
 };

@@ -49,6 +49,7 @@ struct CompressionState : torch::CustomClassHolder {
     int64_t bits = 0;  // fixed width, or 0 for mixed precision
     int64_t floor = 1;  // mixed: the narrowest width a sample may get
     double budget = 0;  // mixed: average bits per value for the next compress
+    bool dither = false;  // packed values decode with subtractive dither (PackedActivation::dither)
     // The last step's statistics (mixed sites).
     int64_t sample_numel = 0;
     std::vector<double> range_cost;  // per sample: kappa * G/4 * sum_g R_g^2
@@ -58,9 +59,9 @@ struct CompressionState : torch::CustomClassHolder {
   };
 
   CompressionState() = default;
-  // sites: (name, bits, floor); bits 0 = mixed under `budget_bits`.
-  CompressionState(double budget_bits, int64_t group_size,
-                   std::vector<std::tuple<std::string, int64_t, int64_t>> sites);
+  // sites: (name, bits, floor, dither); bits 0 = mixed under `budget_bits`.
+  using SiteConfig = std::tuple<std::string, int64_t, int64_t, bool>;
+  CompressionState(double budget_bits, int64_t group_size, std::vector<SiteConfig> sites);
 
   // Called by the runtime before each forward: sets the step's seed and, when
   // a backward has reported gradients since, re-solves the site budgets.
@@ -83,9 +84,11 @@ struct CompressionState : torch::CustomClassHolder {
   bool dirty = false;
   std::mutex mutex;
 
-  // Pickled: configuration and site budgets (statistics are gathered again).
+  // Pickled: configuration and site budgets (statistics are gathered again):
+  // budget, group size, per site name / width / floor / budget / dither (0, 1),
+  // steps.
   using Pickled = std::tuple<double, int64_t, std::vector<std::string>, std::vector<int64_t>,
-                             std::vector<int64_t>, std::vector<double>, int64_t>;
+                             std::vector<int64_t>, std::vector<double>, std::vector<int64_t>, int64_t>;
   Pickled pickle();
   static c10::intrusive_ptr<CompressionState> unpickle(Pickled p);
 

@@ -42,6 +42,11 @@ struct PackedActivation : torch::CustomClassHolder {
   int64_t dtype = 0;           // c10::ScalarType of the original tensor
   std::vector<int64_t> bits;   // one entry (every sample) or one per sample
   int64_t group_size = 0;
+  // The quantize call's Philox key and offset, and whether dequantize
+  // subtracts the dither they regenerate (quant_math.h, "Dithered decoding"):
+  // set for values a reader needs the exact noise variance of.
+  int64_t seed = 0, offset = 0;
+  bool dither = false;
 
   PackedActivation() = default;
   PackedActivation(at::Tensor codes, at::Tensor lo, at::Tensor scale, std::vector<int64_t> shape,
@@ -52,9 +57,11 @@ struct PackedActivation : torch::CustomClassHolder {
   // Bytes the original tensor held.
   int64_t original_nbytes() const;
   c10::ScalarType scalar_type() const { return static_cast<c10::ScalarType>(dtype); }
+  // The same value with its parts elsewhere (a swap's copies).
+  c10::intrusive_ptr<PackedActivation> withParts(at::Tensor codes, at::Tensor lo, at::Tensor scale) const;
 
   using State = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<int64_t>, int64_t,
-                           std::vector<int64_t>, int64_t>;
+                           std::vector<int64_t>, int64_t, int64_t, int64_t, bool>;
   State state() const;
   // Rebuilds from state(), checking that the parts agree (a corrupted archive
   // is reported, not dequantized into garbage).
