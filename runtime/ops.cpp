@@ -225,6 +225,9 @@ TORCH_LIBRARY(actnn, m) {
       .def("shape", [](const PackedPtr& self) { return self->shape; })
       .def("bits", [](const PackedPtr& self) { return self->bits; })
       .def("group_size", [](const PackedPtr& self) { return self->group_size; })
+      .def("seed", [](const PackedPtr& self) { return self->seed; })
+      .def("offset", [](const PackedPtr& self) { return self->offset; })
+      .def("dither", [](const PackedPtr& self) { return self->dither; })
       .def_pickle([](const PackedPtr& self) { return self->state(); },
                   [](PackedActivation::State s) { return PackedActivation::from_state(std::move(s)); });
 

@@ -91,6 +91,9 @@ int bench_kernels(int argc, char** argv) {
     at::Tensor y;
     const double d_s = median_seconds([&] { y = dequantize(*packed); }, int(repeat), 2, sync);
     std::cout << line("dequantize", bits, d_s, copy_gbps);
+    packed->dither = true;  // regenerates quantize's random bits
+    const double dd_s = median_seconds([&] { y = dequantize(*packed); }, int(repeat), 2, sync);
+    std::cout << line("dequantize_dithered", bits, dd_s, copy_gbps);
   }
   return 0;
 }

@@ -1,11 +1,13 @@
 """Where debias-backward's residual bias comes from: batch-norm backward from a
 2-bit rounded input, corrected with the rounding variance estimated as
-step^2 / 6 per value (what the runtime does), with the exact step^2 t (1 - t)
+step^2 / 6 per value (what the runtime did first), with the exact step^2 t (1 - t)
 of each value (known only when quantizing), and with exact means per group
-or per channel. One layer: the input of ResNet-18's last batch norm (random
-weights, batch 8 at 64x64: M = 32 values per channel), a random dy, 2000
-quantization seeds; bias and one pass's standard deviation of the input
-gradient, relative to its norm.
+or per channel; and what the runtime does since: decoding with subtractive
+dither (the uniform that rounded each value subtracted again), whose noise is
+uniform with variance exactly step^2 / 12, corrected by that. One layer: the
+input of ResNet-18's last batch norm (random weights, batch 8 at 64x64: M =
+32 values per channel), a random dy, 2000 quantization seeds; bias and one
+pass's standard deviation of the input gradient, relative to its norm.
 
     /usr/bin/python3 tools/studies/debias_oracle.py build/lib/libactnn_runtime.so
 """
@@ -46,7 +48,8 @@ var_channel = var_exact.mean((0, 2, 3), keepdim=True).expand_as(x)
 
 exact = backward(x, None)
 K = 2000
-corrections = ["none", "step^2 / 6", "exact per value", "exact per group", "exact per channel"]
+corrections = ["none", "step^2 / 6", "exact per value", "exact per group", "exact per channel",
+               "dithered, none", "dithered, step^2 / 12"]
 sums = {c: torch.zeros_like(exact) for c in corrections}
 squares = {c: 0.0 for c in corrections}
 for k in range(K):
@@ -57,6 +60,11 @@ for k in range(K):
     for name, var in [("exact per value", var_exact), ("exact per group", var_group),
                       ("exact per channel", var_channel)]:
         got[name] = plain + dy.double() * var * coeff
+    codes, lo_k, scale_k = torch.ops.actnn.quantize_groups(x, [2], G, 100 + k, 0)
+    xd = torch.ops.actnn.dequantize_groups(codes, lo_k, scale_k, [2], list(x.shape), x.dtype, G, 100 + k, 0, True)
+    dithered = backward(xd, None)
+    got["dithered, none"] = dithered
+    got["dithered, step^2 / 12"] = dithered + dy.double() * ((1 / scale) ** 2 / 12).double() * coeff
     for c in corrections:
         sums[c] += got[c]
         squares[c] += ((got[c] - exact) ** 2).sum().item()

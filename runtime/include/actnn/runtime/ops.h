@@ -26,14 +26,16 @@ c10::intrusive_ptr<PackedActivation> quantize(const at::Tensor& x, std::vector<i
                                               int64_t alignment = 64);
 
 // Restores the tensor; `shape` and `dtype`, when given, must be what was packed.
+// With p.dither, the values are decoded with subtractive dither (quant_math.h).
 at::Tensor dequantize(const PackedActivation& p,
                       c10::optional<std::vector<int64_t>> shape = c10::nullopt,
                       c10::optional<c10::ScalarType> dtype = c10::nullopt);
 
-// The variance stochastic rounding gives a value of p whose place between two
-// levels is not known: step^2 / 6 (the mean of step^2 t (1 - t) over t in
-// [0, 1)), per group of p ([N, P], float on p's device); 0 for constant
-// groups, which round-trip exactly.
+// The variance of a value's rounding noise, per group of p ([N, P], float on
+// p's device): step^2 / 12 when p decodes with dither (exact for every value);
+// otherwise step^2 / 6, the mean of step^2 t (1 - t) over t in [0, 1), since a
+// value's place t between two levels is not known; 0 for constant groups,
+// which round-trip exactly.
 at::Tensor rounding_variance(const PackedActivation& p);
 // grad_input + grad_output * v * coeff, with v the rounding variance of each
 // value of p (p's shape) and coeff broadcast to it (undefined: 1): the
