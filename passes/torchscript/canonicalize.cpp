@@ -8,8 +8,9 @@
 //
 // Steps, repeated until nothing changes:
 //  - in-place ops on activations become functional when no view shares the
-//    activation (list mutation through PyTorch's RemoveListMutation); in-place
-//    updates of buffers (graph inputs) are side effects and stay;
+//    activation (list mutation through PyTorch's RemoveListMutation, dict
+//    item assignment with constant keys by our own); in-place updates of
+//    buffers (graph inputs) are side effects and stay;
 //  - one spelling per op: conv1d/2d/3d, conv_transpose*, _convolution ->
 //    convolution; relu6 -> hardtanh; pad (constant mode) -> constant_pad_nd;
 //    1x1 adaptive average pooling -> mean (what
@@ -27,6 +28,7 @@
 #include <torch/csrc/jit/passes/constant_pooling.h>
 #include <torch/csrc/jit/passes/constant_propagation.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/loop_unrolling.h>
 #include <torch/csrc/jit/passes/lower_tuples.h>
 #include <torch/csrc/jit/passes/peephole.h>
 #include <torch/csrc/jit/passes/remove_exceptions.h>
@@ -262,6 +264,69 @@ bool functionalizeAppend(Graph& graph, Node* n) {
 }
 
 // Values every reaching definition of which is a non-empty string.
+// d = {} / dict(...); d[k] = v; f(d)  ->  d' = {..., k: v}; f(d') for a
+// constant str or int key (segmentation models build their result dict,
+// torchvision's IntermediateLayerGetter its feature dict, this way).
+// PeepholeOptimize then folds d'[k], `k in d'` and len(d'). Only for dicts
+// built in the same block whose other writes are later item assignments and
+// which nothing (a return, a container) holds before this one.
+bool functionalizeSetItem(Graph& graph, Node* n) {
+  if (n->kind() != c10::aten::_set_item || n->inputs().size() != 3) return false;
+  Value* dict = n->input(0);
+  Node* def = dict->node();
+  const auto dict_type = dict->type()->cast<c10::DictType>();
+  const bool fresh_dict = (def->kind() == c10::aten::dict && def->inputs().empty()) ||
+                          def->kind() == c10::prim::DictConstruct;
+  if (!dict_type || !fresh_dict || def->owningBlock() != n->owningBlock()) return false;
+  const auto key = constantOf(n->input(1));
+  if (!key || !(key->isString() || key->isInt())) return false;
+  for (const auto& use : dict->uses()) {
+    Node* user = use.user;
+    if (user == n) continue;
+    if (user->kind() == c10::aten::_set_item) {
+      if (!user->isAfter(n)) return false;
+      continue;
+    }
+    if (user->kind() == c10::prim::Return || user->kind() == c10::prim::ListConstruct ||
+        user->kind() == c10::prim::TupleConstruct || user->kind() == c10::prim::DictConstruct) {
+      if (!user->isAfter(n)) return false;  // held before the write: it would see it
+      continue;
+    }
+    const auto* schema = user->maybeSchema();
+    if (!schema || use.offset >= schema->arguments().size()) return false;
+    const auto& alias = schema->arguments()[use.offset].alias_info();
+    if (alias && alias->isWrite()) return false;
+  }
+  // The entries so far, in insertion order; assigning an existing key keeps
+  // its place (Python's dict order, which the result's order follows).
+  std::vector<Value*> keys, values;
+  for (size_t i = 0; i + 1 < def->inputs().size(); i += 2) {
+    keys.push_back(def->input(i));
+    values.push_back(def->input(i + 1));
+  }
+  bool replaced = false;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const auto k = constantOf(keys[i]);
+    if (!k) return false;  // a key not known here: its equality is not either
+    if ((k->isString() && key->isString() && k->toStringRef() == key->toStringRef()) ||
+        (k->isInt() && key->isInt() && k->toInt() == key->toInt())) {
+      values[i] = n->input(2);
+      replaced = true;
+    }
+  }
+  if (!replaced) {
+    keys.push_back(n->input(1));
+    values.push_back(n->input(2));
+  }
+  WithInsertPoint guard(n);
+  Node* fresh = graph.insertNode(graph.createDict(dict_type->getKeyType(), dict_type->getValueType(), keys, values));
+  fresh->setSourceRange(n->sourceRange());
+  fresh->output()->setType(dict->type());
+  dict->replaceAllUsesAfterNodeWith(fresh, fresh->output());
+  n->destroy();
+  return true;
+}
+
 bool nonEmptyString(const Value* v) {
   if (!v->type()->isSubtypeOf(*c10::StringType::get())) return false;
   if (auto c = constantOf(v)) return c->isString() && !c->toStringRef().empty();
@@ -424,10 +489,12 @@ class Canonicalize : public Pass {
       changed |= torch::jit::InplaceToFunctionalActivation(graph);
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalize(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeAppend(*graph, n); });
+      forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeSetItem(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= respell(*graph, n); });
       changed |= foldStrings(*graph);
       changed |= foldRanks(*graph, ir.inputs);
       changed |= torch::jit::ConstantPropagation(graph);
+      changed |= torch::jit::UnrollConstantLoops(graph);
       changed |= torch::jit::PeepholeOptimize(graph);
       torch::jit::LowerSimpleTuples(graph);
       torch::jit::EliminateDeadCode(graph);

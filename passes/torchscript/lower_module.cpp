@@ -28,8 +28,13 @@ namespace {
 using torch::jit::Node;
 using torch::jit::Value;
 
+// What the IR holds as a constant: scalars, strings, devices, enums, and
+// tuples, lists and dicts of them (torchvision's IntermediateLayerGetter keeps
+// a Dict[str, str] of the layers it returns; timm an Enum of its output
+// format). Forward's reads of them then fold (canonicalize's constant
+// propagation: `name in self.return_layers`, `self.return_layers[name]`).
 bool isConstantAttribute(const c10::IValue& v) {
-  if (v.isNone() || v.isInt() || v.isDouble() || v.isBool() || v.isString() || v.isDevice())
+  if (v.isNone() || v.isInt() || v.isDouble() || v.isBool() || v.isString() || v.isDevice() || v.isEnum())
     return true;
   if (v.isIntList() || v.isDoubleList() || v.isBoolList()) return true;
   if (v.isTuple()) {
@@ -37,7 +42,32 @@ bool isConstantAttribute(const c10::IValue& v) {
       if (!isConstantAttribute(e)) return false;
     return true;
   }
+  if (v.isList()) {
+    for (const auto& e : v.toListRef())
+      if (!isConstantAttribute(e)) return false;
+    return true;
+  }
+  if (v.isGenericDict()) {
+    for (const auto& kv : v.toGenericDict())
+      if (!isConstantAttribute(kv.key()) || !isConstantAttribute(kv.value())) return false;
+    return true;
+  }
   return false;
+}
+
+// The first node that writes `v` (a list or dict attribute) in place, or
+// null: folding such an attribute to a constant would drop the write, which
+// the module keeps from one call to the next.
+Node* writerOf(Value* v) {
+  for (const auto& use : v->uses()) {
+    const c10::FunctionSchema* schema = use.user->maybeSchema();
+    if (!schema) continue;  // prim:: nodes without one (list unpacking, loops) only read
+    if (use.offset < schema->arguments().size()) {
+      const auto* alias = schema->arguments()[use.offset].alias_info();
+      if (alias && alias->isWrite()) return use.user;
+    }
+  }
+  return nullptr;
 }
 
 class LowerModule : public Pass {
@@ -153,6 +183,14 @@ class LowerModule : public Pass {
         continue;
       }
       if (isConstantAttribute(value)) {
+        if (value.isList() || value.isGenericDict()) {
+          if (Node* writer = writerOf(out)) {
+            diag.error(writer, "forward modifies attribute '" + path + "' of type " + out->type()->repr_str() +
+                                   " (" + writer->kind().toQualString() +
+                                   "); only attributes that forward reads can be lowered");
+            continue;
+          }
+        }
         torch::jit::WithInsertPoint guard(n);
         Value* c = graph.insertConstant(value);
         if (value.isNone()) c->setType(c10::NoneType::get());

@@ -409,6 +409,33 @@ class Outputs(nn.Module):
         return h, [torch.relu(h), h * 2.0], {"sig": torch.sigmoid(h), "mean": h.mean(0)}
 
 
+class Containers(nn.Module):
+    """Container attributes read in forward, folded at compile time: a
+    ModuleDict iterated with a Dict[str, str] of the layers to return
+    (torchvision's IntermediateLayerGetter), List[str] and List[int]
+    attributes, a loop over a constant list, and a dict result built by item
+    assignment (the segmentation models')."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.ModuleDict({"stem": nn.Conv2d(3, 4, 3, padding=1), "mid": nn.Conv2d(4, 4, 3, padding=1),
+                                   "top": nn.Conv2d(4, 6, 1)})
+        self.return_layers: Dict[str, str] = {"mid": "aux", "top": "out"}
+        self.heads: List[str] = ["out", "aux"]
+        self.dims: List[int] = [2, 3]
+
+    def forward(self, x) -> Dict[str, Tensor]:  # x: (2, 3, 6, 6)
+        features: Dict[str, Tensor] = {}
+        for name, layer in self.body.items():
+            x = torch.relu(layer(x))
+            if name in self.return_layers:
+                features[self.return_layers[name]] = x
+        result: Dict[str, Tensor] = {}
+        for key in self.heads:
+            result[key] = features[key].mean(self.dims)
+        return result
+
+
 # name -> (module class, forward inputs: ("float", shape) or ("long", shape, high))
 NETS = {
     "conv1d": (Conv1d, [("float", (2, 4, 16))]),
@@ -434,6 +461,7 @@ NETS = {
     "nll_loss": (NllLoss, [("float", (8, 6)), ("long", (8,), 5)]),
     "mse_loss": (MseLoss, [("float", (4, 6)), ("float", (4, 3))]),
     "outputs": (Outputs, [("float", (3, 5))]),
+    "containers": (Containers, [("float", (2, 3, 6, 6))]),
 }
 
 

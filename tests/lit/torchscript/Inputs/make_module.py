@@ -7,9 +7,14 @@
 #   setattr    forward assigns an int attribute (self.calls += 1)
 #   nested-setattr  the same assignment inside a submodule
 #   dict-attr  forward reads a Dict[str, Tensor] attribute
+#   containers forward reads Dict[str, str], List[str] and List[float]
+#              attributes while iterating a ModuleDict, and builds its
+#              result dict by item assignment (torchvision's
+#              IntermediateLayerGetter and segmentation heads)
+#   dict-write forward assigns an item of its Dict[str, int] attribute
 #   no-rule    forward applies torch.cosh (no derivative rule) to an activation
 import sys
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from torch import nn
@@ -66,6 +71,37 @@ class DictAttr(nn.Module):
         return x + self.table["a"]
 
 
+class Containers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleDict({"a": nn.Linear(5, 6), "b": nn.Linear(6, 6), "c": nn.Linear(6, 4)})
+        self.return_layers: Dict[str, str] = {"a": "low", "c": "out"}
+        self.scales: List[float] = [2.0, 0.5]
+        self.order: List[str] = ["out", "low"]
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        out: Dict[str, torch.Tensor] = {}
+        for name, layer in self.layers.items():
+            x = torch.tanh(layer(x))
+            if name in self.return_layers:
+                out[self.return_layers[name]] = x * self.scales[len(out)]
+        result: Dict[str, torch.Tensor] = {}
+        for key in self.order:
+            result[key] = out[key]
+        result["out"] = result["out"] + 1.0
+        return result
+
+
+class DictWrite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.seen: Dict[str, int] = {"calls": 0}
+
+    def forward(self, x):
+        self.seen["calls"] = 1
+        return x * 2
+
+
 class NoRule(nn.Module):
     def __init__(self):
         super().__init__()
@@ -88,6 +124,10 @@ def main():
         module = Outer()
     elif kind == "dict-attr":
         module = DictAttr()
+    elif kind == "containers":
+        module = Containers()
+    elif kind == "dict-write":
+        module = DictWrite()
     elif kind == "no-rule":
         module = NoRule()
     else:
