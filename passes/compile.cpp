@@ -34,7 +34,20 @@ using torch::jit::Node;
 using torch::jit::Value;
 
 std::string pipelineFor(const Options& options) {
-  return options.passes.empty() ? levelPipeline(options.level) : options.passes;
+  if (!options.passes.empty()) return options.passes;
+  std::string pipeline = levelPipeline(options.level);
+  if (options.input_shapes.empty()) return pipeline;
+  // After the first canonicalize (in-place ops functional, one spelling per
+  // op), and canonicalize again over the branches specialization inlined.
+  std::string shapes;
+  for (const auto& [name, sizes] : options.input_shapes) {
+    shapes += (shapes.empty() ? "" : ";") + name + ":";
+    for (size_t i = 0; i < sizes.size(); ++i) shapes += (i ? "x" : "") + std::to_string(sizes[i]);
+  }
+  const std::string first = "canonicalize";
+  const size_t at = pipeline.find(first);
+  if (at == std::string::npos) return pipeline;
+  return pipeline.insert(at + first.size(), ",specialize-shapes{shapes=" + shapes + "},canonicalize");
 }
 
 void runPipelineText(const std::string& pipeline, TrainingIR& ir) {
@@ -76,6 +89,18 @@ c10::IValue makeCompressionState(const CompressionConfig& config) {
   for (const auto& s : config.sites) sites.emplace_back(s.name, s.bits, s.floor, s.dither);
   return c10::IValue(c10::make_intrusive<CompressionState>(config.budget_bits, config.group_size, std::move(sites)));
 }
+
+namespace {
+
+// Raises when a call's input is not what the program was specialized to.
+const char* kGuard = R"TS(
+def check_input(x: Tensor, sizes: List[int], dtype: int, name: str):
+    assert x.size() == sizes and x.dtype == dtype, ("actnn: forward input '" + name + "' has sizes " +
+        str(x.size()) + " and dtype code " + str(x.dtype) + "; this module was compiled for sizes " + str(sizes) +
+        " and dtype code " + str(dtype) + " (specialize-shapes): compile it again for these sizes")
+)TS";
+
+}  // namespace
 
 torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
   TORCH_CHECK(ir.module, "buildTrainingModule needs the source module");
@@ -141,6 +166,14 @@ torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
     auto* block = branch->addBlock();
     torch::jit::WithInsertPoint guard(block);
     std::vector<Value*> user(args.begin() + 1, args.end());
+    for (const auto& s : ir.specialized) {
+      size_t i = 0;
+      while (i < ir.inputs.size() && !(ir.inputs[i].role == InputRole::Input && ir.inputs[i].name == s.name)) ++i;
+      TORCH_INTERNAL_ASSERT(i < user.size(), "specialized input '", s.name, "' is not a forward input");
+      torch::jit::insertGraph(*graph, *scriptHelperGraph(kGuard, "check_input"),
+                              {user[i], graph->insertConstant(s.sizes), graph->insertConstant(int64_t(s.dtype)),
+                               graph->insertConstant(s.name)});
+    }
     Node* list = graph->insertNode(graph->createList(c10::TensorType::get(), user));
     Value* outs = graph->insert(c10::Symbol::fromQualString("actnn::run_training"), {self, list->output()});
     Node* unpack = graph->insertNode(graph->create(c10::prim::ListUnpack, {outs}, ir.num_outputs));

@@ -409,6 +409,26 @@ class Outputs(nn.Module):
         return h, [torch.relu(h), h * 2.0], {"sig": torch.sigmoid(h), "mean": h.mean(0)}
 
 
+class Upsample(nn.Module):
+    """Every upsampling mode, through the ATen ops F.interpolate calls (which
+    branches on the input's rank: compiled as it is, it needs shape
+    specialization): nearest 1d/2d/3d, linear, bilinear, bicubic (aligned
+    corners or not) and trilinear, by output size and by scale factor."""
+
+    def forward(self, x):  # x: (2, 3, 4, 5)
+        nn_ = torch._C._nn
+        a = nn_.upsample_nearest2d(x, [7, 9], None)
+        b = nn_.upsample_bilinear2d(x, None, False, [2.0, 1.5])
+        c = nn_.upsample_bicubic2d(x, [6, 6], True, None)
+        flat = x.flatten(2)                       # (2, 3, 20)
+        d = nn_.upsample_nearest1d(flat, None, [1.5])
+        e = nn_.upsample_linear1d(flat, [33], True, None)
+        vol = x.unsqueeze(2).expand(2, 3, 2, 4, 5)  # (2, 3, 2, 4, 5)
+        f = nn_.upsample_nearest3d(vol, [3, 5, 6], None)
+        g = nn_.upsample_trilinear3d(vol, None, False, [1.5, 2.0, 1.0])
+        return a.sum(), b * 0.5, c, d, e.tanh(), f.mean(1), g
+
+
 class Containers(nn.Module):
     """Container attributes read in forward, folded at compile time: a
     ModuleDict iterated with a Dict[str, str] of the layers to return
@@ -462,6 +482,7 @@ NETS = {
     "mse_loss": (MseLoss, [("float", (4, 6)), ("float", (4, 3))]),
     "outputs": (Outputs, [("float", (3, 5))]),
     "containers": (Containers, [("float", (2, 3, 6, 6))]),
+    "upsample": (Upsample, [("float", (2, 3, 4, 5))]),
 }
 
 

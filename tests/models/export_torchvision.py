@@ -1,4 +1,4 @@
-"""Scripts torchvision classification models (random weights) into
+"""Scripts torchvision classification and segmentation models (random weights) into
 TorchScript archives for the gradient-parity tests (the small nets that
 exercise each derivative rule are export_small_nets.py's). Run with Debian's
 /usr/bin/python3 (which has python3-torch and python3-torchvision):
@@ -15,13 +15,20 @@ TORCHVISION = [
     "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
     "vgg11_bn", "squeezenet1_0", "efficientnet_b0", "regnet_x_400mf",
     "shufflenet_v2_x0_5", "mnasnet0_5", "convnext_tiny", "vit_b_16",
+    # torchvision.models.segmentation (dict results; compiled with input shapes)
+    "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
 ]
+SEGMENTATION = {"fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"}
 
 
 # Constructor arguments that keep a test step cheap on a 2-core machine
 # without changing the architecture: ViT-B/16 at 64x64 has 16 patches (its
 # position embedding is sized for them) but the same 12 encoder layers.
+# Segmentation models: no pretrained backbone (nothing may be downloaded), 5
+# classes, no auxiliary head.
 KWARGS = {"vit_b_16": {"image_size": 64}}
+for _name in SEGMENTATION:
+    KWARGS[_name] = {"weights": None, "weights_backbone": None, "num_classes": 5, "aux_loss": False}
 
 
 def main():
@@ -33,7 +40,8 @@ def main():
         path = os.path.join(out, name + ".pt")
         if os.path.exists(path):
             continue
-        model = getattr(torchvision.models, name)(**KWARGS.get(name, {}))
+        family = torchvision.models.segmentation if name in SEGMENTATION else torchvision.models
+        model = getattr(family, name)(**KWARGS.get(name, {}))
         model.train()
         torch.jit.script(model).save(path + ".tmp")
         os.replace(path + ".tmp", path)

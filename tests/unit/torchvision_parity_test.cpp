@@ -1,5 +1,7 @@
-// L0 gradient parity on torchvision's classification models, scripted at
-// test time by Debian's python3-torchvision (random weights, train mode):
+// L0 gradient parity on torchvision's classification and segmentation models,
+// scripted at test time by Debian's python3-torchvision (random weights, train
+// mode; the segmentation models branch on their input's rank, so they are
+// compiled specialized to the input's sizes):
 // loss, every parameter gradient, the input gradient and the updated batch
 // norm statistics of the compiled module equal LibTorch autograd's on the
 // original module (relative error <= 1e-5, fp32), also after a save/load
@@ -14,18 +16,20 @@
 
 namespace {
 
-actnn::Options level0() {
+struct ModelCase {
+  const char* name;
+  int64_t image;
+  const char* specialize = nullptr;  // the forward input to give its sizes, if any
+};
+
+actnn::Options level0(const ModelCase& c) {
   actnn::Options options;
   options.level = "L0";
+  if (c.specialize) options.input_shapes = {{c.specialize, {2, 3, c.image, c.image}}};
   return options;
 }
 
 std::string modelPath(const std::string& name) { return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + ".pt"; }
-
-struct ModelCase {
-  const char* name;
-  int64_t image;
-};
 
 class TorchvisionParity : public ::testing::TestWithParam<ModelCase> {};
 
@@ -38,7 +42,7 @@ TEST_P(TorchvisionParity, GradientsEqualAutograd) {
   const auto& c = GetParam();
   torch::jit::Module reference = torch::jit::load(modelPath(c.name));
   torch::jit::Module original = torch::jit::load(modelPath(c.name));
-  torch::jit::Module compiled = actnn::compile(original, level0());
+  torch::jit::Module compiled = actnn::compile(original, level0(c));
   at::manual_seed(0);
   at::Tensor x = at::randn({2, 3, c.image, c.image});
   expectParity(actnn::testing::compareTrainingStep(reference, compiled, {x}, 7));
@@ -48,7 +52,7 @@ TEST_P(TorchvisionParity, GradientsEqualAutogradAfterSaveLoad) {
   const auto& c = GetParam();
   torch::jit::Module reference = torch::jit::load(modelPath(c.name));
   std::string archive = std::string(ACTNN_TEST_MODELS_DIR) + "/" + c.name + ".actnn.pt";
-  actnn::compile(torch::jit::load(modelPath(c.name)), level0()).save(archive);
+  actnn::compile(torch::jit::load(modelPath(c.name)), level0(c)).save(archive);
   torch::jit::Module loaded = torch::jit::load(archive);
   at::manual_seed(0);
   at::Tensor x = at::randn({2, 3, c.image, c.image});
@@ -62,7 +66,9 @@ INSTANTIATE_TEST_SUITE_P(Models, TorchvisionParity,
                                            ModelCase{"squeezenet1_0", 64}, ModelCase{"efficientnet_b0", 64},
                                            ModelCase{"regnet_x_400mf", 64}, ModelCase{"shufflenet_v2_x0_5", 64},
                                            ModelCase{"mnasnet0_5", 64}, ModelCase{"convnext_tiny", 64},
-                                           ModelCase{"vit_b_16", 64}),
+                                           ModelCase{"vit_b_16", 64}, ModelCase{"fcn_resnet50", 64, "x"},
+                                           ModelCase{"deeplabv3_mobilenet_v3_large", 64, "x"},
+                                           ModelCase{"lraspp_mobilenet_v3_large", 64, "input"}),
                          [](const ::testing::TestParamInfo<ModelCase>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -27,6 +27,11 @@ namespace actnn {
 struct Options {
   std::string level = "L3";  // L0..L5 (the tool's default too)
   std::string passes;        // an explicit pipeline; overrides `level`
+  // Forward inputs' sizes, by name: the level's pipeline specializes the
+  // program to them (specialize-shapes), so control flow that depends only on
+  // sizes, ranks and dtypes folds; the compiled module then raises when called
+  // with other sizes. Ignored with an explicit `passes`.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> input_shapes;
 };
 
 // Runs the pipeline; throws CompileError (a std::runtime_error) naming the

@@ -16,6 +16,7 @@ const std::unordered_map<c10::Symbol, std::vector<RuleSpec>>& ruleTable() {
     registerNormRules(all);
     registerActivationRules(all);
     registerPoolingRules(all);
+    registerUpsampleRules(all);
     registerReductionRules(all);
     registerElementwiseRules(all);
     registerShapeRules(all);

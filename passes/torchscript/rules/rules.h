@@ -91,6 +91,7 @@ void registerLinearRules(std::vector<RuleSpec>& rules);
 void registerNormRules(std::vector<RuleSpec>& rules);
 void registerActivationRules(std::vector<RuleSpec>& rules);
 void registerPoolingRules(std::vector<RuleSpec>& rules);
+void registerUpsampleRules(std::vector<RuleSpec>& rules);
 void registerReductionRules(std::vector<RuleSpec>& rules);
 void registerElementwiseRules(std::vector<RuleSpec>& rules);
 void registerShapeRules(std::vector<RuleSpec>& rules);

@@ -76,6 +76,14 @@ struct ArenaConfig {
   std::vector<Slot> slots;
 };
 
+// A forward input the program was specialized to (specialize-shapes): the
+// compiled module raises when a call brings other sizes or another dtype.
+struct SpecializedInput {
+  std::string name;
+  std::vector<int64_t> sizes;
+  c10::ScalarType dtype = c10::ScalarType::Float;
+};
+
 struct TrainingIR {
   // The program. Before lower-module (module input) its first input is `self`.
   std::shared_ptr<torch::jit::Graph> graph;
@@ -84,6 +92,8 @@ struct TrainingIR {
   bool lowered = false;
   // One per input of `graph` once lowered.
   std::vector<InputInfo> inputs;
+  // Set by specialize-shapes, in the order its option named them.
+  std::vector<SpecializedInput> specialized;
   // The `training` flag of every submodule ("" is the root) when compiled; the
   // runtime refuses to run a program whose module flags have changed.
   std::vector<std::pair<std::string, bool>> training_flags;

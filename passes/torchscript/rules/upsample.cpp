@@ -1,0 +1,42 @@
+// Upsampling (F.interpolate's nearest, linear, bilinear, bicubic and
+// trilinear modes, the `.vec` overloads it calls). Each backward reads only
+// the input's sizes, so nothing but the sizes is saved.
+#include "rules.h"
+
+namespace actnn {
+namespace rules {
+namespace {
+
+// backward.vec(grad, output_size, input_size, [align_corners,] scale_factors)
+BackwardFn upsampleBackward(c10::Symbol backward, bool align_corners) {
+  return [=](RuleContext& c) {
+    if (!c.needsGrad(0)) return;
+    std::vector<NamedValue> args{c.grad(0), c.save(c.input(1)), c.saveSizes(c.input(0))};
+    if (align_corners) args.emplace_back(c.save(c.input(2)));
+    args.emplace_back(c.save(c.input(align_corners ? 3 : 2)));
+    c.setGrad(0, c.op(backward, args));
+  };
+}
+
+}  // namespace
+
+void registerUpsampleRules(std::vector<RuleSpec>& rules) {
+  using namespace c10;
+  const struct {
+    const char* forward;
+    Symbol backward;
+    bool align_corners;
+  } kinds[] = {
+      {"aten::upsample_nearest1d.vec", aten::upsample_nearest1d_backward, false},
+      {"aten::upsample_nearest2d.vec", aten::upsample_nearest2d_backward, false},
+      {"aten::upsample_nearest3d.vec", aten::upsample_nearest3d_backward, false},
+      {"aten::upsample_linear1d.vec", aten::upsample_linear1d_backward, true},
+      {"aten::upsample_bilinear2d.vec", aten::upsample_bilinear2d_backward, true},
+      {"aten::upsample_bicubic2d.vec", aten::upsample_bicubic2d_backward, true},
+      {"aten::upsample_trilinear3d.vec", aten::upsample_trilinear3d_backward, true},
+  };
+  for (const auto& k : kinds) rules.push_back({k.forward, nullptr, upsampleBackward(k.backward, k.align_corners)});
+}
+
+}  // namespace rules
+}  // namespace actnn

@@ -1,0 +1,391 @@
+// specialize-shapes{shapes=x:2x3x224x224;y:2}: the program specialized to its
+// inputs' sizes, so that control flow which depends only on sizes, ranks and
+// dtypes folds before autodiff (which cannot differentiate through it).
+//
+//   graph(%x : Tensor, %w : Tensor):              graph(%x : Float(2, 3, 8, 8), %w : Float(4, 3, 3, 3)):
+//     %r : int = aten::dim(%x)                      %c = aten::convolution(%x, %w, ...)
+//     %four : bool = aten::eq(%r, 4)                return (%c)
+//     %y = prim::If(%four)
+//       block0(): -> (aten::convolution(%x, %w, ...))
+//       block1(): -> (prim::RaiseException(...))
+//
+// The named inputs get complete types (their sizes; their dtype, float32 when
+// the graph does not say); parameters and buffers get the module's. Then,
+// until nothing changes: every op whose inputs are all known runs on meta
+// tensors (sizes and dtypes, no data; an op without a meta kernel on CPU zeros
+// of those sizes), tensor results get typed and non-tensor results (sizes,
+// ranks, comparisons) become constants; constant propagation
+// then folds the branches and loops they decide, which makes more values
+// known. Nothing that reads tensor data is folded: the ops that return it as a
+// non-tensor (item, Bool / Int of a tensor, equal, ...) are never evaluated,
+// and ops whose result sizes depend on data (nonzero, masked_select, boolean
+// indexing, ...) only on meta tensors, where they fail.
+// Devices are not specialized (prim::device, is_cuda and the like stay).
+//
+// The compiled module is then valid only for these sizes: buildTrainingModule
+// puts a guard in the training forward that raises, naming the input and both
+// shapes, when a call brings other sizes or another dtype (ir.specialized).
+// Left alone: loops whose trip count stays unknown (their bodies are not
+// entered), and per-signature recompilation at run time (a new signature
+// needs a new compile).
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/ir/constants.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/peephole.h>
+#include <torch/csrc/jit/runtime/operator.h>
+
+#include <sstream>
+#include <unordered_map>
+
+#include "actnn/passes/ir_builder.h"
+#include "actnn/passes/pass.h"
+
+namespace actnn {
+namespace {
+
+using torch::jit::Block;
+using torch::jit::Node;
+using torch::jit::Value;
+
+c10::TypePtr completeType(at::ScalarType dtype, at::IntArrayRef sizes) {
+  return c10::TensorType::get()->withScalarType(dtype)->withSizes(sizes.vec());
+}
+
+// "x:2x3x8x8;y:2" -> {x: [2, 3, 8, 8], y: [2]}, in order.
+std::vector<std::pair<std::string, std::vector<int64_t>>> parseShapes(const std::string& text, Diagnostics& diag) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  std::stringstream entries(text);
+  std::string entry;
+  while (std::getline(entries, entry, ';')) {
+    const size_t colon = entry.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      diag.error("option shapes: '" + entry + "' is not NAME:DIMxDIM...");
+      continue;
+    }
+    std::vector<int64_t> sizes;
+    std::stringstream dims(entry.substr(colon + 1));
+    std::string dim;
+    bool ok = true;
+    while (std::getline(dims, dim, 'x')) {
+      size_t used = 0;
+      long long v = -1;
+      try {
+        v = std::stoll(dim, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != dim.size() || v < 0) ok = false;
+      sizes.push_back(v);
+    }
+    if (!ok) {
+      diag.error("option shapes: '" + entry + "' has a size that is not a non-negative integer");
+      continue;
+    }
+    out.emplace_back(entry.substr(0, colon), std::move(sizes));
+  }
+  return out;
+}
+
+// Ops whose result a meta tensor cannot stand for: where a tensor lives, its
+// data (some return a plausible answer on meta instead of failing), its
+// identity or autograd state, and the process's modes.
+bool notSpecialized(const Node* n) {
+  static const char* const kNames[] = {
+      "device", "is_cuda", "is_cpu", "is_mkldnn", "is_xpu", "is_meta", "get_device", "is_quantized",
+      "is_sparse", "is_vulkan", "is_mps", "equal", "allclose", "is_nonzero", "item", "_local_scalar_dense",
+      "Bool", "Int", "Float", "Scalar", "ScalarImplicit", "__is__", "__isnot__", "data_ptr", "_version",
+      "is_set_to", "is_leaf", "requires_grad", "output_nr", "is_grad_enabled", "is_autocast_enabled"};
+  const std::string name = n->kind().toUnqualString();
+  for (const char* k : kNames)
+    if (name == k) return true;
+  for (const Value* o : n->outputs())
+    if (o->type()->kind() == c10::TypeKind::DeviceObjType) return true;
+  return n->inputs().empty();
+}
+
+// Ops whose result's sizes depend on the input's values: not evaluated on
+// stand-in data.
+bool sizesReadData(const Node* n) {
+  static const char* const kNames[] = {"nonzero", "nonzero_numpy", "argwhere", "masked_select", "unique",
+                                       "_unique", "_unique2", "unique_consecutive", "unique_dim",
+                                       "repeat_interleave", "bincount", "index", "index_put", "index_put_",
+                                       "where", "histc", "multinomial", "masked_scatter"};
+  const std::string name = n->kind().toUnqualString();
+  for (const char* k : kNames)
+    if (name == k) return true;
+  return false;
+}
+
+// A meta tensor as a CPU tensor of zeros (and back), through lists and tuples.
+c10::IValue convert(const c10::IValue& v, bool to_meta) {
+  if (v.isTensor()) {
+    const at::Tensor& t = v.toTensor();
+    if (to_meta) return t.is_meta() ? t : at::empty(t.sizes(), t.options().device(at::kMeta));
+    return t.is_meta() ? at::zeros(t.sizes(), t.options().device(at::kCPU)) : t;
+  }
+  if (v.isTensorList()) {
+    c10::List<at::Tensor> out;
+    for (const at::Tensor& t : v.toTensorVector()) out.push_back(convert(t, to_meta).toTensor());
+    return out;
+  }
+  if (v.isTuple()) {
+    std::vector<c10::IValue> out;
+    for (const auto& e : v.toTupleRef().elements()) out.push_back(convert(e, to_meta));
+    return c10::ivalue::Tuple::create(std::move(out));
+  }
+  return v;
+}
+
+// An op that writes one of its inputs in place.
+bool writesInput(const Node* n) {
+  const c10::FunctionSchema* schema = n->maybeSchema();
+  if (!schema) return false;
+  for (const auto& arg : schema->arguments())
+    if (arg.alias_info() && arg.alias_info()->isWrite()) return true;
+  return false;
+}
+
+class Evaluator {
+ public:
+  explicit Evaluator(torch::jit::Graph& graph) : graph_(graph) {}
+
+  // One sweep over `block` (If branches included, loop bodies not).
+  bool sweep(Block* block) {
+    bool changed = false;
+    for (auto it = block->nodes().begin(); it != block->nodes().end();) {
+      Node* n = *it++;
+      if (n->kind() == c10::prim::If) {
+        for (Block* b : n->blocks()) changed |= sweep(b);
+        continue;
+      }
+      changed |= evaluate(n);
+    }
+    return changed;
+  }
+
+ private:
+  // v's value on meta tensors, when known.
+  c10::optional<c10::IValue> known(Value* v) {
+    if (auto c = torch::jit::toIValue(v)) return c;
+    auto it = known_.find(v);
+    if (it != known_.end()) return it->second;
+    auto t = v->type()->cast<c10::TensorType>();
+    if (!t || !t->scalarType()) return c10::nullopt;
+    auto sizes = t->sizes().concrete_sizes();
+    if (!sizes) return c10::nullopt;
+    c10::IValue meta = at::empty(*sizes, at::TensorOptions().dtype(*t->scalarType()).device(at::kMeta));
+    known_.emplace(v, meta);
+    return meta;
+  }
+
+  bool evaluate(Node* n) {
+    const bool prim_ok = n->kind() == c10::prim::ListConstruct || n->kind() == c10::prim::TupleConstruct ||
+                         n->kind() == c10::prim::ListUnpack || n->kind() == c10::prim::TupleUnpack ||
+                         n->kind() == c10::prim::TupleIndex || n->kind() == c10::prim::dtype;
+    if (!(n->kind().is_aten() || prim_ok) || !n->blocks().empty() || notSpecialized(n)) return false;
+    if (n->outputs().empty()) return false;
+    bool all_constant = true;
+    for (Value* o : n->outputs())
+      if (known_.count(o) || torch::jit::toIValue(o)) continue;
+      else all_constant = false;
+    if (all_constant) return false;  // evaluated in an earlier sweep
+    std::vector<c10::IValue> inputs;
+    for (Value* in : n->inputs()) {
+      auto v = known(in);
+      if (!v) return false;
+      inputs.push_back(*v);
+    }
+    if (!n->maybeOperator() && !prim_ok) return false;
+    if (n->kind() != c10::prim::dtype && prim_ok) return containers(n, inputs);
+    // On meta tensors; an op without a meta kernel (LibTorch's C++ has none
+    // for convolution) on CPU zeros of the same sizes, unless its result's
+    // sizes depend on the values. Results are kept as meta tensors.
+    const bool in_place = writesInput(n);
+    torch::jit::Stack stack;
+    auto run = [&](bool meta) {
+      stack.clear();
+      for (const auto& v : inputs) {
+        c10::IValue x = convert(v, meta);
+        // An in-place op works on a copy: the meta tensor stands for the
+        // value at every other use too.
+        if (in_place && meta && x.isTensor()) x = x.toTensor().clone();
+        stack.push_back(std::move(x));
+      }
+      try {
+        n->getOperation()(stack);
+      } catch (const std::exception&) {
+        return false;  // reads data, or has no kernel for these inputs: stays as it is
+      }
+      for (auto& r : stack) r = convert(r, /*to_meta=*/true);
+      return true;
+    };
+    if (!run(true) && (sizesReadData(n) || !run(false))) return false;
+    if (stack.size() != n->outputs().size()) return false;
+    bool changed = false;
+    for (size_t i = 0; i < n->outputs().size(); ++i) changed |= record(n, n->outputs()[i], stack[i]);
+    return changed;
+  }
+
+  // Output o of n has the value r (meta tensors): a tensor types o, a value
+  // without tensors becomes a constant, a container of tensors is remembered.
+  bool record(Node* n, Value* o, const c10::IValue& r) {
+    if (r.isTensor()) {
+      const at::Tensor& t = r.toTensor();
+      auto before = o->type()->cast<c10::TensorType>();
+      known_[o] = r;
+      if (!before || (before->sizes().concrete_sizes() && before->scalarType())) return false;
+      o->setType(completeType(t.scalar_type(), t.sizes())->expectRef<c10::TensorType>().withRequiresGrad(
+          before->requiresGrad()));
+      return true;
+    }
+    if (n->hasSideEffects() || containsTensor(r)) {
+      known_[o] = r;  // a list or tuple of meta tensors
+      return false;
+    }
+    torch::jit::WithInsertPoint guard(n);
+    auto c = torch::jit::tryInsertConstant(graph_, r, n->sourceRange());
+    if (!c) {
+      known_[o] = r;
+      return false;
+    }
+    (*c)->setType(o->type());
+    o->replaceAllUsesWith(*c);
+    return true;
+  }
+
+  // List and tuple construction and unpacking (no schema, so no operation
+  // to run): the known values pass through.
+  bool containers(Node* n, const std::vector<c10::IValue>& inputs) {
+    std::vector<c10::IValue> outs;
+    if (n->kind() == c10::prim::ListConstruct) {
+      const auto elem = n->output()->type()->expectRef<c10::ListType>().getElementType();
+      if (elem->kind() == c10::TypeKind::TensorType) {
+        c10::List<at::Tensor> list;
+        for (const auto& v : inputs) list.push_back(v.toTensor());
+        outs.emplace_back(list);
+      } else {
+        c10::impl::GenericList list(elem);
+        for (const auto& v : inputs) list.push_back(v);
+        outs.emplace_back(list);
+      }
+    } else if (n->kind() == c10::prim::TupleConstruct) {
+      outs.emplace_back(c10::ivalue::Tuple::create(inputs));
+    } else if (n->kind() == c10::prim::TupleIndex) {
+      const auto& elems = inputs.at(0).toTupleRef().elements();
+      const int64_t i = inputs.at(1).toInt();
+      if (i < 0 || i >= int64_t(elems.size())) return false;
+      outs.push_back(elems[size_t(i)]);
+    } else {  // ListUnpack, TupleUnpack
+      if (inputs.at(0).isTuple()) {
+        const auto& elems = inputs[0].toTupleRef().elements();
+        outs.assign(elems.begin(), elems.end());
+      } else if (inputs.at(0).isList()) {
+        for (const auto& e : inputs[0].toListRef()) outs.push_back(e);
+      }
+      if (outs.size() != n->outputs().size()) return false;
+    }
+    bool changed = false;
+    for (size_t i = 0; i < outs.size(); ++i) changed |= record(n, n->outputs()[i], outs[i]);
+    return changed;
+  }
+
+  static bool containsTensor(const c10::IValue& v) {
+    if (v.isTensor()) return true;
+    if (v.isList()) {
+      for (const auto& e : v.toListRef())
+        if (containsTensor(e)) return true;
+    }
+    if (v.isTuple()) {
+      for (const auto& e : v.toTupleRef().elements())
+        if (containsTensor(e)) return true;
+    }
+    return false;
+  }
+
+  torch::jit::Graph& graph_;
+  std::unordered_map<Value*, c10::IValue> known_;
+};
+
+class SpecializeShapes : public Pass {
+ public:
+  SpecializeShapes() {
+    options_.declare("shapes", "", "sizes of the forward inputs, NAME:DIMxDIM...;NAME:...");
+  }
+
+  bool run(TrainingIR& ir, Diagnostics& diag) override {
+    if (!ir.lowered) {
+      diag.error("the module is not lowered yet; run lower-module first");
+      return false;
+    }
+    if (ir.forward) {
+      diag.error("autodiff has run; shapes must be specialized before it");
+      return false;
+    }
+    const auto shapes = parseShapes(options_.str("shapes"), diag);
+    if (diag.hasErrors()) return false;
+    if (shapes.empty()) {
+      diag.error("option shapes is empty; give the forward inputs' sizes, e.g. shapes=x:2x3x224x224");
+      return false;
+    }
+    torch::jit::Graph& graph = *ir.graph;
+    std::string names;
+    for (const auto& in : ir.inputs)
+      if (in.role == InputRole::Input) names += (names.empty() ? "" : ", ") + in.name;
+    for (const auto& [name, sizes] : shapes) {
+      size_t i = 0;
+      while (i < ir.inputs.size() && !(ir.inputs[i].role == InputRole::Input && ir.inputs[i].name == name)) ++i;
+      if (i == ir.inputs.size()) {
+        diag.error("option shapes names '" + name + "', which is not a forward input (inputs: " + names + ")");
+        continue;
+      }
+      Value* v = graph.inputs()[i];
+      auto t = v->type()->cast<c10::TensorType>();
+      if (!t) {
+        diag.error("option shapes gives a shape to '" + name + "', of type " + v->type()->repr_str() +
+                   "; only tensor inputs have one");
+        continue;
+      }
+      if (t->dim() && *t->dim() != sizes.size()) {
+        diag.error("option shapes gives '" + name + "' rank " + std::to_string(sizes.size()) +
+                   ", but the graph says rank " + std::to_string(*t->dim()));
+        continue;
+      }
+      const at::ScalarType dtype = t->scalarType().value_or(at::kFloat);
+      v->setType(completeType(dtype, sizes)->expectRef<c10::TensorType>().withRequiresGrad(t->requiresGrad()));
+      ir.specialized.push_back({name, sizes, dtype});
+    }
+    if (diag.hasErrors()) return false;
+    // Parameters and buffers: the module's own sizes.
+    if (ir.module) {
+      std::unordered_map<std::string, at::Tensor> state;
+      for (const auto& p : ir.module->named_parameters(/*recurse=*/true)) state.emplace(p.name, p.value);
+      for (const auto& b : ir.module->named_buffers(/*recurse=*/true)) state.emplace(b.name, b.value);
+      for (size_t i = 0; i < ir.inputs.size(); ++i) {
+        auto it = state.find(ir.inputs[i].name);
+        if (ir.inputs[i].role == InputRole::Input || it == state.end() || !it->second.defined()) continue;
+        auto t = graph.inputs()[i]->type()->cast<c10::TensorType>();
+        if (!t) continue;
+        graph.inputs()[i]->setType(completeType(it->second.scalar_type(), it->second.sizes())
+                                       ->expectRef<c10::TensorType>()
+                                       .withRequiresGrad(t->requiresGrad()));
+      }
+    }
+    // Each round can decide a branch whose body makes more values known.
+    const int kMaxRounds = 10000;
+    for (int round = 0; round < kMaxRounds; ++round) {
+      bool changed = Evaluator(graph).sweep(graph.block());
+      changed |= torch::jit::ConstantPropagation(ir.graph);
+      changed |= torch::jit::PeepholeOptimize(ir.graph);
+      torch::jit::EliminateDeadCode(ir.graph);
+      if (!changed) break;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> createSpecializeShapesPass() { return std::make_unique<SpecializeShapes>(); }
+
+}  // namespace actnn
