@@ -37,8 +37,8 @@ std::string pipelineFor(const Options& options) {
   if (!options.passes.empty()) return options.passes;
   std::string pipeline = levelPipeline(options.level);
   if (options.input_shapes.empty()) return pipeline;
-  // After the first canonicalize (in-place ops functional, one spelling per
-  // op), and canonicalize again over the branches specialization inlined.
+  // After canonicalize (in-place ops functional, one spelling per op);
+  // specialize-shapes runs canonicalize again over what it inlines.
   std::string shapes;
   for (const auto& [name, sizes] : options.input_shapes) {
     shapes += (shapes.empty() ? "" : ";") + name + ":";
@@ -47,7 +47,7 @@ std::string pipelineFor(const Options& options) {
   const std::string first = "canonicalize";
   const size_t at = pipeline.find(first);
   if (at == std::string::npos) return pipeline;
-  return pipeline.insert(at + first.size(), ",specialize-shapes{shapes=" + shapes + "},canonicalize");
+  return pipeline.insert(at + first.size(), ",specialize-shapes{shapes=" + shapes + "}");
 }
 
 void runPipelineText(const std::string& pipeline, TrainingIR& ir) {

@@ -264,6 +264,26 @@ bool functionalizeAppend(Graph& graph, Node* n) {
 }
 
 // Values every reaching definition of which is a non-empty string.
+// l = self.sizes.copy() (or list(...)) of a constant list  ->  l = [a, b, ...]:
+// a fresh list literal, which RemoveListMutation can then make functional
+// when l is written (Swin's `shift_size[0] = 0`). Folding would instead make
+// the written list a shared constant.
+bool listLiteral(Graph& graph, Node* n) {
+  if ((n->kind() != c10::aten::copy && n->kind() != c10::aten::list) || n->inputs().size() != 1 ||
+      n->outputs().size() != 1)
+    return false;
+  const auto type = n->output()->type()->cast<c10::ListType>();
+  const auto value = constantOf(n->input(0));
+  if (!type || !value || !value->isList()) return false;
+  WithInsertPoint guard(n);
+  std::vector<Value*> items;
+  for (const auto& e : value->toListRef()) items.push_back(graph.insertConstant(e));
+  Node* fresh = graph.insertNode(graph.createList(type->getElementType(), items));
+  fresh->setSourceRange(n->sourceRange());
+  replace(n, fresh->output());
+  return true;
+}
+
 // d = {} / dict(...); d[k] = v; f(d)  ->  d' = {..., k: v}; f(d') for a
 // constant str or int key (segmentation models build their result dict,
 // torchvision's IntermediateLayerGetter its feature dict, this way).
@@ -490,6 +510,7 @@ class Canonicalize : public Pass {
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalize(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeAppend(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeSetItem(*graph, n); });
+      forEachNode(graph->block(), [&](Node* n) { changed |= listLiteral(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= respell(*graph, n); });
       changed |= foldStrings(*graph);
       changed |= foldRanks(*graph, ir.inputs);

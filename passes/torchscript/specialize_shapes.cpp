@@ -16,7 +16,9 @@
 // of those sizes), tensor results get typed and non-tensor results (sizes,
 // ranks, comparisons) become constants; constant propagation
 // then folds the branches and loops they decide, which makes more values
-// known. Nothing that reads tensor data is folded: the ops that return it as a
+// known; canonicalize runs in the same loop (its rewrites of inlined branches
+// make more values known). A list or dict written in place is never known.
+// Nothing that reads tensor data is folded: the ops that return it as a
 // non-tensor (item, Bool / Int of a tensor, equal, ...) are never evaluated,
 // and ops whose result sizes depend on data (nonzero, masked_select, boolean
 // indexing, ...) only on meta tensors, where they fail.
@@ -40,6 +42,7 @@
 
 #include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
+#include "actnn/passes/registry.h"
 
 namespace actnn {
 namespace {
@@ -137,12 +140,29 @@ c10::IValue convert(const c10::IValue& v, bool to_meta) {
   return v;
 }
 
-// An op that writes one of its inputs in place.
-bool writesInput(const Node* n) {
+// An op that writes one of its inputs in place; with `containers`, only a
+// list or dict input counts.
+bool writesInput(const Node* n, bool containers = false) {
   const c10::FunctionSchema* schema = n->maybeSchema();
   if (!schema) return false;
-  for (const auto& arg : schema->arguments())
-    if (arg.alias_info() && arg.alias_info()->isWrite()) return true;
+  for (size_t i = 0; i < schema->arguments().size() && i < n->inputs().size(); ++i) {
+    const auto& arg = schema->arguments()[i];
+    if (!arg.alias_info() || !arg.alias_info()->isWrite()) continue;
+    const auto kind = n->input(i)->type()->kind();
+    if (!containers || kind == c10::TypeKind::ListType || kind == c10::TypeKind::DictType) return true;
+  }
+  return false;
+}
+
+// Some use of v writes it in place (l[0] = 0 on a copied list): a constant in
+// its place would be written, and constants are shared.
+bool written(const Value* v) {
+  for (const auto& use : v->uses()) {
+    const c10::FunctionSchema* schema = use.user->maybeSchema();
+    if (!schema || use.offset >= schema->arguments().size()) continue;
+    const auto* alias = schema->arguments()[use.offset].alias_info();
+    if (alias && alias->isWrite()) return true;
+  }
   return false;
 }
 
@@ -180,10 +200,19 @@ class Evaluator {
   }
 
   bool evaluate(Node* n) {
+    // A tensor's device stands for itself: known as meta, so that tensors
+    // made `device=x.device` (stochastic depth's noise) get typed, but never
+    // folded into the program.
+    if (n->kind() == c10::prim::device && n->inputs().size() == 1) {
+      if (known(n->input(0))) known_[n->output()] = c10::IValue(c10::Device(at::kMeta));
+      return false;
+    }
     const bool prim_ok = n->kind() == c10::prim::ListConstruct || n->kind() == c10::prim::TupleConstruct ||
                          n->kind() == c10::prim::ListUnpack || n->kind() == c10::prim::TupleUnpack ||
                          n->kind() == c10::prim::TupleIndex || n->kind() == c10::prim::dtype;
     if (!(n->kind().is_aten() || prim_ok) || !n->blocks().empty() || notSpecialized(n)) return false;
+    // A list or dict written in place: the known value would be written too.
+    if (writesInput(n, /*containers=*/true)) return false;
     if (n->outputs().empty()) return false;
     bool all_constant = true;
     for (Value* o : n->outputs())
@@ -197,6 +226,12 @@ class Evaluator {
       inputs.push_back(*v);
     }
     if (!n->maybeOperator() && !prim_ok) return false;
+    // Only tensors may come from the stand-in device (a comparison with it
+    // would fold a wrong answer).
+    for (const auto& v : inputs)
+      if (v.isDevice())
+        for (const Value* o : n->outputs())
+          if (o->type()->kind() != c10::TypeKind::TensorType) return false;
     if (n->kind() != c10::prim::dtype && prim_ok) return containers(n, inputs);
     // On meta tensors; an op without a meta kernel (LibTorch's C++ has none
     // for convolution) on CPU zeros of the same sizes, unless its result's
@@ -239,7 +274,8 @@ class Evaluator {
           before->requiresGrad()));
       return true;
     }
-    if (n->hasSideEffects() || containsTensor(r)) {
+    if (written(o)) return false;  // unknown: its value changes after this node
+    if (n->hasSideEffects() || containsTensor(r) || r.isDevice()) {
       known_[o] = r;  // a list or tuple of meta tensors
       return false;
     }
@@ -371,13 +407,19 @@ class SpecializeShapes : public Pass {
                                        .withRequiresGrad(t->requiresGrad()));
       }
     }
-    // Each round can decide a branch whose body makes more values known.
+    // Each round can decide a branch whose body makes more values known, and
+    // canonicalize's rewrites of that body (a list written in place made
+    // functional, in-place ops) can make more known still: so canonicalize
+    // runs inside the loop, to a joint fixed point.
+    std::unique_ptr<Pass> canonicalize = createPass("canonicalize");
     const int kMaxRounds = 10000;
     for (int round = 0; round < kMaxRounds; ++round) {
       bool changed = Evaluator(graph).sweep(graph.block());
       changed |= torch::jit::ConstantPropagation(ir.graph);
       changed |= torch::jit::PeepholeOptimize(ir.graph);
       torch::jit::EliminateDeadCode(ir.graph);
+      changed |= canonicalize->run(ir, diag);
+      if (diag.hasErrors()) return false;
       if (!changed) break;
     }
     return true;

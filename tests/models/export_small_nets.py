@@ -429,6 +429,27 @@ class Upsample(nn.Module):
         return a.sum(), b * 0.5, c, d, e.tanh(), f.mean(1), g
 
 
+class Indexing(nn.Module):
+    """Advanced indexing (repeated indices sum their gradients; a leading
+    full slice makes a None index; a parameter table looked up by a buffer, as
+    Swin's relative position bias) and roll (Swin's shifted windows), by
+    dims and flattened."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("rows", torch.tensor([0, 2, 2, 1]))
+        self.register_buffer("lookup", torch.tensor([4, 0, 4, 1, 3, 3]))
+        self.table = nn.Parameter(torch.randn(5, 3))
+
+    def forward(self, x):  # x: (3, 4, 5)
+        a = x[self.rows]                  # (4, 4, 5)
+        b = x[:, self.rows]               # (3, 4, 5)
+        c = torch.roll(x, [1, -2], [1, 2])
+        d = torch.roll(x * 2.0, 2)
+        e = self.table[self.lookup]       # (6, 3)
+        return a.sum(0) + b.tanh().sum(0) - c.mean(0), d, e
+
+
 class Containers(nn.Module):
     """Container attributes read in forward, folded at compile time: a
     ModuleDict iterated with a Dict[str, str] of the layers to return
@@ -483,6 +504,7 @@ NETS = {
     "outputs": (Outputs, [("float", (3, 5))]),
     "containers": (Containers, [("float", (2, 3, 6, 6))]),
     "upsample": (Upsample, [("float", (2, 3, 4, 5))]),
+    "indexing": (Indexing, [("float", (3, 4, 5))]),
 }
 
 

@@ -15,6 +15,7 @@ TORCHVISION = [
     "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
     "vgg11_bn", "squeezenet1_0", "efficientnet_b0", "regnet_x_400mf",
     "shufflenet_v2_x0_5", "mnasnet0_5", "convnext_tiny", "vit_b_16",
+    "swin_t",  # branches on its input's sizes (window padding): compiled with input shapes
     # torchvision.models.segmentation (dict results; compiled with input shapes)
     "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
 ]

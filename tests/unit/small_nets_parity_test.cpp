@@ -24,7 +24,8 @@ const char* const kNets[] = {"conv1d",      "conv2d",        "conv3d",          
                              "matmul",      "norm",          "residual",         "activations",    "pool1d",
                              "pool2d",      "pool3d",        "reductions",       "elementwise",    "shapes",
                              "dropout",     "softmax",       "cross_entropy",    "cross_entropy_nd", "nll_loss",
-                             "mse_loss",    "outputs",       "onnx_lowerings",   "containers",       "upsample"};
+                             "mse_loss",    "outputs",       "onnx_lowerings",   "containers",       "upsample",
+                             "indexing"};
 
 std::string modelPath(const std::string& name, const std::string& suffix = ".pt") {
   return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + suffix;

@@ -1,7 +1,7 @@
 // L0 gradient parity on torchvision's classification and segmentation models,
 // scripted at test time by Debian's python3-torchvision (random weights, train
-// mode; the segmentation models branch on their input's rank, so they are
-// compiled specialized to the input's sizes):
+// mode; Swin and the segmentation models branch on their input's sizes and
+// rank, so they are compiled specialized to the input's sizes):
 // loss, every parameter gradient, the input gradient and the updated batch
 // norm statistics of the compiled module equal LibTorch autograd's on the
 // original module (relative error <= 1e-5, fp32), also after a save/load
@@ -66,7 +66,8 @@ INSTANTIATE_TEST_SUITE_P(Models, TorchvisionParity,
                                            ModelCase{"squeezenet1_0", 64}, ModelCase{"efficientnet_b0", 64},
                                            ModelCase{"regnet_x_400mf", 64}, ModelCase{"shufflenet_v2_x0_5", 64},
                                            ModelCase{"mnasnet0_5", 64}, ModelCase{"convnext_tiny", 64},
-                                           ModelCase{"vit_b_16", 64}, ModelCase{"fcn_resnet50", 64, "x"},
+                                           ModelCase{"vit_b_16", 64}, ModelCase{"swin_t", 64, "x"},
+                                           ModelCase{"fcn_resnet50", 64, "x"},
                                            ModelCase{"deeplabv3_mobilenet_v3_large", 64, "x"},
                                            ModelCase{"lraspp_mobilenet_v3_large", 64, "input"}),
                          [](const ::testing::TestParamInfo<ModelCase>& info) { return std::string(info.param.name); });

@@ -23,6 +23,12 @@ def reduce_shape(sizes: List[int], dims: List[int]) -> List[int]:
             shape.append(sizes[i])
     return shape
 
+def roll_backward(grad: Tensor, shifts: List[int], dims: List[int]) -> Tensor:
+    back: List[int] = []
+    for s in shifts:
+        back.append(-s)
+    return torch.roll(grad, back, dims)
+
 def sum_backward(grad: Tensor, sizes: List[int], dims: List[int], keepdim: bool) -> Tensor:
     if not keepdim:
         grad = grad.reshape(reduce_shape(sizes, dims))

@@ -1,4 +1,4 @@
-// Views, reshapes, padding, index_select, concatenation and splitting. Gradients of tensor lists
+// Views, reshapes, padding, roll, index_select, advanced indexing, concatenation and splitting. Gradients of tensor lists
 // are lists in B: ListConstruct's backward unpacks them, ListUnpack's builds
 // one (zeros for outputs that get no gradient), cat splits, chunk/split cat,
 // broadcast_tensors sums each gradient back. Only sizes are saved, never the
@@ -43,6 +43,26 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::index_select", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::index_select_backward, {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
                                                      c.save(c.input(2))}));
+  }});
+  // Advanced indexing: the gradient scatters back into zeros of the input's
+  // sizes, summing where an index repeats (index_put with accumulate, as
+  // autograd does). The index tensors and the input's sizes are saved.
+  rules.push_back({"aten::index.Tensor", nullptr, [](RuleContext& c) {
+    if (!c.needsGrad(0)) return;
+    Node* list = c.input(1)->node();
+    TORCH_CHECK(list->kind() == prim::ListConstruct, "aten::index: the indices must be a list built in forward");
+    std::vector<Value*> indices;
+    for (Value* v : list->inputs()) indices.push_back(v->type()->kind() == TypeKind::NoneType ? c.none() : c.save(v));
+    Graph& b = c.backward();
+    Value* saved = b.insertNode(b.createList(OptionalType::ofTensor(), indices))->output();
+    Value* zeros = c.op(aten::new_zeros, {c.grad(0), c.saveSizes(c.input(0))});
+    c.setGrad(0, c.op(aten::index_put, {zeros, saved, c.grad(0), c.constant(true)}));
+  }});
+  // roll is undone by rolling back (the shifts negated in B, so they may be
+  // computed values).
+  rules.push_back({"aten::roll", nullptr, [](RuleContext& c) {
+    if (!c.needsGrad(0)) return;
+    c.setGrad(0, c.helper("roll_backward", {c.grad(0), c.save(c.input(1)), c.save(c.input(2))}));
   }});
   // Padding is undone by padding with the negated widths (a slice); the
   // widths are constants wherever the ONNX importer and scripting produce it.
