@@ -11,6 +11,7 @@
 
 #include "actnn/actnn.h"
 #include "parity_util.h"
+#include "test_util.h"
 
 namespace {
 
@@ -40,19 +41,6 @@ actnn::Options specialized(const std::string& level, std::vector<int64_t> sizes)
   return o;
 }
 
-// f throws (a CompileError or a c10::Error) with `needle` in its message.
-template <typename F>
-void expectThrows(F&& f, const std::string& needle) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg << "\nexpected: " << needle;
-    return;
-  }
-  ADD_FAILURE() << "nothing thrown, expected an error containing: " << needle;
-}
-
 void expectParity(const actnn::testing::ParityReport& r) {
   for (const auto& p : r.problems) ADD_FAILURE() << p;
   EXPECT_LE(r.worst, 1e-6) << "worst: " << r.worst_name;
@@ -61,7 +49,7 @@ void expectParity(const actnn::testing::ParityReport& r) {
 TEST(SpecializeShapes, WithoutShapesTheBranchesAreRefused) {
   actnn::Options o;
   o.level = "L0";
-  expectThrows([&] { actnn::compile(shapeNet(), o); }, "control flow is not differentiable");
+  actnn::test::expect_error([&] { actnn::compile(shapeNet(), o); }, "control flow is not differentiable");
 }
 
 TEST(SpecializeShapes, GradientsEqualAutogradForEachSpecialization) {
@@ -79,10 +67,10 @@ TEST(SpecializeShapes, OtherSizesAreRefusedAfterSaveAndLoadToo) {
   compiled.save(archive);
   torch::jit::Module loaded = torch::jit::load(archive);
   for (torch::jit::Module* m : {&compiled, &loaded}) {
-    expectThrows([&] { m->forward({at::randn({2, 3, 8, 8})}); },
+    actnn::test::expect_error([&] { m->forward({at::randn({2, 3, 8, 8})}); },
                               "actnn: forward input 'x' has sizes [2, 3, 8, 8] and dtype code 6; this module was "
                               "compiled for sizes [2, 3, 7, 7] and dtype code 6");
-    expectThrows([&] { m->forward({at::randn({2, 3, 7, 7}, at::kDouble)}); }, "dtype code 7");
+    actnn::test::expect_error([&] { m->forward({at::randn({2, 3, 7, 7}, at::kDouble)}); }, "dtype code 7");
   }
   torch::jit::Module reference = shapeNet();
   expectParity(actnn::testing::compareTrainingStep(reference, loaded, {at::randn({2, 3, 7, 7})}, 6));

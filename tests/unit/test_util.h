@@ -9,17 +9,23 @@
 namespace actnn {
 namespace test {
 
-// Runs `f`, expecting a c10::Error whose message contains `needle`.
+// Runs `f`, expecting a c10::Error (or another std::exception: the
+// compiler's CompileError) whose message contains `needle`.
 template <typename F>
 void expect_error(F&& f, const std::string& needle) {
+  std::string msg;
   try {
     f();
   } catch (const c10::Error& e) {
-    const std::string msg = e.what_without_backtrace();
-    EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg << "\nexpected: " << needle;
+    msg = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  if (msg.empty()) {
+    ADD_FAILURE() << "no error raised, expected one containing: " << needle;
     return;
   }
-  ADD_FAILURE() << "no error raised, expected one containing: " << needle;
+  EXPECT_NE(msg.find(needle), std::string::npos) << "message: " << msg << "\nexpected: " << needle;
 }
 
 inline bool bytes_equal(const at::Tensor& a, const at::Tensor& b) {

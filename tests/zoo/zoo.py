@@ -1,0 +1,204 @@
+"""The model zoo: every model builder of Debian's torchvision 0.14 under
+torchvision.models (80 classification), .segmentation (6) and .video (6),
+random weights, train mode, compiled by actnn-opt and checked. Not part of the
+default CI run (it takes long on a 2-core machine); run it as
+
+    /usr/bin/python3 tests/zoo/zoo.py [--mode compile|parity|train] [--only NAME,...] [--out DIR]
+
+from the repository root after building. Per model it prints one JSON line:
+how far it got (scripted, compiled at L0 with the input's sizes, L0 gradients
+against LibTorch autograd, L3 five SGD steps), the first line of the error
+that stopped it, the L0 max relative error (loss, every parameter gradient,
+the input gradient), and the L3 losses; then a Markdown table.
+
+Inputs are the smallest each model takes comfortably: batch 2, 64x64 images
+(ViT at 64 or 56, Inception 96, MaxViT 224), clips of 4x32x32 (S3D 8x64x64,
+MViT 16x224x224). Dropout and stochastic depth keep their probabilities; both
+sides of the comparison draw their masks from the same seed.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+import torchvision
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SEGMENTATION = ["deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50",
+                "fcn_resnet101", "lraspp_mobilenet_v3_large"]
+VIDEO = ["mvit_v1_b", "mvit_v2_s", "r3d_18", "mc3_18", "r2plus1d_18", "s3d"]
+
+
+def classification():
+    import inspect
+    skip = {"get_weight", "get_model_weights", "list_models", "get_model", "get_model_builder"}
+    return [n for n, f in vars(torchvision.models).items()
+            if inspect.isfunction(f) and n.islower() and not n.startswith("_") and n not in skip]
+
+
+def build(name):
+    """(module, input shape)"""
+    if name in SEGMENTATION:
+        m = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None, num_classes=5)
+        return m, [2, 3, 64, 64]
+    if name in VIDEO:
+        m = getattr(torchvision.models.video, name)()
+        shape = {"s3d": [2, 3, 8, 64, 64], "mvit_v1_b": [2, 3, 16, 224, 224],
+                 "mvit_v2_s": [2, 3, 16, 224, 224]}.get(name, [2, 3, 4, 32, 32])
+        return m, shape
+    kwargs, size = {}, 64
+    if name.startswith("vit_"):
+        size = 56 if name == "vit_h_14" else 64
+        kwargs["image_size"] = size
+    if name == "inception_v3":
+        size = 96
+    if name == "maxvit_t":
+        size = 224
+    return getattr(torchvision.models, name)(**kwargs), [2, 3, size, size]
+
+
+def first_line(text):
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    for l in lines:
+        if "error" in l.lower():
+            return l.strip()[:300]
+    return lines[0][:300] if lines else ""
+
+
+def loss_of(out, probe_seed=1):
+    outs = out if isinstance(out, dict) else {"out": out} if torch.is_tensor(out) else dict(enumerate(out))
+    torch.manual_seed(probe_seed)
+    total = 0
+    for k in sorted(outs, key=str):
+        v = outs[k]
+        if torch.is_tensor(v) and v.is_floating_point():
+            total = total + (v * torch.randn_like(v)).sum()
+    return total
+
+
+def step(m, x):
+    for p in m.parameters():
+        p.grad = None
+    xx = x.clone().requires_grad_(True)
+    torch.manual_seed(7)
+    loss = loss_of(m(xx))
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}, xx.grad
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def run(name, args, out_dir):
+    row = {"model": name, "stage": "build"}
+    t0 = time.time()
+    try:
+        torch.manual_seed(0)
+        module, shape = build(name)
+        module.train()
+        scripted = torch.jit.script(module)
+        path = os.path.join(out_dir, name + ".pt")
+        scripted.save(path)
+        row["stage"] = "scripted"
+        input_name = scripted.forward.schema.arguments[1].name
+        row["input"] = "x".join(map(str, shape))
+        compiled = os.path.join(out_dir, name + ".l0.pt")
+        cmd = [args.actnn_opt, "--level=L0", "--input-shape=%s:%s" % (input_name, row["input"]), "--emit=module",
+               "-o", compiled, path]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        if r.returncode != 0:
+            row["error"] = first_line(r.stderr)
+            return row
+        row["stage"] = "compiled"
+        if args.mode == "compile":
+            return row
+        reference, candidate = torch.jit.load(path), torch.jit.load(compiled)
+        torch.manual_seed(0)
+        x = torch.randn(shape)
+        la, ga, xa = step(reference, x)
+        lb, gb, xb = step(candidate, x)
+        errs = [rel(torch.tensor(lb), torch.tensor(la))] + [rel(gb[n], ga[n]) for n in ga if n in gb]
+        errs.append(rel(xb, xa))
+        missing = [n for n in ga if n not in gb]
+        row["l0_max_rel_err"] = max(errs)
+        if missing:
+            row["error"] = "missing gradients: " + ", ".join(missing[:5])
+            return row
+        row["stage"] = "parity" if max(errs) <= 1e-5 else "parity-mismatch"
+        if args.mode == "parity" or row["stage"] != "parity":
+            return row
+        l3 = os.path.join(out_dir, name + ".l3.pt")
+        cmd[1] = "--level=L3"
+        cmd[cmd.index(compiled)] = l3
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        if r.returncode != 0:
+            row["error"] = first_line(r.stderr)
+            return row
+        m3 = torch.jit.load(l3)
+        opt = torch.optim.SGD(m3.parameters(), lr=0.01)
+        losses = []
+        for _ in range(5):
+            out = m3(x)
+            out = out["out"] if isinstance(out, dict) else out if torch.is_tensor(out) else out[0]
+            loss = out.float().square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        row["l3_losses"] = losses
+        ok = all(map(lambda v: v == v and abs(v) != float("inf"), losses)) and losses[-1] < losses[0]
+        row["stage"] = "trains" if ok else "l3-not-decreasing"
+        return row
+    except subprocess.TimeoutExpired:
+        row["error"] = "timeout after %d s" % args.timeout
+        return row
+    except Exception as e:  # scripting, loading or running failed
+        row["error"] = first_line(str(e)) or type(e).__name__
+        return row
+    finally:
+        row["seconds"] = round(time.time() - t0, 1)
+        for suffix in (".pt", ".l0.pt", ".l3.pt"):
+            p = os.path.join(out_dir, name + suffix)
+            if not args.keep and os.path.exists(p):
+                os.remove(p)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["compile", "parity", "train"], default="train")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "zoo"))
+    ap.add_argument("--actnn-opt", default=os.path.join(ROOT, "build", "bin", "actnn-opt"))
+    ap.add_argument("--runtime", default=os.path.join(ROOT, "build", "lib", "libactnn_runtime.so"))
+    ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--keep", action="store_true", help="keep the archives")
+    args = ap.parse_args()
+    torch.ops.load_library(args.runtime)
+    torch.set_num_threads(2)
+    os.makedirs(args.out, exist_ok=True)
+    names = args.only.split(",") if args.only else classification() + SEGMENTATION + VIDEO
+    rows = []
+    for name in names:
+        row = run(name, args, args.out)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| model | input | reached | L0 max rel. error | stopped by |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        err = r.get("l0_max_rel_err")
+        print("| %s | %s | %s | %s | %s |" % (r["model"], r.get("input", "-"), r["stage"],
+                                              "%.1e" % err if err is not None else "-",
+                                              r.get("error", "").replace("|", "/")))
+    counts = {}
+    for r in rows:
+        counts[r["stage"]] = counts.get(r["stage"], 0) + 1
+    print("\n" + ", ".join("%s: %d" % kv for kv in sorted(counts.items())))
+
+
+if __name__ == "__main__":
+    main()
