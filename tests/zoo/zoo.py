@@ -94,6 +94,14 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
+def compile_at(args, level, input_name, sizes, source, target):
+    """actnn-opt at `level` specialized to `sizes`; the first error line, or None."""
+    cmd = [args.actnn_opt, "--level=" + level, "--input-shape=%s:%s" % (input_name, sizes), "--emit=module",
+           "-o", target, source]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    return first_line(r.stderr) or "actnn-opt exited with %d" % r.returncode if r.returncode != 0 else None
+
+
 def run(name, args, out_dir):
     row = {"model": name, "stage": "build"}
     t0 = time.time()
@@ -108,11 +116,9 @@ def run(name, args, out_dir):
         input_name = scripted.forward.schema.arguments[1].name
         row["input"] = "x".join(map(str, shape))
         compiled = os.path.join(out_dir, name + ".l0.pt")
-        cmd = [args.actnn_opt, "--level=L0", "--input-shape=%s:%s" % (input_name, row["input"]), "--emit=module",
-               "-o", compiled, path]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        if r.returncode != 0:
-            row["error"] = first_line(r.stderr)
+        error = compile_at(args, "L0", input_name, row["input"], path, compiled)
+        if error:
+            row["error"] = error
             return row
         row["stage"] = "compiled"
         if args.mode == "compile":
@@ -139,11 +145,9 @@ def run(name, args, out_dir):
         shape = [args.l3_batch] + shape[1:]
         x = torch.randn(shape)
         row["l3_input"] = "x".join(map(str, shape))
-        cmd = [args.actnn_opt, "--level=L3", "--input-shape=%s:%s" % (input_name, row["l3_input"]), "--emit=module",
-               "-o", l3, path]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        if r.returncode != 0:
-            row["error"] = first_line(r.stderr)
+        error = compile_at(args, "L3", input_name, row["l3_input"], path, l3)
+        if error:
+            row["error"] = error
             return row
         m3 = torch.jit.load(l3)
         opt = torch.optim.SGD(m3.parameters(), lr=0.01)
