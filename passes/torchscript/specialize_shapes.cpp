@@ -410,6 +410,13 @@ class SpecializeShapes : public Pass {
                                        .withRequiresGrad(t->requiresGrad()));
       }
     }
+    // Random ops run on stand-in data draw from the default generator; the
+    // caller's random stream must not depend on whether it compiled.
+    struct KeepRandomState {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      at::Tensor state = gen.get_state();
+      ~KeepRandomState() { gen.set_state(state); }
+    } keep_random_state;
     // Each round can decide a branch whose body makes more values known, and
     // canonicalize's rewrites of that body (a list written in place made
     // functional, in-place ops) can make more known still: so canonicalize
