@@ -52,6 +52,13 @@ bool returnsAlias(const Node* n) {
   return ret && !ret->isWrite();
 }
 
+bool writesOperand(const torch::jit::Use& use) {
+  const c10::FunctionSchema* schema = use.user->maybeSchema();
+  if (!schema || use.offset >= schema->arguments().size()) return false;
+  const auto* alias = schema->arguments()[use.offset].alias_info();
+  return alias && alias->isWrite();
+}
+
 std::vector<Value*> viewFamily(Value* v) {
   Value* base = v;
   while (returnsAlias(base->node())) base = base->node()->input(0);

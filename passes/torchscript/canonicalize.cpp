@@ -263,7 +263,6 @@ bool functionalizeAppend(Graph& graph, Node* n) {
   return true;
 }
 
-// Values every reaching definition of which is a non-empty string.
 // l = self.sizes.copy() (or list(...)) of a constant list  ->  l = [a, b, ...]:
 // a fresh list literal, which RemoveListMutation can then make functional
 // when l is written (Swin's `shift_size[0] = 0`). Folding would instead make
@@ -347,6 +346,7 @@ bool functionalizeSetItem(Graph& graph, Node* n) {
   return true;
 }
 
+// Values every reaching definition of which is a non-empty string.
 bool nonEmptyString(const Value* v) {
   if (!v->type()->isSubtypeOf(*c10::StringType::get())) return false;
   if (auto c = constantOf(v)) return c->isString() && !c->toStringRef().empty();

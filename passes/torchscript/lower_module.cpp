@@ -20,6 +20,7 @@
 
 #include <unordered_map>
 
+#include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
 
 namespace actnn {
@@ -59,14 +60,8 @@ bool isConstantAttribute(const c10::IValue& v) {
 // null: folding such an attribute to a constant would drop the write, which
 // the module keeps from one call to the next.
 Node* writerOf(Value* v) {
-  for (const auto& use : v->uses()) {
-    const c10::FunctionSchema* schema = use.user->maybeSchema();
-    if (!schema) continue;  // prim:: nodes without one (list unpacking, loops) only read
-    if (use.offset < schema->arguments().size()) {
-      const auto* alias = schema->arguments()[use.offset].alias_info();
-      if (alias && alias->isWrite()) return use.user;
-    }
-  }
+  for (const auto& use : v->uses())
+    if (writesOperand(use)) return use.user;
   return nullptr;
 }
 

@@ -37,6 +37,7 @@
 #include <torch/csrc/jit/passes/peephole.h>
 #include <torch/csrc/jit/runtime/operator.h>
 
+#include <algorithm>
 #include <sstream>
 #include <unordered_map>
 
@@ -157,13 +158,8 @@ bool writesInput(const Node* n, bool containers = false) {
 // Some use of v writes it in place (l[0] = 0 on a copied list): a constant in
 // its place would be written, and constants are shared.
 bool written(const Value* v) {
-  for (const auto& use : v->uses()) {
-    const c10::FunctionSchema* schema = use.user->maybeSchema();
-    if (!schema || use.offset >= schema->arguments().size()) continue;
-    const auto* alias = schema->arguments()[use.offset].alias_info();
-    if (alias && alias->isWrite()) return true;
-  }
-  return false;
+  const auto& uses = v->uses();
+  return std::any_of(uses.begin(), uses.end(), writesOperand);
 }
 
 class Evaluator {
@@ -214,11 +210,9 @@ class Evaluator {
     // A list or dict written in place: the known value would be written too.
     if (writesInput(n, /*containers=*/true)) return false;
     if (n->outputs().empty()) return false;
-    bool all_constant = true;
-    for (Value* o : n->outputs())
-      if (known_.count(o) || torch::jit::toIValue(o)) continue;
-      else all_constant = false;
-    if (all_constant) return false;  // evaluated in an earlier sweep
+    const auto outs = n->outputs();
+    if (std::all_of(outs.begin(), outs.end(), [&](Value* o) { return known_.count(o) || torch::jit::toIValue(o); }))
+      return false;  // evaluated in an earlier sweep
     std::vector<c10::IValue> inputs;
     for (Value* in : n->inputs()) {
       auto v = known(in);

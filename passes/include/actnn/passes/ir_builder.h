@@ -40,6 +40,10 @@ c10::optional<int64_t> constantInt(const torch::jit::Value* v);
 // Whether n's first output may share storage with its first input (a view:
 // view, reshape, select, detach, ...), from its schema's alias annotations.
 bool returnsAlias(const torch::jit::Node* n);
+// The user of `use` writes that operand in place (its schema marks the
+// argument as written); false where the user has no schema (prim:: nodes
+// such as list unpacking, which only read).
+bool writesOperand(const torch::jit::Use& use);
 
 // The values sharing v's storage through views: walks up to the base (the
 // first value not made by a view op), then collects every view of it,
