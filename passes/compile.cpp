@@ -36,6 +36,10 @@ using torch::jit::Value;
 std::string pipelineFor(const Options& options) {
   if (!options.passes.empty()) return options.passes;
   std::string pipeline = levelPipeline(options.level);
+  if (!options.fallback) {
+    const std::string autodiff = "autodiff";
+    pipeline.insert(pipeline.find(autodiff) + autodiff.size(), "{fallback=false}");
+  }
   if (options.input_shapes.empty()) return pipeline;
   // After canonicalize (in-place ops functional, one spelling per op);
   // specialize-shapes runs canonicalize again over what it inlines.

@@ -22,6 +22,7 @@ const char* savedKindName(SavedKind kind) {
     case SavedKind::PoolIndex: return "pool-index";
     case SavedKind::Activation: return "activation";
     case SavedKind::Other: return "other";
+    case SavedKind::Fallback: return "fallback";
   }
   return "?";
 }

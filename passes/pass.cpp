@@ -9,17 +9,22 @@
 
 namespace actnn {
 
-std::string describeNode(const torch::jit::Node* node) {
-  std::ostringstream out;
+std::string sourceLocation(const torch::jit::Node* node) {
   auto range = node->sourceRange();
   // Code loaded from an archive carries the range in the archive's code/
   // file; the range it was generated from points at the user's source.
   if (auto source = range.source()) {
     if (auto original = source->findSourceRangeThatGenerated(range)) range = *original;
   }
-  if (auto loc = range.file_line_col()) {
-    out << "\n  at " << std::get<0>(*loc) << ":" << std::get<1>(*loc) << ":" << std::get<2>(*loc);
-  }
+  auto loc = range.file_line_col();
+  if (!loc) return "";
+  return std::get<0>(*loc) + ":" + std::to_string(std::get<1>(*loc)) + ":" + std::to_string(std::get<2>(*loc));
+}
+
+std::string describeNode(const torch::jit::Node* node) {
+  std::ostringstream out;
+  const std::string where = sourceLocation(node);
+  if (!where.empty()) out << "\n  at " << where;
   std::ostringstream ir;
   ir << *node;
   std::string line = ir.str();

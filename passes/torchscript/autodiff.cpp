@@ -15,14 +15,19 @@
 // (batch_norm -> native_batch_norm, dropout -> native_dropout, ...); then walk
 // F backwards, emitting each node's derivative (rules/*.cpp) into B. A value B
 // uses is saved once, however many rules use it.
-// Rejected, with the node and its source location: ops without a rule on
-// values that require grad, control flow producing such tensors, in-place ops
-// on them, and mutation of a saved value after it is saved.
-// Option input-grads=true|false: whether B returns gradients of the user
-// inputs too (the runtime drops the work when no input requires grad).
+// A node with no rule on values that require grad (an op, or control flow
+// producing such tensors: its condition is data) runs under LibTorch
+// autograd instead (the autograd fallback, rules/fallback.cpp).
+// Rejected, with the node and its source location: in-place ops on values
+// that require grad, mutation of a saved value after it is saved, and, with
+// fallback=false, what the fallback would have taken.
+// Options: input-grads=true|false: whether B returns gradients of the user
+// inputs too (the runtime drops the work when no input requires grad);
+// fallback=true|false: false keeps the error for a node with no rule.
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -52,7 +57,8 @@ bool carriesTensors(const c10::TypePtr& t) {
 
 class Differentiator : public rules::RuleContext {
  public:
-  Differentiator(TrainingIR& ir, Graph& f, Diagnostics& diag) : ir_(ir), f_(f), diag_(diag) {
+  Differentiator(TrainingIR& ir, Graph& f, Diagnostics& diag, bool fallback)
+      : ir_(ir), f_(f), diag_(diag), fallback_(fallback) {
     b_ = std::make_shared<Graph>();
   }
 
@@ -87,11 +93,7 @@ class Differentiator : public rules::RuleContext {
       grads_[v] = g;
       return;
     }
-    if (isTensorList(v)) {
-      diag_.error(v->node(), "a list of tensors that require grad is used by two differentiable ops");
-      return;
-    }
-    it->second = op(c10::aten::add, {it->second, g});
+    it->second = isTensorList(v) ? helper("add_grad_lists", {it->second, g}) : op(c10::aten::add, {it->second, g});
   }
   Value* save(Value* v) override {
     if (v->node()->kind() == c10::prim::Constant) {
@@ -143,6 +145,9 @@ class Differentiator : public rules::RuleContext {
     analyze();
     if (diag_.hasErrors()) return;
     lower();
+    analyze();
+    if (diag_.hasErrors()) return;
+    wrapFallbacks();
     analyze();
     if (diag_.hasErrors()) return;
     differentiate();
@@ -237,9 +242,15 @@ class Differentiator : public rules::RuleContext {
 
   void analyze() {
     rg_.clear();
+    fallback_candidates_.clear();
     for (size_t i = 0; i < ir_.inputs.size(); ++i)
       if (ir_.inputs[i].requires_grad && isTensor(f_.inputs()[i])) rg_.insert(f_.inputs()[i]);
     for (Node* n : f_.nodes()) {
+      if (rules::isFallbackOutput(n)) {
+        rg_.insert(n->output());
+        continue;
+      }
+      if (rules::isFallbackOp(n)) continue;
       bool uses = false;
       for (Value* v : n->inputs()) uses |= rg_.count(v) > 0;
       for (auto* b : n->blocks()) uses |= usesRequiringGrad(b);
@@ -248,12 +259,13 @@ class Differentiator : public rules::RuleContext {
       for (Value* o : n->outputs()) tensor_out |= carriesTensors(o->type());
       if (!n->blocks().empty()) {
         if (tensor_out)
-          diag_.error(n, std::string(n->kind().toQualString()) +
-                             " produces tensors from values that require grad; control flow is not "
-                             "differentiable (make the condition a constant, or move it out of forward)");
+          noRule(n, std::string(n->kind().toQualString()) +
+                        " produces tensors from values that require grad (its condition or trip count is data; "
+                        "shape specialization, --input-shape, folds the ones that depend only on sizes)");
         continue;
       }
-      if (rules::isNonDifferentiable(n) || !tensor_out) continue;
+      // Before the non-differentiable shortcut: zero_ or fill_ on a value
+      // that requires grad changes its gradient too.
       bool in_place = false;
       if (const auto* schema = n->maybeSchema()) {
         for (size_t i = 0; i < schema->arguments().size() && i < n->inputs().size(); ++i) {
@@ -266,15 +278,40 @@ class Differentiator : public rules::RuleContext {
         }
       }
       if (in_place) continue;
+      if (rules::isNonDifferentiable(n) || !tensor_out) continue;
       if (!rules::findRule(n)) {
-        diag_.error(n, std::string("no derivative rule for ") + n->kind().toQualString() +
-                           (n->maybeSchema() ? " (" + toString(*n->maybeSchema()) + ")" : "") +
-                           "\n  supported ops: " + rules::supportedOps());
+        noRule(n, std::string("no derivative rule for ") + n->kind().toQualString() +
+                      (n->maybeSchema() ? " (" + toString(*n->maybeSchema()) + ")" : "") +
+                      "\n  supported ops: " + rules::supportedOps());
         continue;
       }
       for (Value* o : n->outputs())
         if (isTensor(o) || isTensorList(o)) rg_.insert(o);
     }
+  }
+
+  // n has no rule: the autograd fallback takes it, or (fallback=false, or
+  // outputs it cannot pass on) the error stands.
+  void noRule(Node* n, const std::string& message) {
+    const std::string unsupported = rules::fallbackUnsupported(n);
+    if (!fallback_ || !unsupported.empty()) {
+      diag_.error(n, message + (fallback_ ? "\n  the autograd fallback cannot take it: " + unsupported
+                                          : "\n  (the autograd fallback is off)"));
+      return;
+    }
+    fallback_candidates_.push_back(n);
+    for (Value* o : n->outputs())
+      if (isTensor(o) || isTensorList(o)) rg_.insert(o);
+  }
+
+  void wrapFallbacks() {
+    for (Node* n : fallback_candidates_) {
+      auto region = rules::wrapInFallback(n, [&](Value* v) { return rg_.count(v) > 0; });
+      // Later candidates read these instead of n's outputs.
+      rg_.insert(region.outputs.begin(), region.outputs.end());
+      fallbacks_.emplace(region.end, std::move(region));
+    }
+    fallback_candidates_.clear();
   }
 
   static std::string toString(const c10::FunctionSchema& s) {
@@ -308,6 +345,16 @@ class Differentiator : public rules::RuleContext {
     std::vector<Node*> nodes(f_.nodes().begin(), f_.nodes().end());
     for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
       node_ = *it;
+      auto fallback = fallbacks_.find(node_);
+      if (fallback != fallbacks_.end()) {
+        rules::fallbackBackward(*this, fallback->second, [&](Value* v) {
+          auto g = grads_.find(v);
+          return g == grads_.end() ? nullptr : g->second;
+        });
+        ir_.fallback_ops.push_back(torch::jit::toIValue(node_->input(1))->toStringRef());
+        continue;
+      }
+      if (rules::isFallbackOp(node_)) continue;
       bool has_grad = false;
       for (Value* o : node_->outputs()) has_grad |= grads_.count(o) > 0;
       if (!has_grad) continue;
@@ -315,8 +362,10 @@ class Differentiator : public rules::RuleContext {
       TORCH_INTERNAL_ASSERT(rule && rule->backward, "no backward for ", node_->kind().toQualString(),
                             " after lowering");
       rule->backward(*this);
+      ++ir_.rule_ops;
     }
     node_ = nullptr;
+    std::reverse(ir_.fallback_ops.begin(), ir_.fallback_ops.end());  // in F's order
   }
 
   // ir.saved_uses, with gradients DCE removed from B dropped.
@@ -362,6 +411,9 @@ class Differentiator : public rules::RuleContext {
   TrainingIR& ir_;
   Graph& f_;
   Diagnostics& diag_;
+  const bool fallback_;
+  std::vector<Node*> fallback_candidates_;
+  std::unordered_map<Node*, rules::FallbackRegion> fallbacks_;  // by fallback_end node
   std::shared_ptr<Graph> b_;
   Node* node_ = nullptr;
   std::unordered_set<Value*> rg_;
@@ -375,6 +427,8 @@ class Autodiff : public Pass {
  public:
   Autodiff() {
     options_.declare("input-grads", "true", "B also returns gradients of the forward inputs");
+    options_.declare("fallback", "true",
+                     "a node with no derivative rule runs under LibTorch autograd (false: an error, as --no-fallback)");
   }
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     if (ir.forward) return false;
@@ -384,7 +438,7 @@ class Autodiff : public Pass {
     }
     bool input_grads = options_.boolean("input-grads");
     auto f = ir.graph->copy();
-    Differentiator d(ir, *f, diag);
+    Differentiator d(ir, *f, diag, options_.boolean("fallback"));
     d.run(input_grads);
     if (diag.hasErrors()) return false;
     ir.forward = f;

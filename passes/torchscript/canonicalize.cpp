@@ -9,8 +9,9 @@
 // Steps, repeated until nothing changes:
 //  - in-place ops on activations become functional when no view shares the
 //    activation (list mutation through PyTorch's RemoveListMutation, dict
-//    item assignment with constant keys by our own); in-place updates of
-//    buffers (graph inputs) are side effects and stay;
+//    item assignment with constant keys by our own), and so do zero_, fill_
+//    and copy_ through one slice or select (slice_scatter, select_scatter);
+//    in-place updates of buffers (graph inputs) are side effects and stay;
 //  - one spelling per op: conv1d/2d/3d, conv_transpose*, _convolution ->
 //    convolution; relu6 -> hardtanh; pad (constant mode) -> constant_pad_nd;
 //    1x1 adaptive average pooling -> mean (what
@@ -225,6 +226,61 @@ bool functionalize(Graph& graph, Node* n) {
   fresh->setType(n->output()->type());
   n->output()->replaceAllUsesWith(fresh);
   x->replaceAllUsesAfterNodeWith(f, fresh);
+  n->destroy();
+  return true;
+}
+
+// A write through a slice or select of a tensor made in the graph:
+//   %v = aten::slice(%b, dim, start, end, step); aten::zero_(%v)
+//     ->  %b' = aten::slice_scatter(%b, zeros_like(%v), dim, start, end, step)
+// and later reads of %b read %b' (fill_ writes full_like, copy_ its source
+// broadcast to %v). Swin V2 zeroes the key part of a cloned qkv bias so.
+// A direct view of %b read after the write is made again from %b'. Only
+// when the write's result, %v and deeper views of %b are not read after the
+// write, and %b is not a graph input (a buffer keeps its mutation).
+bool functionalizeViewWrite(Graph& graph, Node* n) {
+  using namespace c10;
+  const bool zero = n->matches("aten::zero_(Tensor(a!) self) -> Tensor(a!)");
+  const bool fill = n->matches("aten::fill_.Scalar(Tensor(a!) self, Scalar value) -> Tensor(a!)");
+  const bool copy = n->matches("aten::copy_(Tensor(a!) self, Tensor src, bool non_blocking=False) -> Tensor(a!)");
+  if (!zero && !fill && !copy) return false;
+  Value* view = n->input(0);
+  Node* v = view->node();
+  const bool slice = v->matches(
+      "aten::slice.Tensor(Tensor(a) self, int dim=0, int? start=None, int? end=None, int step=1) -> Tensor(a)");
+  const bool select = v->matches("aten::select.int(Tensor(a) self, int dim, int index) -> Tensor(a)");
+  if (!slice && !select) return false;
+  Value* base = v->input(0);
+  if (returnsAlias(base->node()) || base->node()->kind() == prim::Param) return false;
+  if (v->owningBlock() != n->owningBlock() || base->node()->owningBlock() != n->owningBlock()) return false;
+  if (n->output()->hasUses()) return false;
+  // Other views of base read after the write must read the written tensor:
+  // a direct view is made again from it; a view of a view stops us.
+  std::vector<Value*> reread;
+  for (Value* member : viewFamily(base)) {
+    if (member == base || member == view) continue;
+    bool read_after = false;
+    for (const auto& use : member->uses()) read_after |= use.user != n && use.user->isAfter(n);
+    if (!read_after) continue;
+    if (member->node()->input(0) != base || member->node()->owningBlock() != n->owningBlock()) return false;
+    reread.push_back(member);
+  }
+  for (const auto& use : view->uses())
+    if (use.user != n && use.user->isAfter(n)) return false;
+  WithInsertPoint guard(n);
+  const auto range = n->sourceRange();
+  Value* src = zero   ? insertValue(graph, aten::zeros_like, {view}, range)
+               : fill ? insertValue(graph, aten::full_like, {view, n->input(1)}, range)
+                      : insertValue(graph, aten::type_as, {insertValue(graph, aten::expand_as, {n->input(1), view}, range), view}, range);
+  std::vector<NamedValue> args{base, src};
+  for (size_t i = 1; i < v->inputs().size(); ++i) args.emplace_back(v->input(i));
+  Value* written = insertValue(graph, slice ? aten::slice_scatter : aten::select_scatter, args, range);
+  written->setType(base->type());
+  for (Value* member : reread) {
+    Node* again = graph.insertNode(graph.createClone(member->node(), [&](Value* in) { return in == base ? written : in; }));
+    member->replaceAllUsesAfterNodeWith(n, again->output());
+  }
+  base->replaceAllUsesAfterNodeWith(written->node(), written);
   n->destroy();
   return true;
 }
@@ -508,6 +564,7 @@ class Canonicalize : public Pass {
       changed |= torch::jit::RemoveListMutation(graph);
       changed |= torch::jit::InplaceToFunctionalActivation(graph);
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalize(*graph, n); });
+      forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeViewWrite(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeAppend(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeSetItem(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= listLiteral(*graph, n); });

@@ -11,7 +11,9 @@
 // inverse std, nll_loss's total weight (per channel, kept); mask — boolean
 // tensors (comparisons, dropout's keep mask); pool-index — the argmax offsets
 // of max pooling; activation — any other tensor made by an op that yields
-// floats from floats; other — integer-valued ops (argmax, ...), kept.
+// floats from floats; other — integer-valued ops (argmax, ...), kept;
+// fallback — the autograd graph of an op with no rule (autodiff's fallback),
+// holding whatever that op's backward saves, uncompressed.
 // A value is saved once however many rules read it (autodiff dedupes); its
 // name lists every reader. Left alone: values that alias each other through
 // views are classified separately (each is stored).
@@ -31,6 +33,7 @@ bool isTensor(const Value* v) { return v->type()->isSubtypeOf(*c10::TensorType::
 
 // `outputs`: the program's own results, which the caller holds anyway.
 SavedKind classify(Value* v, const std::unordered_set<const Value*>& outputs) {
+  if (v->node()->kind() == c10::Symbol::fromQualString("actnn::fallback_end")) return SavedKind::Fallback;
   if (!isTensor(v)) return SavedKind::Meta;
   const auto family = viewFamily(v);
   if (family.front()->node()->kind() == c10::prim::Param) return SavedKind::Held;
@@ -60,6 +63,10 @@ SavedKind classify(Value* v, const std::unordered_set<const Value*>& outputs) {
 }
 
 std::string describe(Value* v, const std::vector<SavedUse>& uses) {
+  if (v->node()->kind() == c10::Symbol::fromQualString("actnn::fallback_end")) {
+    // "autograd graph of aten::einsum at model.py:12:8" (autodiff names it)
+    return "autograd graph of " + torch::jit::toIValue(v->node()->input(1))->toStringRef();
+  }
   std::string name = std::string(v->node()->kind().toQualString()) + " %" + v->debugName();
   std::set<std::string> readers;
   for (const auto& u : uses) readers.insert(u.consumer->kind().toQualString());

@@ -477,6 +477,52 @@ class Containers(nn.Module):
         return result
 
 
+class ViewWrites(nn.Module):
+    """Writes through a slice or select of a copy, which canonicalize makes
+    functional (slice_scatter, select_scatter): Swin V2's zeroed key bias
+    (a parameter's clone), a filled row and a copied block of activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+
+    def forward(self, x):  # x: (3, 4)
+        bias = self.qkv.bias.clone()
+        bias[4:8].zero_()
+        g = F.linear(x, self.qkv.weight, bias) * 2.0
+        g[1].fill_(0.5)
+        g[0:2].copy_(torch.tanh(g[1:3] * 3.0))
+        return g.sigmoid()
+
+
+class Fallback(nn.Module):
+    """Nodes with no derivative rule, run under LibTorch autograd (the
+    autograd fallback): einsum over a list of operands, logsumexp, cummax
+    (a values/indices pair), an op whose result is a tensor list, and control
+    flow on data: an `if` on a tensor's value and a loop whose trip count is
+    one (both branches are taken across the parity test's seeds)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+        self.mix = nn.Parameter(torch.randn(6, 6))
+
+    def forward(self, x):  # x: (4, 6)
+        h = self.proj(x)
+        a = torch.einsum("ij,jk->ik", [h, self.mix])
+        b = torch.logsumexp(h * 2.0, dim=1)
+        c, where = torch.cummax(h.tanh(), dim=0)
+        parts = torch.tensor_split(h, 3, dim=1)
+        if bool(x.sum() > 0):
+            d = torch.relu(h) * 3.0 + parts[0].sum()
+        else:
+            d = h * h - parts[2].mean()
+        e = x
+        for i in range(int(x.abs().max().item() > 0) + 1):
+            e = torch.sigmoid(e + h)
+        return a.sum(1) + b, c + where.float() * 0.0, d, e * parts[1].sum()
+
+
 # name -> (module class, forward inputs: ("float", shape) or ("long", shape, high))
 NETS = {
     "conv1d": (Conv1d, [("float", (2, 4, 16))]),
@@ -505,6 +551,8 @@ NETS = {
     "containers": (Containers, [("float", (2, 3, 6, 6))]),
     "upsample": (Upsample, [("float", (2, 3, 4, 5))]),
     "indexing": (Indexing, [("float", (3, 4, 5))]),
+    "view_writes": (ViewWrites, [("float", (3, 4))]),
+    "fallback": (Fallback, [("float", (4, 6))]),
 }
 
 

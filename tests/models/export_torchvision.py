@@ -18,6 +18,9 @@ TORCHVISION = [
     "swin_t",  # branches on its input's sizes (window padding): compiled with input shapes
     # torchvision.models.segmentation (dict results; compiled with input shapes)
     "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
+    # resnet18 with an einsum classifier, which runs under the autograd
+    # fallback (no rule): the fallback's step-time benchmark (actnn-bench step)
+    "resnet18_einsum",
 ]
 SEGMENTATION = {"fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"}
 
@@ -32,6 +35,24 @@ for _name in SEGMENTATION:
     KWARGS[_name] = {"weights": None, "weights_backbone": None, "num_classes": 5, "aux_loss": False}
 
 
+class EinsumHeadResNet(torchvision.models.ResNet):
+    """resnet18 whose classifier is written with torch.einsum, an op actnn has
+    no derivative rule for: it runs under LibTorch autograd inside the
+    compiled step (the autograd fallback)."""
+
+    def __init__(self):
+        super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return torch.einsum("nc,kc->nk", x, self.fc.weight) + self.fc.bias
+
+
+CUSTOM = {"resnet18_einsum": EinsumHeadResNet}
+
+
 def main():
     out = sys.argv[1]
     names = sys.argv[2:] or TORCHVISION
@@ -42,7 +63,7 @@ def main():
         if os.path.exists(path):
             continue
         family = torchvision.models.segmentation if name in SEGMENTATION else torchvision.models
-        model = getattr(family, name)(**KWARGS.get(name, {}))
+        model = CUSTOM[name]() if name in CUSTOM else getattr(family, name)(**KWARGS.get(name, {}))
         model.train()
         torch.jit.script(model).save(path + ".tmp")
         os.replace(path + ".tmp", path)

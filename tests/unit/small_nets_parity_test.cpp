@@ -25,7 +25,7 @@ const char* const kNets[] = {"conv1d",      "conv2d",        "conv3d",          
                              "pool2d",      "pool3d",        "reductions",       "elementwise",    "shapes",
                              "dropout",     "softmax",       "cross_entropy",    "cross_entropy_nd", "nll_loss",
                              "mse_loss",    "outputs",       "onnx_lowerings",   "containers",       "upsample",
-                             "indexing"};
+                             "indexing",    "view_writes", "fallback"};
 
 std::string modelPath(const std::string& name, const std::string& suffix = ".pt") {
   return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + suffix;
@@ -93,6 +93,19 @@ TEST_P(SmallNetParity, GradientsEqualAutogradAfterSaveLoad) {
 
 INSTANTIATE_TEST_SUITE_P(Nets, SmallNetParity, ::testing::ValuesIn(kNets),
                          [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
+
+// The fallback net branches on x.sum() > 0 (under the autograd fallback):
+// one compiled module, in one process, takes both branches, each with
+// autograd's gradients; and B never runs a branch F did not take.
+TEST(SmallNetsFallback, DataDependentIfTakesBothBranches) {
+  torch::jit::Module reference = torch::jit::load(modelPath("fallback"));
+  torch::jit::Module compiled = actnn::compile(torch::jit::load(modelPath("fallback")), level0());
+  at::Tensor x = makeInputs("fallback", 3).at(0);
+  for (const at::Tensor& input : {x.abs(), -x.abs(), x.abs()}) {
+    SCOPED_TRACE(input.sum().item<double>() > 0 ? "then-branch" : "else-branch");
+    expectParity(actnn::testing::compareTrainingStep(reference, compiled, {input}, 5));
+  }
+}
 
 TEST(SmallNets, EveryExportedNetIsTested) {
   std::set<std::string> tested(std::begin(kNets), std::end(kNets));

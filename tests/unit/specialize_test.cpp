@@ -46,10 +46,27 @@ void expectParity(const actnn::testing::ParityReport& r) {
   EXPECT_LE(r.worst, 1e-6) << "worst: " << r.worst_name;
 }
 
-TEST(SpecializeShapes, WithoutShapesTheBranchesAreRefused) {
+// Without input shapes the size-dependent branch stays a prim::If: with the
+// autograd fallback off it is refused; with it on, the branch runs under
+// autograd, so one compiled module (and its saved archive) serves both sizes.
+TEST(SpecializeShapes, WithoutShapesTheBranchesRunUnderTheFallback) {
+  actnn::Options strict;
+  strict.level = "L0";
+  strict.fallback = false;
+  actnn::test::expect_error([&] { actnn::compile(shapeNet(), strict); },
+                            "prim::If produces tensors from values that require grad");
   actnn::Options o;
   o.level = "L0";
-  actnn::test::expect_error([&] { actnn::compile(shapeNet(), o); }, "control flow is not differentiable");
+  torch::jit::Module compiled = actnn::compile(shapeNet(), o);
+  std::stringstream archive;
+  compiled.save(archive);
+  torch::jit::Module loaded = torch::jit::load(archive);
+  for (torch::jit::Module* m : {&compiled, &loaded}) {
+    for (int64_t size : {7, 8}) {
+      torch::jit::Module reference = shapeNet();
+      expectParity(actnn::testing::compareTrainingStep(reference, *m, {at::randn({2, 3, size, size})}, 5));
+    }
+  }
 }
 
 TEST(SpecializeShapes, GradientsEqualAutogradForEachSpecialization) {

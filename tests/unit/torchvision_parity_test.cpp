@@ -69,7 +69,9 @@ INSTANTIATE_TEST_SUITE_P(Models, TorchvisionParity,
                                            ModelCase{"vit_b_16", 64}, ModelCase{"swin_t", 64, "x"},
                                            ModelCase{"fcn_resnet50", 64, "x"},
                                            ModelCase{"deeplabv3_mobilenet_v3_large", 64, "x"},
-                                           ModelCase{"lraspp_mobilenet_v3_large", 64, "input"}),
+                                           ModelCase{"lraspp_mobilenet_v3_large", 64, "input"},
+                                           // its classifier runs under the autograd fallback
+                                           ModelCase{"resnet18_einsum", 64}),
                          [](const ::testing::TestParamInfo<ModelCase>& info) { return std::string(info.param.name); });
 
 }  // namespace

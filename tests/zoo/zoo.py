@@ -8,8 +8,11 @@ default CI run (it takes long on a 2-core machine); run it as
 from the repository root after building. Per model it prints one JSON line:
 how far it got (scripted, compiled at L0 with the input's sizes, L0 gradients
 against LibTorch autograd at batch 2, L3 five SGD steps at batch 8), the first line of the error
-that stopped it, the L0 max relative error (loss, every parameter gradient,
-the input gradient), and the L3 losses; then a Markdown table.
+that stopped it, how many of F's ops were differentiated by a rule and which
+ran under the autograd fallback, the L0 max relative error (loss, every
+parameter gradient, the input gradient), the L3 saved-bytes ratio against
+autograd at batch 8 (actnn-opt --report) and the L3 losses; then a Markdown
+table.
 
 Inputs are the smallest each model takes comfortably: batch 2, 64x64 images
 (ViT at 64 or 56, Inception 299, MaxViT 224), clips of 4x32x32 (S3D 16x224x224,
@@ -102,6 +105,15 @@ def compile_at(args, level, input_name, sizes, source, target):
     return first_line(r.stderr) or "actnn-opt exited with %d" % r.returncode if r.returncode != 0 else None
 
 
+def report_of(args, level, input_name, sizes, source):
+    """actnn-opt --report=json's summary line (a dict), or raises."""
+    cmd = [args.actnn_opt, "--level=" + level, "--input-shape=%s:%s" % (input_name, sizes), "--report=json", source]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if r.returncode != 0:
+        raise RuntimeError(first_line(r.stderr) or "actnn-opt --report exited with %d" % r.returncode)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def run(name, args, out_dir):
     row = {"model": name, "stage": "build"}
     t0 = time.time()
@@ -121,6 +133,8 @@ def run(name, args, out_dir):
             row["error"] = error
             return row
         row["stage"] = "compiled"
+        summary = report_of(args, "L0", input_name, row["input"], path)
+        row["rule_ops"], row["fallback_ops"] = summary["rule_ops"], summary["fallback_ops"]
         if args.mode == "compile":
             return row
         reference, candidate = torch.jit.load(path), torch.jit.load(compiled)
@@ -149,6 +163,7 @@ def run(name, args, out_dir):
         if error:
             row["error"] = error
             return row
+        row["l3_saved_ratio"] = report_of(args, "L3", input_name, row["l3_input"], path)["ratio"]
         m3 = torch.jit.load(l3)
         opt = torch.optim.SGD(m3.parameters(), lr=0.01)
         losses = []
@@ -200,13 +215,15 @@ def main():
         row = run(name, args, args.out)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| model | input | reached | L0 max rel. error | stopped by |")
-    print("|---|---|---|---|---|")
+    print("\n| model | input | reached | ops by rule / fallback | L0 max rel. error | L3 saved ratio | stopped by |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        err = r.get("l0_max_rel_err")
-        print("| %s | %s | %s | %s | %s |" % (r["model"], r.get("input", "-"), r["stage"],
-                                              "%.1e" % err if err is not None else "-",
-                                              r.get("error", "").replace("|", "/")))
+        err, ratio = r.get("l0_max_rel_err"), r.get("l3_saved_ratio")
+        ops = "%d / %d" % (r["rule_ops"], r["fallback_ops"]) if "rule_ops" in r else "-"
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (r["model"], r.get("input", "-"), r["stage"], ops,
+                                                        "%.1e" % err if err is not None else "-",
+                                                        "%.2fx" % ratio if ratio is not None else "-",
+                                                        r.get("error", "").replace("|", "/")))
     counts = {}
     for r in rows:
         counts[r["stage"]] = counts.get(r["stage"], 0) + 1

@@ -208,6 +208,8 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
       .flag("output", "", "output file (-o); IR goes to stdout when absent")
       .option("report", "", "text", "print the saved set instead of IR: text | json (--report alone: text)")
       .flag("input-shape", "", "sizes of the forward inputs: the level's pipeline is specialized to them (specialize-shapes), and --report runs F with them, e.g. x:8x3x224x224,y:8x10")
+      .option("no-fallback", "false", "true",
+              "refuse an op with no derivative rule (naming it) instead of running it under LibTorch autograd")
       .alias("-o", "output");
   try {
     if (!args.parse(argc, argv, 1)) {
@@ -240,6 +242,7 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     options.level = args.str("level");
     options.passes = args.str("passes");
     for (const auto& [name, sizes] : parseInputShapes(args.str("input-shape"))) options.input_shapes.emplace_back(name, sizes);
+    options.fallback = args.str("no-fallback") != "true";
     auto steps = parsePipeline(pipelineFor(options));
     runPipeline(steps, ir, [&](const std::string& flag, const TrainingIR& current) {
       if (!all && flag != after) return;

@@ -12,6 +12,7 @@
 #include "actnn/runtime/training.h"
 #include "args.h"
 #include "json.h"
+#include "memory_tracker.h"
 
 namespace actnn {
 namespace tools {
@@ -81,6 +82,10 @@ SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::strin
     }
   }
 
+  // LibTorch's CPU allocator reports a free only for memory it allocated
+  // while someone listened (and warns about the others): listen from before
+  // the inputs exist, so that releasing a fallback's graph below is seen.
+  MemoryTracker listening;
   torch::jit::Stack stack;
   at::manual_seed(0);
   std::map<std::string, bool> used;
@@ -118,9 +123,22 @@ SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::strin
     torch::jit::Code code(f, "actnn_report");
     torch::jit::InterpreterState(code).run(stack);
   }
-  std::vector<c10::IValue> outs(stack.end() - f->outputs().size(), stack.end());
+  std::vector<c10::IValue> outs(std::make_move_iterator(stack.end() - f->outputs().size()),
+                                std::make_move_iterator(stack.end()));
+  stack.clear();
+  // What an autograd fallback's graph keeps is what releasing it frees
+  // (storage F's other values or inputs share is not counted: it stays).
+  std::map<size_t, int64_t> fallback_bytes;
+  for (size_t i = 0; i < num_saved; ++i) {
+    if (ir.saved[i].kind != SavedKind::Fallback) continue;
+    MemoryTracker tracker;
+    outs[first_saved + i] = c10::IValue();
+    fallback_bytes[i] = -tracker.live();
+  }
 
   SavedReport report;
+  report.rule_ops = ir.rule_ops;
+  report.fallback_ops = ir.fallback_ops;
   if (arena) {
     std::vector<PlanBuffer> buffers;
     for (const auto& s : arena->slots) {
@@ -168,6 +186,12 @@ SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::strin
       std::snprintf(buf, sizeof(buf), "%.3g", sum / double(p->bits.size()));
       r.bits = buf;
       r.dither = p->dither;
+    } else if (ir.saved[i].kind == SavedKind::Fallback) {
+      // Held as autograd holds it: full precision.
+      r.tensor = false;
+      r.dtype = "-";
+      r.full_bytes = r.stored_bytes = fallback_bytes[i];
+      r.bits = "32";
     } else {
       r.tensor = false;
       r.dtype = fv->type()->repr_str();
@@ -215,7 +239,9 @@ void printReport(std::ostream& os, const SavedReport& report, bool json) {
     summary.add("saved_values", int64_t(rows.size()))
         .add("full_bytes", full)
         .add("stored_bytes", stored)
-        .add("ratio", ratio);
+        .add("ratio", ratio)
+        .add("rule_ops", int64_t(report.rule_ops))
+        .add("fallback_ops", int64_t(report.fallback_ops.size()));
     if (!report.slots.empty())
       summary.add("arena_slots", int64_t(report.slots.size()))
           .add("arena_bytes", plan.arena_bytes)
@@ -229,6 +255,9 @@ void printReport(std::ostream& os, const SavedReport& report, bool json) {
   std::snprintf(line, sizeof(line), "saved set: %zu values, %s at full precision, %s stored (%.2fx)\n", rows.size(),
                 mib(full).c_str(), mib(stored).c_str(), ratio);
   os << line;
+  os << "differentiated: " << report.rule_ops << " ops by rule, " << report.fallback_ops.size()
+     << " under the autograd fallback" << (report.fallback_ops.empty() ? "" : ":") << "\n";
+  for (const auto& op : report.fallback_ops) os << "  " << op << "\n";
   std::snprintf(line, sizeof(line), "%4s  %-10s  %-16s  %-8s  %12s  %12s  %-7s  %s\n", "#", "kind", "shape", "dtype",
                 "full", "stored", "bits", "value");
   os << line;

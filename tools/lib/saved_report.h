@@ -43,6 +43,8 @@ struct ArenaSlotRow {
 
 struct SavedReport {
   std::vector<SavedRow> rows;
+  size_t rule_ops = 0;                     // F's nodes differentiated by a rule
+  std::vector<std::string> fallback_ops;   // ... and under the autograd fallback
   std::vector<ArenaSlotRow> slots;  // after plan-memory
   ArenaPlan plan;                   // after plan-memory
 };

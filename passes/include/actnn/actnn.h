@@ -32,6 +32,10 @@ struct Options {
   // sizes, ranks and dtypes folds; the compiled module then raises when called
   // with other sizes. Ignored with an explicit `passes`.
   std::vector<std::pair<std::string, std::vector<int64_t>>> input_shapes;
+  // A node with no derivative rule runs under LibTorch autograd (its saved
+  // tensors kept as autograd keeps them); false: it is an error, naming the
+  // op and its source line. Ignored with an explicit `passes`.
+  bool fallback = true;
 };
 
 // Runs the pipeline; throws CompileError (a std::runtime_error) naming the

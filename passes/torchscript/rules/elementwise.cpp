@@ -1,4 +1,4 @@
-// Casts between floating-point types, where; add, sub, rsub, mul, div, neg with broadcasting: each gradient is summed
+// Casts between floating-point types (to, type_as), where; add, sub, rsub, mul, div, neg with broadcasting: each gradient is summed
 // back to its operand's shape (sum_to_size is free when shapes agree).
 #include "rules.h"
 
@@ -43,6 +43,11 @@ void registerElementwiseRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::to.dtype", nullptr, [](RuleContext& c) {
     Value* dtype = c.save(c.forwardOp(prim::dtype, {c.input(0)}));
     c.setGrad(0, c.op(aten::to, {c.grad(0), dtype, false, false}));
+  }});
+  // type_as: the gradient goes back to self's dtype and device (other's
+  // values are not read: only an empty stand-in with its metadata is kept).
+  rules.push_back({"aten::type_as", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::type_as, {c.grad(0), c.saveShapeOnly(c.input(0))}));
   }});
   // where(cond, a, b): the gradient goes to a where cond holds, to b elsewhere.
   rules.push_back({"aten::where.self", nullptr, [](RuleContext& c) {

@@ -23,6 +23,12 @@ def reduce_shape(sizes: List[int], dims: List[int]) -> List[int]:
             shape.append(sizes[i])
     return shape
 
+def add_grad_lists(a: List[Tensor], b: List[Tensor]) -> List[Tensor]:
+    out: List[Tensor] = []
+    for i in range(len(a)):
+        out.append(a[i] + b[i])
+    return out
+
 def roll_backward(grad: Tensor, shifts: List[int], dims: List[int]) -> Tensor:
     back: List[int] = []
     for s in shifts:

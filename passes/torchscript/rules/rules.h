@@ -107,6 +107,25 @@ std::string supportedOps();
 // constructors, random sampling, detach).
 bool isNonDifferentiable(const Node* node);
 
+// The autograd fallback (rules/fallback.cpp): a node with no rule runs in F
+// under LibTorch autograd. `captured`: the differentiable values it reads
+// (from its blocks too); `outputs`: what the rest of F reads instead of its
+// tensor and tensor-list outputs; `end`: the node whose output (the tape) B
+// needs.
+struct FallbackRegion {
+  Node* end = nullptr;
+  std::vector<Value*> captured;
+  std::vector<Value*> outputs;
+};
+// Why n cannot use the fallback ("" when it can).
+std::string fallbackUnsupported(const Node* n);
+FallbackRegion wrapInFallback(Node* n, const std::function<bool(Value*)>& needs_grad);
+// Emits B's call of the recorded graph; grad_of(v): the gradient of F value v, or nullptr.
+void fallbackBackward(RuleContext& c, const FallbackRegion& r, const std::function<Value*(Value*)>& grad_of);
+// The ops wrapInFallback inserts, and the ones among them that pass outputs on.
+bool isFallbackOp(const Node* n);
+bool isFallbackOutput(const Node* n);
+
 // The TorchScript source of a helper's function graph.
 std::shared_ptr<Graph> helperGraph(const std::string& name);
 

@@ -29,9 +29,10 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
     c.setGrad(0, c.op(aten::transpose, {c.grad(0), c.save(c.input(1)), c.save(c.input(2))}));
   }});
   rules.push_back({"aten::t", nullptr, [](RuleContext& c) { c.setGrad(0, c.op(aten::t, {c.grad(0)})); }});
-  rules.push_back({"aten::expand", nullptr, [](RuleContext& c) {
-    c.setGrad(0, c.op(aten::sum_to_size, {c.grad(0), c.saveSizes(c.input(0))}));
-  }});
+  for (const char* op : {"aten::expand", "aten::expand_as"})
+    rules.push_back({op, nullptr, [](RuleContext& c) {
+      c.setGrad(0, c.op(aten::sum_to_size, {c.grad(0), c.saveSizes(c.input(0))}));
+    }});
   rules.push_back({"aten::select.int", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::select_backward, {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
                                                c.save(c.input(2))}));
@@ -40,6 +41,26 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
     c.setGrad(0, c.helper("slice_backward", {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
                                              c.save(c.input(2)), c.save(c.input(3)), c.save(c.input(4))}));
   }});
+  // Writes into a slice / select of a copy (canonicalize makes them from
+  // zero_, fill_ and copy_ through a view): self's gradient is the output's
+  // with the written part zeroed; src's is that part.
+  for (bool slice : {true, false}) {
+    rules.push_back({slice ? "aten::slice_scatter" : "aten::select_scatter", nullptr, [slice](RuleContext& c) {
+      Node* n = c.node();
+      std::vector<NamedValue> where;  // dim, start, end, step | dim, index
+      for (size_t i = 2; i < n->inputs().size(); ++i) where.emplace_back(c.save(n->input(i)));
+      if (c.needsGrad(0)) {
+        std::vector<NamedValue> args{c.grad(0), c.saveShapeOnly(c.input(1))};
+        args.insert(args.end(), where.begin(), where.end());
+        c.setGrad(0, c.op(slice ? aten::slice_scatter : aten::select_scatter, args));
+      }
+      if (c.needsGrad(1)) {
+        std::vector<NamedValue> args{c.grad(0)};
+        args.insert(args.end(), where.begin(), where.end());
+        c.setGrad(1, c.op(slice ? aten::slice : aten::select, args));
+      }
+    }});
+  }
   rules.push_back({"aten::index_select", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::index_select_backward, {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)),
                                                      c.save(c.input(2))}));

@@ -42,6 +42,7 @@ enum class SavedKind {
   PoolIndex,   // max-pooling argmax offsets: a few bits per value
   Activation,  // a floating-point activation: quantizable
   Other,       // a tensor of unknown or integer type: kept as it is
+  Fallback,    // an op's autograd graph (the autograd fallback): what it saves, kept as autograd keeps it
 };
 const char* savedKindName(SavedKind kind);
 
@@ -105,6 +106,10 @@ struct TrainingIR {
   std::vector<size_t> grad_inputs;
   // Rebuilds the program's result (tuple/list/dict) from F's flat outputs.
   std::shared_ptr<torch::jit::Graph> output_builder;
+  // How autodiff differentiated F's nodes: how many by a derivative rule,
+  // and which under the autograd fallback ("aten::einsum at file:line:col").
+  size_t rule_ops = 0;
+  std::vector<std::string> fallback_ops;
 
   // Per saved value (F's outputs after the first num_outputs, in order): the
   // rules that read it. Set by autodiff; passes that rewrite F and B in place

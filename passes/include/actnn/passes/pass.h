@@ -43,6 +43,8 @@ class Diagnostics {
 
 // "where" for a node: file:line:col of its source if known, then its IR.
 std::string describeNode(const torch::jit::Node* node);
+// "file:line:col" of the user's source a node came from, or "".
+std::string sourceLocation(const torch::jit::Node* node);
 
 class PassOptions {
  public:
