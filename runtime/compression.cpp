@@ -140,6 +140,14 @@ void CompressionState::solve() {
 c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor& x, int64_t k, int64_t channel_dim,
                                                                 const c10::optional<at::Tensor>& weight,
                                                                 const c10::intrusive_ptr<Arena>& arena, int64_t slot) {
+  if (x.scalar_type() == at::kDouble) {
+    // The kernels read float32, bf16 and fp16: a float64 activation is
+    // quantized from its float32 copy (the rounding to 2-4 bits dwarfs that
+    // of the copy) and decoded back to float64.
+    auto p = compress(x.to(at::kFloat), k, channel_dim, weight, arena, slot);
+    p->restore_dtype = int64_t(at::kDouble);
+    return p;
+  }
   int64_t width;
   {
     std::lock_guard<std::mutex> lock(mutex);

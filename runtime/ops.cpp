@@ -49,14 +49,15 @@ at::Tensor dequantize(const PackedActivation& p, c10::optional<std::vector<int64
                       c10::optional<c10::ScalarType> dtype) {
   TORCH_CHECK(!shape || *shape == p.shape, "actnn::dequantize: the packed value has shape ",
               shape_str(p.shape), " but shape ", shape_str(*shape), " was requested");
-  TORCH_CHECK(!dtype || *dtype == p.scalar_type(), "actnn::dequantize: the packed value has dtype ",
-              p.scalar_type(), " but dtype ", *dtype, " was requested");
+  TORCH_CHECK(!dtype || *dtype == p.original_type(), "actnn::dequantize: the packed value has dtype ",
+              p.original_type(), " but dtype ", *dtype, " was requested");
   static auto op = op_handle("actnn::dequantize_groups")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          at::IntArrayRef, at::IntArrayRef, c10::ScalarType, int64_t,
                                          int64_t, int64_t, bool)>();
-  return op.call(p.codes, p.lo, p.scale, p.bits, p.shape, p.scalar_type(), p.group_size, p.seed, p.offset,
-                 p.dither);
+  at::Tensor x = op.call(p.codes, p.lo, p.scale, p.bits, p.shape, p.scalar_type(), p.group_size, p.seed, p.offset,
+                         p.dither);
+  return p.restore_dtype < 0 ? x : x.to(p.original_type());
 }
 
 at::Tensor pack_mask(const at::Tensor& mask, const c10::optional<at::Tensor>& out) {

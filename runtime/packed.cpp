@@ -24,7 +24,7 @@ int64_t PackedActivation::nbytes() const {
 int64_t PackedActivation::original_nbytes() const {
   int64_t n = 1;
   for (int64_t s : shape) n *= s;
-  return n * int64_t(c10::elementSize(scalar_type()));
+  return n * int64_t(c10::elementSize(original_type()));
 }
 
 c10::intrusive_ptr<PackedActivation> PackedActivation::withParts(at::Tensor codes_, at::Tensor lo_,
@@ -34,11 +34,12 @@ c10::intrusive_ptr<PackedActivation> PackedActivation::withParts(at::Tensor code
   p->seed = seed;
   p->offset = offset;
   p->dither = dither;
+  p->restore_dtype = restore_dtype;
   return p;
 }
 
 PackedActivation::State PackedActivation::state() const {
-  return State{codes, lo, scale, shape, dtype, bits, group_size, seed, offset, dither};
+  return State{codes, lo, scale, shape, dtype, bits, group_size, seed, offset, dither, restore_dtype};
 }
 
 c10::intrusive_ptr<PackedActivation> PackedActivation::from_state(State s) {
@@ -48,6 +49,9 @@ c10::intrusive_ptr<PackedActivation> PackedActivation::from_state(State s) {
   p->seed = std::get<7>(s);
   p->offset = std::get<8>(s);
   p->dither = std::get<9>(s);
+  p->restore_dtype = std::get<10>(s);
+  TORCH_CHECK(p->restore_dtype == -1 || p->restore_dtype == int64_t(c10::ScalarType::Double),
+              "actnn.PackedActivation: invalid restore dtype code ", p->restore_dtype, " in serialized state");
   TORCH_CHECK(p->dtype >= 0 && p->dtype < int64_t(c10::ScalarType::NumOptions),
               "actnn.PackedActivation: invalid dtype code ", p->dtype, " in serialized state");
   check_packed_parts("actnn.PackedActivation (loading)", *p);

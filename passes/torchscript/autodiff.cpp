@@ -121,6 +121,14 @@ class Differentiator : public rules::RuleContext {
     WithInsertPoint guard(node_);
     return insertValue(f_, kind, args, node_->sourceRange());
   }
+  Value* forwardOpAfter(c10::Symbol kind, const std::vector<NamedValue>& args) override {
+    Node* anchor = after_owner_ == node_ && after_ ? after_ : node_;
+    WithInsertPoint guard(anchor->next());
+    Value* v = insertValue(f_, kind, args, node_->sourceRange());
+    after_ = v->node();
+    after_owner_ = node_;
+    return v;
+  }
   Node* opNode(c10::Symbol kind, const std::vector<NamedValue>& args,
                const std::vector<NamedValue>& kwargs) override {
     return insertOp(*b_, kind, args,
@@ -416,6 +424,8 @@ class Differentiator : public rules::RuleContext {
   std::unordered_map<Node*, rules::FallbackRegion> fallbacks_;  // by fallback_end node
   std::shared_ptr<Graph> b_;
   Node* node_ = nullptr;
+  Node* after_ = nullptr;        // the last node forwardOpAfter inserted ...
+  Node* after_owner_ = nullptr;  // ... for this node
   std::unordered_set<Value*> rg_;
   std::unordered_map<Value*, Value*> grads_, saved_, sizes_, dtypes_, devices_;
   std::unordered_map<Value*, std::vector<SavedUse>> uses_;

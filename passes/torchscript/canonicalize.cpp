@@ -13,7 +13,8 @@
 //    and copy_ through one slice or select (slice_scatter, select_scatter);
 //    in-place updates of buffers (graph inputs) are side effects and stay;
 //  - one spelling per op: conv1d/2d/3d, conv_transpose*, _convolution ->
-//    convolution; relu6 -> hardtanh; pad (constant mode) -> constant_pad_nd;
+//    convolution; relu6 -> hardtanh; pad -> constant_pad_nd,
+//    reflection_pad{1,2,3}d, replication_pad{1,2,3}d or _pad_circular;
 //    1x1 adaptive average pooling -> mean (what
 //    ATen computes for it); dropout with p = 0 or train = false -> identity;
 //    cross_entropy_loss with class targets -> log_softmax + nll_loss_nd;
@@ -151,7 +152,24 @@ bool respell(Graph& graph, Node* n) {
   if (n->matches("aten::pad(Tensor self, int[] pad, str mode=\"constant\", float? value=None) -> Tensor") ||
       n->matches("aten::pad(Tensor self, SymInt[] pad, str mode=\"constant\", float? value=None) -> Tensor")) {
     auto mode = constantOf(n->input(2));
-    if (!mode || !mode->isString() || mode->toStringRef() != "constant") return false;  // autodiff reports it
+    if (!mode || !mode->isString()) return false;  // autodiff reports it
+    if (mode->toStringRef() != "constant") {
+      // What ATen's pad calls for the mode; the padded dims follow from
+      // the widths' count.
+      auto widths = constantOf(n->input(1));
+      if (!widths || !widths->isIntList()) return false;
+      const size_t dims = widths->toIntList().size() / 2;
+      const std::string& m = mode->toStringRef();
+      std::string op;
+      if ((m == "reflect" || m == "replicate") && dims >= 1 && dims <= 3)
+        op = std::string(m == "reflect" ? "aten::reflection_pad" : "aten::replication_pad") + std::to_string(dims) + "d";
+      else if (m == "circular")
+        op = "aten::_pad_circular";
+      else
+        return false;
+      replace(n, insertValue(graph, Symbol::fromQualString(op), {n->input(0), n->input(1)}, range));
+      return true;
+    }
     auto value = constantOf(n->input(3));
     Value* fill = value && value->isNone() ? graph.insertConstant(0.0) : n->input(3);
     replace(n, insertValue(graph, aten::constant_pad_nd, {n->input(0), n->input(1), fill}, range));

@@ -48,8 +48,11 @@ SavedKind classify(Value* v, const std::unordered_set<const Value*>& outputs) {
   if ((kind == "aten::max_pool2d_with_indices" || kind == "aten::max_pool3d_with_indices") && out == 1)
     return SavedKind::PoolIndex;
   if (kind == "aten::native_dropout" && out == 1) return SavedKind::Mask;
-  if ((kind == "aten::adaptive_max_pool2d" || kind == "aten::adaptive_max_pool3d") && out == 1)
-    return SavedKind::Other;
+  // (values, indices) results: the indices are integers.
+  static const std::set<std::string> with_indices = {
+      "aten::adaptive_max_pool2d", "aten::adaptive_max_pool3d", "aten::max", "aten::min", "aten::sort",
+      "aten::topk", "aten::kthvalue", "aten::mode", "aten::cummax", "aten::cummin", "aten::median"};
+  if (with_indices.count(kind) && out == 1) return SavedKind::Other;
   static const std::set<std::string> masks = {
       "aten::eq", "aten::ne", "aten::lt", "aten::le", "aten::gt", "aten::ge", "aten::logical_and",
       "aten::logical_or", "aten::logical_not", "aten::logical_xor", "aten::isnan", "aten::isinf",

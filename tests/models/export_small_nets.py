@@ -495,6 +495,103 @@ class ViewWrites(nn.Module):
         return g.sigmoid()
 
 
+class PointwiseMath(nn.Module):
+    """abs, log, clamp (both bounds, one, none given), clamp_min, clamp_max,
+    round, floor, ceil, trunc (zero gradient),
+    maximum / minimum and max / min of two tensors (with broadcasting and
+    ties), masked_fill by a scalar and by a tensor that requires grad."""
+
+    def __init__(self):
+        super().__init__()
+        self.fill = nn.Parameter(torch.tensor(0.7))
+        self.register_buffer("keep", torch.tensor([True, False, True, True, False, True]))
+
+    def forward(self, x, y):  # x: (4, 6), y: (1, 6)
+        a = x.abs() + torch.log(x * x + 0.5)
+        b = torch.clamp(x, -0.5, 0.8) + torch.clamp(x, min=0.1) + torch.clamp(x, max=-0.2)
+        c = torch.clamp_min(x * 2.0, 0.3) - torch.clamp_max(x, 0.4)
+        tied = torch.round(x * 2.0) / 2.0           # ties with y's rounded values too
+        d = torch.maximum(tied, torch.round(y * 2.0) / 2.0) + torch.minimum(x, y * 0.5)
+        e = torch.max(x, y) - torch.min(x, y.tanh())
+        f = x.masked_fill(x > 0.5, 1.5) + (x * 3.0).masked_fill(self.keep, self.fill)
+        r = torch.floor(x) + torch.ceil(x * 2.0) * torch.trunc(x * 3.0) + x
+        return a, b * c, d + e, f, r
+
+
+class Selections(nn.Module):
+    """max / min along a dim (values and indices, keepdim or not) and over
+    everything (ties share the gradient), cumsum (with a dtype too), norms:
+    p = 2 over dims and over everything, 1, 3 and inf, linalg.vector_norm,
+    and F.normalize (a zero row included)."""
+
+    def forward(self, x):  # x: (3, 4, 5)
+        v, i = torch.max(x, 1)
+        w, _ = torch.min(x * 2.0, -1, keepdim=True)
+        tied = torch.round(x)
+        m = torch.max(tied) + torch.min(x.tanh())
+        cs = torch.cumsum(x, 2) + torch.cumsum(x * 0.5, 0, dtype=torch.float64).float()
+        n2 = torch.norm(x, 2, [1, 2]) + x.norm() + torch.norm(x, 1, [0]).sum()
+        n3 = torch.norm(x, 3.0, [2], keepdim=True).sum() + torch.norm(x, float("inf"), [1]).sum()
+        lv = torch.linalg.vector_norm(x, 2.0, [0, 1]).sum()
+        zero_row = torch.cat([x[0:1] * 0.0, x[1:]], 0)
+        nz = F.normalize(zero_row, dim=2)
+        return v * i.float(), w, m + n3 + lv, cs, n2, nz
+
+
+class GatherScatter(nn.Module):
+    """gather, scatter_add, scatter (src and value), index_put (accumulating
+    and not), embedding (a padding row, repeated ids), stack, tensor_split
+    (sections and indices) and repeat_interleave (over a dim and flattened)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(7, 3, padding_idx=2)
+        self.register_buffer("index", torch.tensor([[0, 2, 1, 2], [3, 3, 0, 1], [1, 0, 0, 2]]))
+        self.register_buffer("rows", torch.tensor([0, 2, 0]))
+        self.register_buffer("ids", torch.tensor([[1, 2, 6], [6, 0, 1]]))
+
+    def forward(self, x, y):  # x: (3, 4), y: (3, 4)
+        a = torch.gather(x, 1, self.index)
+        b = torch.scatter_add(x * 2.0, 1, self.index, y)
+        c = torch.scatter(x, 1, self.index, y * 3.0) + torch.scatter(x.tanh(), 1, self.index[:, 0:3], 0.5)
+        d = x.index_put([self.rows], y[0:3] * 0.5, accumulate=True)
+        e = x.index_put([self.rows], y.sigmoid(), accumulate=False)
+        f = self.table(self.ids) * 2.0
+        g = torch.stack([x, y * 2.0, x * y], 1)
+        p1, p2 = torch.tensor_split(x * 1.5, 2, dim=1)
+        q1, q2, q3 = torch.tensor_split(y, [1, 3], dim=0)
+        r = torch.repeat_interleave(x, 2, dim=1) + torch.repeat_interleave(y.flatten(), 2).reshape(3, 8)
+        return a + b + c + d + e, f, g, p1.sum() + p2.mean() + q1.sum() * q3.sum() + q2.mean(), r
+
+
+class PadsGrid(nn.Module):
+    """F.pad's reflect (1-d, 2-d, 3-d), replicate (1-d, 2-d, 3-d) and circular (1-d,
+    2-d) modes, grid_sample 2-d (bilinear, nearest; zeros, border) and 3-d,
+    with the grid made from the input too, and adaptive average pooling 1-d."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Linear(2, 2)
+
+    def forward(self, x):  # x: (2, 3, 6, 7)
+        a = F.pad(x, [2, 1, 1, 2], mode="reflect")
+        b = F.pad(x.flatten(2), [3, 1], mode="reflect")
+        c = F.pad(x, [1, 2, 2, 0], mode="replicate")
+        d = F.pad(x.unsqueeze(2), [1, 1, 0, 2, 1, 0], mode="replicate")
+        e = F.pad(x, [2, 3, 1, 1], mode="circular") + 0.0
+        f = F.pad(x.flatten(2), [4, 2], mode="circular") + F.pad(x.flatten(2), [1, 5], mode="replicate")
+        f3 = F.pad(x.unsqueeze(2).expand(2, 3, 3, 6, 7), [1, 2, 2, 1, 1, 1], mode="reflect")
+        base = torch.stack(torch.meshgrid(torch.linspace(-1.0, 1.0, 5), torch.linspace(-1.0, 1.0, 4), indexing="ij"), -1)
+        grid = torch.tanh(self.offset(base.unsqueeze(0).expand(2, 5, 4, 2) + x[:, 0, 0:5, 0:4].unsqueeze(-1)))
+        g = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        h = F.grid_sample(x * 2.0, grid, mode="nearest", padding_mode="border", align_corners=True)
+        vol = x.unsqueeze(2).expand(2, 3, 2, 6, 7)
+        grid3 = torch.cat([grid, grid[..., 0:1]], -1).unsqueeze(1)
+        i = F.grid_sample(vol, grid3, mode="bilinear", padding_mode="zeros", align_corners=False)
+        j = F.adaptive_avg_pool1d(x.flatten(2), 5)
+        return a.sum(), b, c * 2.0, d, e, f.tanh(), g + h, i, j, f3
+
+
 class Fallback(nn.Module):
     """Nodes with no derivative rule, run under LibTorch autograd (the
     autograd fallback): einsum over a list of operands, logsumexp, cummax
@@ -552,6 +649,10 @@ NETS = {
     "upsample": (Upsample, [("float", (2, 3, 4, 5))]),
     "indexing": (Indexing, [("float", (3, 4, 5))]),
     "view_writes": (ViewWrites, [("float", (3, 4))]),
+    "pointwise_math": (PointwiseMath, [("float", (4, 6)), ("float", (1, 6))]),
+    "selections": (Selections, [("float", (3, 4, 5))]),
+    "gather_scatter": (GatherScatter, [("float", (3, 4)), ("float", (3, 4))]),
+    "pads_grid": (PadsGrid, [("float", (2, 3, 6, 7))]),
     "fallback": (Fallback, [("float", (4, 6))]),
 }
 

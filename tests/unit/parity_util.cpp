@@ -9,19 +9,6 @@ namespace actnn {
 namespace testing {
 namespace {
 
-// Flattens a forward result into its tensors.
-void tensorsOf(const c10::IValue& v, std::vector<at::Tensor>& out) {
-  if (v.isTensor()) {
-    out.push_back(v.toTensor());
-  } else if (v.isTuple()) {
-    for (const auto& e : v.toTupleRef().elements()) tensorsOf(e, out);
-  } else if (v.isList()) {
-    for (const auto& e : v.toListRef()) tensorsOf(e, out);
-  } else if (v.isGenericDict()) {
-    for (const auto& e : v.toGenericDict()) tensorsOf(e.value(), out);
-  }
-}
-
 struct Step {
   at::Tensor loss;
   std::map<std::string, at::Tensor> grads, buffers;
@@ -39,7 +26,7 @@ Step runStep(torch::jit::Module& m, const std::vector<at::Tensor>& inputs, uint6
   at::manual_seed(seed);
   c10::IValue result = m.forward(args);
   std::vector<at::Tensor> outs;
-  tensorsOf(result, outs);
+  flattenTensors(result, outs);
   // A fixed probe per output makes every output element's gradient distinct.
   at::manual_seed(seed + 1);
   at::Tensor loss = at::zeros({}, at::kFloat);
@@ -55,6 +42,18 @@ Step runStep(torch::jit::Module& m, const std::vector<at::Tensor>& inputs, uint6
 }
 
 }  // namespace
+
+void flattenTensors(const c10::IValue& v, std::vector<at::Tensor>& out) {
+  if (v.isTensor()) {
+    out.push_back(v.toTensor());
+  } else if (v.isTuple()) {
+    for (const auto& e : v.toTupleRef().elements()) flattenTensors(e, out);
+  } else if (v.isList()) {
+    for (const auto& e : v.toListRef()) flattenTensors(e, out);
+  } else if (v.isGenericDict()) {
+    for (const auto& e : v.toGenericDict()) flattenTensors(e.value(), out);
+  }
+}
 
 double relativeError(const at::Tensor& actual, const at::Tensor& expected, double min_scale) {
   if (expected.numel() == 0) return 0;

@@ -32,6 +32,9 @@ struct ParityReport {
 ParityReport compareTrainingStep(torch::jit::Module& reference, torch::jit::Module& compiled,
                                  const std::vector<at::Tensor>& inputs, uint64_t seed, double floor = 0);
 
+// The tensors of a forward result (tuples, lists and dicts flattened in order).
+void flattenTensors(const c10::IValue& v, std::vector<at::Tensor>& out);
+
 // max |actual - expected| / max(max |expected|, min_scale)
 double relativeError(const at::Tensor& actual, const at::Tensor& expected, double min_scale = 0);
 

@@ -25,7 +25,8 @@ const char* const kNets[] = {"conv1d",      "conv2d",        "conv3d",          
                              "pool2d",      "pool3d",        "reductions",       "elementwise",    "shapes",
                              "dropout",     "softmax",       "cross_entropy",    "cross_entropy_nd", "nll_loss",
                              "mse_loss",    "outputs",       "onnx_lowerings",   "containers",       "upsample",
-                             "indexing",    "view_writes", "fallback"};
+                             "indexing",    "view_writes", "fallback",         "pointwise_math",   "selections",
+                             "gather_scatter", "pads_grid"};
 
 std::string modelPath(const std::string& name, const std::string& suffix = ".pt") {
   return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + suffix;
@@ -89,6 +90,45 @@ TEST_P(SmallNetParity, GradientsEqualAutogradAfterSaveLoad) {
   actnn::compile(torch::jit::load(modelPath(GetParam())), level0()).save(archive);
   torch::jit::Module loaded = torch::jit::load(archive);
   expectParity(actnn::testing::compareTrainingStep(reference, loaded, makeInputs(GetParam(), 1), 11));
+}
+
+// Every rule's saved values take the compressed path too: at L3 and L5 each
+// net computes the same forward result as the original (compression only
+// touches what backward reads) and gives every parameter and input that
+// autograd gives a gradient a finite one.
+TEST_P(SmallNetParity, TrainsAtCompressedLevels) {
+  torch::jit::Module reference = torch::jit::load(modelPath(GetParam()));
+  const std::vector<at::Tensor> inputs = makeInputs(GetParam(), 2);
+  std::vector<c10::IValue> args(inputs.begin(), inputs.end());
+  at::manual_seed(3);
+  const c10::IValue expected = reference.forward(args);
+  for (const char* level : {"L3", "L5"}) {
+    SCOPED_TRACE(level);
+    actnn::Options options;
+    options.level = level;
+    torch::jit::Module compiled = actnn::compile(torch::jit::load(modelPath(GetParam())), options);
+    std::vector<c10::IValue> xs;
+    for (const auto& x : inputs) xs.emplace_back(x.detach().clone().requires_grad_(x.is_floating_point()));
+    at::manual_seed(3);
+    const c10::IValue result = compiled.forward(xs);
+    std::vector<at::Tensor> got, want;
+    actnn::testing::flattenTensors(result, got);
+    actnn::testing::flattenTensors(expected, want);
+    ASSERT_EQ(got.size(), want.size());
+    at::Tensor loss = at::zeros({});
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_LE(actnn::testing::relativeError(got[i], want[i]), 1e-6) << "output " << i;
+      if (got[i].is_floating_point()) loss = loss + (got[i] * got[i]).sum();
+    }
+    loss.backward();
+    for (const auto& p : compiled.named_parameters()) {
+      if (!p.value.requires_grad()) continue;
+      ASSERT_TRUE(p.value.grad().defined()) << p.name;
+      EXPECT_TRUE(at::isfinite(p.value.grad()).all().item<bool>()) << p.name;
+    }
+    for (const auto& x : xs)
+      if (x.toTensor().requires_grad()) EXPECT_TRUE(at::isfinite(x.toTensor().grad()).all().item<bool>());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Nets, SmallNetParity, ::testing::ValuesIn(kNets),

@@ -1,4 +1,5 @@
-// Pointwise activations, softmax / log_softmax and dropout. Each backward is
+// Pointwise activations and math (abs, log, clamp, rounding, erf, sqrt, pow, exp),
+// softmax / log_softmax and dropout. Each backward is
 // the ATen *_backward op autograd uses, fed with the input or the result,
 // whichever autograd saves. Dropout becomes native_dropout so its keep mask
 // is a forward value (drawn from the same generator calls as aten::dropout);
@@ -38,6 +39,45 @@ void registerActivationRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::tanh", nullptr, pointwise(aten::tanh_backward, true)});
   rules.push_back({"aten::hardswish", nullptr, pointwise(aten::hardswish_backward, false)});
   rules.push_back({"aten::hardsigmoid", nullptr, pointwise(aten::hardsigmoid_backward, false)});
+  // abs: the gradient times sgn(x), from two 1-bit masks (x > 0, x < 0)
+  // made in F rather than from x itself, so it stays exact when x is not.
+  rules.push_back({"aten::abs", nullptr, [](RuleContext& c) {
+    Value* positive = c.save(c.forwardOp(aten::gt, {c.input(0), 0}));
+    Value* negative = c.save(c.forwardOp(aten::lt, {c.input(0), 0}));
+    Value* g = c.grad(0);
+    c.setGrad(0, c.op(aten::where, {positive, g, c.op(aten::where, {negative, c.op(aten::neg, {g}), c.constant(0.0)})}));
+  }});
+  // log: the gradient times 1 / x, made in F: B's product is then linear in
+  // the saved value (unbiased when it is quantized), unlike grad / x.
+  rules.push_back({"aten::log", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::mul, {c.grad(0), c.save(c.forwardOp(aten::reciprocal, {c.input(0)}))}));
+  }});
+  // clamp, clamp_min, clamp_max: the gradient where min <= x <= max (autograd's
+  // mask, bounds included), kept as a 1-bit mask made in F.
+  auto clampRule = [](int min_input, int max_input) {
+    return [=](RuleContext& c) {
+      auto given = [&](int i) {
+        return i >= 0 && c.input(size_t(i))->type()->kind() != TypeKind::NoneType;
+      };
+      Value* mask = nullptr;
+      if (given(min_input)) mask = c.forwardOp(aten::ge, {c.input(0), c.input(size_t(min_input))});
+      if (given(max_input)) {
+        Value* below = c.forwardOp(aten::le, {c.input(0), c.input(size_t(max_input))});
+        mask = mask ? c.forwardOp(aten::logical_and, {mask, below}) : below;
+      }
+      if (!mask) {  // clamp(x, None, None) passes x through
+        c.setGrad(0, c.grad(0));
+        return;
+      }
+      c.setGrad(0, c.op(aten::where, {c.save(mask), c.grad(0), c.constant(0.0)}));
+    };
+  };
+  rules.push_back({"aten::clamp(Tensor self, Scalar? min=None, Scalar? max=None) -> Tensor", nullptr, clampRule(1, 2)});
+  rules.push_back({"aten::clamp_min(Tensor self, Scalar min) -> Tensor", nullptr, clampRule(1, -1)});
+  rules.push_back({"aten::clamp_max(Tensor self, Scalar max) -> Tensor", nullptr, clampRule(-1, 1)});
+  // Rounding is flat almost everywhere: autograd's gradient is zero.
+  for (const char* op : {"aten::round", "aten::floor", "aten::ceil", "aten::trunc"})
+    rules.push_back({op, nullptr, [](RuleContext& c) { c.setGrad(0, c.op(aten::zeros_like, {c.grad(0)})); }});
   // d erf(x) / dx = 2 / sqrt(pi) * exp(-x^2), as autograd computes it.
   rules.push_back({"aten::erf", nullptr, [](RuleContext& c) {
     Value* x = c.save(c.input(0));

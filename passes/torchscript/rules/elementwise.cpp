@@ -1,4 +1,5 @@
-// Casts between floating-point types (to, type_as), where; add, sub, rsub, mul, div, neg with broadcasting: each gradient is summed
+// Casts between floating-point types (to, type_as), where; add, sub, rsub, mul, div, neg, maximum, minimum,
+// masked_fill with broadcasting: each gradient is summed
 // back to its operand's shape (sum_to_size is free when shapes agree).
 #include "rules.h"
 
@@ -103,6 +104,40 @@ void registerElementwiseRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::div.Tensor", nullptr, div});
   rules.push_back({"aten::div.Scalar", nullptr, div});
   rules.push_back({"aten::neg", nullptr, [](RuleContext& c) { c.setGrad(0, c.op(aten::neg, {c.grad(0)})); }});
+  // maximum / minimum (and max / min of two tensors): the gradient goes to
+  // the operand that won, half to each on a tie (autograd's rule); two 1-bit
+  // masks made in F decide it.
+  auto extremum = [](bool maximum) {
+    return [=](RuleContext& c) {
+      Value* wins = c.save(c.forwardOp(maximum ? aten::gt : aten::lt, {c.input(0), c.input(1)}));
+      Value* tie = c.save(c.forwardOp(aten::eq, {c.input(0), c.input(1)}));
+      Value* g = c.grad(0);
+      Value* half = c.op(aten::mul, {g, c.constant(0.5)});
+      if (c.needsGrad(0)) {
+        Value* gs = c.op(aten::where, {wins, g, c.op(aten::where, {tie, half, c.constant(0.0)})});
+        c.setGrad(0, toShapeOf(c, gs, 0));
+      }
+      if (c.needsGrad(1)) {
+        Value* go = c.op(aten::where, {wins, c.constant(0.0), c.op(aten::where, {tie, half, g})});
+        c.setGrad(1, toShapeOf(c, go, 1));
+      }
+    };
+  };
+  rules.push_back({"aten::maximum", nullptr, extremum(true)});
+  rules.push_back({"aten::minimum", nullptr, extremum(false)});
+  rules.push_back({"aten::max.other", nullptr, extremum(true)});
+  rules.push_back({"aten::min.other", nullptr, extremum(false)});
+  // masked_fill: no gradient where the mask is set; a tensor fill value gets
+  // the sum of the gradient there.
+  auto maskedFill = [](RuleContext& c) {
+    Value* mask = c.save(c.input(1));
+    if (c.needsGrad(0))
+      c.setGrad(0, toShapeOf(c, c.op(aten::where, {mask, c.constant(0.0), c.grad(0)}), 0));
+    if (isTensor(c.input(2)) && c.needsGrad(2))
+      c.setGrad(2, toShapeOf(c, c.op(aten::where, {mask, c.grad(0), c.constant(0.0)}), 2));
+  };
+  rules.push_back({"aten::masked_fill.Scalar", nullptr, maskedFill});
+  rules.push_back({"aten::masked_fill.Tensor", nullptr, maskedFill});
 }
 
 }  // namespace rules

@@ -29,6 +29,102 @@ def add_grad_lists(a: List[Tensor], b: List[Tensor]) -> List[Tensor]:
         out.append(a[i] + b[i])
     return out
 
+def select_reduction_backward(grad: Tensor, dim: int, indices: Tensor, sizes: List[int], keepdim: bool) -> Tensor:
+    if not keepdim and len(sizes) > 0:
+        grad = grad.unsqueeze(dim)
+        indices = indices.unsqueeze(dim)
+    return torch.zeros(sizes, dtype=grad.dtype, device=grad.device).scatter(dim, indices, grad)
+
+def evenly_distribute_backward(grad: Tensor, mask: Tensor) -> Tensor:
+    m = mask.to(grad.dtype)
+    return m * (grad / m.sum())
+
+def cumsum_backward(grad: Tensor, dim: int) -> Tensor:
+    return grad.flip([dim]).cumsum(dim).flip([dim])
+
+def unsqueeze_reduced(t: Tensor, rank: int, dims: List[int], keepdim: bool) -> Tensor:
+    if keepdim or len(dims) == 0:
+        return t
+    normalized: List[int] = []
+    for d in dims:
+        normalized.append(d + rank if d < 0 else d)
+    normalized.sort()
+    for d in normalized:
+        t = t.unsqueeze(d)
+    return t
+
+def norm_backward(grad: Tensor, self: Tensor, p: float, result: Tensor, dims: List[int], keepdim: bool) -> Tensor:
+    grad = unsqueeze_reduced(grad, self.dim(), dims, keepdim)
+    result = unsqueeze_reduced(result, self.dim(), dims, keepdim)
+    if p == 0.0:
+        return torch.zeros_like(self)
+    if p == 1.0:
+        return self.sgn() * grad
+    if p > 1.0e308:
+        # The largest |x| of the input as B sees it (decoded, at compressed
+        # levels), not `result`: a rounded input may not reach it exactly.
+        if len(dims) == 0:
+            top = self.abs().max()
+        else:
+            top = self.abs().amax(dims, True)
+        mask = (self.abs() == top).to(grad.dtype)
+        if len(dims) == 0:
+            count = mask.sum()
+        else:
+            count = mask.sum(dims, True)
+        return self.sgn() * mask * (grad / count)
+    scale = grad / result.pow(p - 1.0)
+    scale = scale.masked_fill(result == 0, 0.0)
+    if p == 2.0:
+        return self * scale
+    return self * self.abs().pow(p - 2.0) * scale
+
+def l2_norm_backward(grad: Tensor, self: Tensor, inverse: Tensor, dims: List[int], keepdim: bool) -> Tensor:
+    grad = unsqueeze_reduced(grad, self.dim(), dims, keepdim)
+    inverse = unsqueeze_reduced(inverse, self.dim(), dims, keepdim)
+    return self * (grad * inverse)
+
+def repeat_interleave_backward(grad: Tensor, sizes: List[int], repeats: int, dim: Optional[int]) -> Tensor:
+    if dim is None:
+        return grad.reshape([-1, repeats]).sum(1).reshape(sizes)
+    d = dim
+    if d < 0:
+        d = d + len(sizes)
+    shape: List[int] = []
+    for i in range(len(sizes)):
+        shape.append(sizes[i])
+        if i == d:
+            shape.append(repeats)
+    if len(sizes) == 0:
+        shape = [1, repeats]
+    return grad.reshape(shape).sum(d + 1).reshape(sizes)
+
+def pad_circular_backward(grad: Tensor, pad: List[int]) -> Tensor:
+    for i in range(len(pad) // 2):
+        dim = grad.dim() - 1 - i
+        left = pad[2 * i]
+        right = pad[2 * i + 1]
+        size = grad.size(dim) - left - right
+        core = grad.narrow(dim, left, size)
+        if left > 0:
+            core = torch.cat([core.narrow(dim, 0, size - left),
+                              core.narrow(dim, size - left, left) + grad.narrow(dim, 0, left)], dim)
+        if right > 0:
+            core = torch.cat([core.narrow(dim, 0, right) + grad.narrow(dim, left + size, right),
+                              core.narrow(dim, right, size - right)], dim)
+        grad = core
+    return grad
+
+def grid_sampler_input_grad(grad: Tensor, input: Tensor, grid: Tensor, interpolation: int, padding: int, align_corners: bool) -> Tensor:
+    if input.dim() == 4:
+        return torch.grid_sampler_2d_backward(grad, input, grid, interpolation, padding, align_corners, [True, False])[0]
+    return torch.grid_sampler_3d_backward(grad, input, grid, interpolation, padding, align_corners, [True, False])[0]
+
+def grid_sampler_grid_grad(grad: Tensor, input: Tensor, grid: Tensor, interpolation: int, padding: int, align_corners: bool) -> Tensor:
+    if input.dim() == 4:
+        return torch.grid_sampler_2d_backward(grad, input, grid, interpolation, padding, align_corners, [False, True])[1]
+    return torch.grid_sampler_3d_backward(grad, input, grid, interpolation, padding, align_corners, [False, True])[1]
+
 def roll_backward(grad: Tensor, shifts: List[int], dims: List[int]) -> Tensor:
     back: List[int] = []
     for s in shifts:

@@ -20,6 +20,7 @@ const std::unordered_map<c10::Symbol, std::vector<RuleSpec>>& ruleTable() {
     registerReductionRules(all);
     registerElementwiseRules(all);
     registerShapeRules(all);
+    registerScatterRules(all);
     registerLossRules(all);
     std::unordered_map<c10::Symbol, std::vector<RuleSpec>> byKind;
     for (auto& rule : all) {

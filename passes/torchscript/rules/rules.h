@@ -57,6 +57,9 @@ class RuleContext {
   // Forward-side helper: `kind(args)` inserted in F right before the node,
   // single output.
   virtual Value* forwardOp(c10::Symbol kind, const std::vector<NamedValue>& args) = 0;
+  // The same after the node (it may read the node's outputs); successive
+  // calls for one node insert in call order.
+  virtual Value* forwardOpAfter(c10::Symbol kind, const std::vector<NamedValue>& args) = 0;
 
   // Emits `kind(args)` into B; args are B values or constants.
   virtual Node* opNode(c10::Symbol kind, const std::vector<NamedValue>& args,
@@ -95,6 +98,7 @@ void registerUpsampleRules(std::vector<RuleSpec>& rules);
 void registerReductionRules(std::vector<RuleSpec>& rules);
 void registerElementwiseRules(std::vector<RuleSpec>& rules);
 void registerShapeRules(std::vector<RuleSpec>& rules);
+void registerScatterRules(std::vector<RuleSpec>& rules);
 void registerLossRules(std::vector<RuleSpec>& rules);
 
 // All rules, keyed by op symbol.

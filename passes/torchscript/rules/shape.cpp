@@ -1,8 +1,11 @@
-// Views, reshapes, padding, roll, index_select, advanced indexing, concatenation and splitting. Gradients of tensor lists
-// are lists in B: ListConstruct's backward unpacks them, ListUnpack's builds
-// one (zeros for outputs that get no gradient), cat splits, chunk/split cat,
-// broadcast_tensors sums each gradient back. Only sizes are saved, never the
-// tensors.
+// Views, reshapes, padding (constant, reflection, replication, circular),
+// roll, repeat_interleave, index_select, advanced indexing (index,
+// index_put), writes into slices (slice_scatter, select_scatter),
+// concatenation, stacking and splitting. Gradients of tensor lists are lists
+// in B: ListConstruct's backward unpacks them, ListUnpack's builds one (zeros
+// for outputs that get no gradient), cat splits, chunk/split/tensor_split cat,
+// stack unbinds, broadcast_tensors sums each gradient back. Only sizes and
+// index tensors are saved, never the tensors.
 #include "rules.h"
 
 namespace actnn {
@@ -11,6 +14,17 @@ namespace {
 
 Value* reshapeBack(RuleContext& c) {
   return c.op(c10::aten::reshape, {c.grad(0), c.saveSizes(c.input(0))});
+}
+
+// The Tensor?[] indices of index / index_put (a list built in F) rebuilt in
+// B from the saved index tensors.
+Value* savedIndices(RuleContext& c, const char* op) {
+  Node* list = c.input(1)->node();
+  TORCH_CHECK(list->kind() == c10::prim::ListConstruct, op, ": the indices must be a list built in forward");
+  std::vector<Value*> indices;
+  for (Value* v : list->inputs()) indices.push_back(v->type()->kind() == c10::TypeKind::NoneType ? c.none() : c.save(v));
+  Graph& b = c.backward();
+  return b.insertNode(b.createList(c10::OptionalType::ofTensor(), indices))->output();
 }
 
 }  // namespace
@@ -70,14 +84,23 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   // autograd does). The index tensors and the input's sizes are saved.
   rules.push_back({"aten::index.Tensor", nullptr, [](RuleContext& c) {
     if (!c.needsGrad(0)) return;
-    Node* list = c.input(1)->node();
-    TORCH_CHECK(list->kind() == prim::ListConstruct, "aten::index: the indices must be a list built in forward");
-    std::vector<Value*> indices;
-    for (Value* v : list->inputs()) indices.push_back(v->type()->kind() == TypeKind::NoneType ? c.none() : c.save(v));
-    Graph& b = c.backward();
-    Value* saved = b.insertNode(b.createList(OptionalType::ofTensor(), indices))->output();
     Value* zeros = c.op(aten::new_zeros, {c.grad(0), c.saveSizes(c.input(0))});
-    c.setGrad(0, c.op(aten::index_put, {zeros, saved, c.grad(0), c.constant(true)}));
+    c.setGrad(0, c.op(aten::index_put, {zeros, savedIndices(c, "aten::index"), c.grad(0), c.constant(true)}));
+  }});
+  // index_put(self, indices, values, accumulate): self keeps the gradient
+  // except where values were written (accumulate: everywhere); values get
+  // the gradient read at the indices, summed back to their shape.
+  rules.push_back({"aten::index_put", nullptr, [](RuleContext& c) {
+    Value* indices = savedIndices(c, "aten::index_put");
+    if (c.needsGrad(0)) {
+      auto accumulate = torch::jit::toIValue(c.input(3));
+      TORCH_CHECK(accumulate && accumulate->isBool(), "aten::index_put: accumulate must be a constant");
+      c.setGrad(0, accumulate->toBool() ? c.grad(0)
+                                        : c.op(aten::index_put, {c.grad(0), indices, c.saveShapeOnly(c.input(2)),
+                                                                 c.constant(false)}));
+    }
+    if (c.needsGrad(2))
+      c.setGrad(2, c.op(aten::sum_to_size, {c.op(aten::index, {c.grad(0), indices}), c.saveSizes(c.input(2))}));
   }});
   // roll is undone by rolling back (the shifts negated in B, so they may be
   // computed values).
@@ -131,6 +154,33 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::split.Tensor", nullptr, catBack});
   rules.push_back({"aten::split.sizes", nullptr, catBack});
   rules.push_back({"aten::split_with_sizes", nullptr, catBack});
+  // tensor_split's pieces cover the input in order, as split's do.
+  rules.push_back({"aten::tensor_split.sections", nullptr, catBack});
+  rules.push_back({"aten::tensor_split.indices", nullptr, catBack});
+  // stack: the gradient unbound along dim is the list of the inputs'.
+  rules.push_back({"aten::stack", nullptr, [](RuleContext& c) {
+    Value* grads = c.op(aten::unbind, {c.grad(0), c.save(c.input(1))});
+    grads->setType(ListType::ofTensors());
+    c.setGrad(0, grads);
+  }});
+  // repeat_interleave by a constant count: the copies of each element sum.
+  rules.push_back({"aten::repeat_interleave.self_int", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.helper("repeat_interleave_backward",
+                          {c.grad(0), c.saveSizes(c.input(0)), c.save(c.input(1)), c.save(c.input(2))}));
+  }});
+  // Reflection and replication padding: ATen's backward ops, which read
+  // only the input's sizes; circular padding folds the wrapped borders back.
+  for (const char* mode : {"reflection", "replication"})
+    for (int d = 1; d <= 3; ++d) {
+      const std::string op = std::string("aten::") + mode + "_pad" + std::to_string(d) + "d";
+      const auto backward = Symbol::fromQualString(op + "_backward");
+      rules.push_back({op, nullptr, [backward](RuleContext& c) {
+        c.setGrad(0, c.op(backward, {c.grad(0), c.saveShapeOnly(c.input(0)), c.save(c.input(1))}));
+      }});
+    }
+  rules.push_back({"aten::_pad_circular", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.helper("pad_circular_backward", {c.grad(0), c.save(c.input(1))}));
+  }});
   rules.push_back({"aten::unbind.int", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::stack, {c.grad(0), c.save(c.input(1))}));
   }});

@@ -1,6 +1,8 @@
 // Upsampling (F.interpolate's nearest, linear, bilinear, bicubic and
 // trilinear modes, the `.vec` overloads it calls). Each backward reads only
-// the input's sizes, so nothing but the sizes is saved.
+// the input's sizes, so nothing but the sizes is saved. grid_sample
+// (aten::grid_sampler, 2-d and 3-d) saves its input and grid: ATen's
+// backward reads both.
 #include "rules.h"
 
 namespace actnn {
@@ -22,6 +24,12 @@ BackwardFn upsampleBackward(c10::Symbol backward, bool align_corners) {
 
 void registerUpsampleRules(std::vector<RuleSpec>& rules) {
   using namespace c10;
+  rules.push_back({"aten::grid_sampler", nullptr, [](RuleContext& c) {
+    std::vector<Value*> args{c.grad(0), c.save(c.input(0)), c.save(c.input(1)), c.save(c.input(2)),
+                             c.save(c.input(3)), c.save(c.input(4))};
+    if (c.needsGrad(0)) c.setGrad(0, c.helper("grid_sampler_input_grad", args));
+    if (c.needsGrad(1)) c.setGrad(1, c.helper("grid_sampler_grid_grad", args));
+  }});
   const struct {
     const char* forward;
     Symbol backward;

@@ -47,6 +47,10 @@ struct PackedActivation : torch::CustomClassHolder {
   // set for values a reader needs the exact noise variance of.
   int64_t seed = 0, offset = 0;
   bool dither = false;
+  // Where the original was float64: quantized from its float32 copy (dtype
+  // says Float, what the parts were made from) and decoded back to this
+  // c10::ScalarType; -1 when the original had `dtype`.
+  int64_t restore_dtype = -1;
 
   PackedActivation() = default;
   PackedActivation(at::Tensor codes, at::Tensor lo, at::Tensor scale, std::vector<int64_t> shape,
@@ -57,11 +61,15 @@ struct PackedActivation : torch::CustomClassHolder {
   // Bytes the original tensor held.
   int64_t original_nbytes() const;
   c10::ScalarType scalar_type() const { return static_cast<c10::ScalarType>(dtype); }
+  // The original tensor's dtype (what dequantize returns).
+  c10::ScalarType original_type() const {
+    return restore_dtype < 0 ? scalar_type() : static_cast<c10::ScalarType>(restore_dtype);
+  }
   // The same value with its parts elsewhere (a swap's copies).
   c10::intrusive_ptr<PackedActivation> withParts(at::Tensor codes, at::Tensor lo, at::Tensor scale) const;
 
   using State = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<int64_t>, int64_t,
-                           std::vector<int64_t>, int64_t, int64_t, int64_t, bool>;
+                           std::vector<int64_t>, int64_t, int64_t, int64_t, bool, int64_t>;
   State state() const;
   // Rebuilds from state(), checking that the parts agree (a corrupted archive
   // is reported, not dequantized into garbage).
