@@ -287,10 +287,17 @@ class Differentiator : public rules::RuleContext {
       }
       if (in_place) continue;
       if (rules::isNonDifferentiable(n) || !tensor_out) continue;
-      if (!rules::findRule(n)) {
+      const auto* rule = rules::findRule(n);
+      if (!rule) {
         noRule(n, std::string("no derivative rule for ") + n->kind().toQualString() +
                       (n->maybeSchema() ? " (" + toString(*n->maybeSchema()) + ")" : "") +
                       "\n  supported ops: " + rules::supportedOps());
+        continue;
+      }
+      const std::string refused = rule->refuse ? rule->refuse(n) : "";
+      if (!refused.empty()) {
+        noRule(n, std::string("the derivative rule for ") + n->kind().toQualString() +
+                      " does not take this node: " + refused);
         continue;
       }
       for (Value* o : n->outputs())
@@ -301,7 +308,8 @@ class Differentiator : public rules::RuleContext {
   // n has no rule: the autograd fallback takes it, or (fallback=false, or
   // outputs it cannot pass on) the error stands.
   void noRule(Node* n, const std::string& message) {
-    const std::string unsupported = rules::fallbackUnsupported(n);
+    const std::string unsupported =
+        fallback_ ? rules::fallbackUnsupported(n, [&](Value* v) { return rg_.count(v) > 0; }) : "";
     if (!fallback_ || !unsupported.empty()) {
       diag_.error(n, message + (fallback_ ? "\n  the autograd fallback cannot take it: " + unsupported
                                           : "\n  (the autograd fallback is off)"));
@@ -335,7 +343,7 @@ class Differentiator : public rules::RuleContext {
       for (Value* v : n->inputs()) uses |= rg_.count(v) > 0;
       if (!uses) continue;
       const auto* rule = rules::findRule(n);
-      if (!rule || !rule->lower) continue;
+      if (!rule || !rule->lower || (rule->refuse && !rule->refuse(n).empty())) continue;
       // The replacement's outputs require grad as n's did, so a lowered op
       // that reads them (max_pool2d -> dropout) is lowered too.
       for (Value* o : rule->lower(n, f_)->outputs()) rg_.insert(o);

@@ -158,13 +158,19 @@ bool respell(Graph& graph, Node* n) {
       // the widths' count.
       auto widths = constantOf(n->input(1));
       if (!widths || !widths->isIntList()) return false;
+      // ATen refuses a fill value in these modes; leave it to raise so.
+      auto fill = constantOf(n->input(3));
+      if (!fill || !fill->isNone()) return false;
       const size_t dims = widths->toIntList().size() / 2;
       const std::string& m = mode->toStringRef();
       std::string op;
       if ((m == "reflect" || m == "replicate") && dims >= 1 && dims <= 3)
         op = std::string(m == "reflect" ? "aten::reflection_pad" : "aten::replication_pad") + std::to_string(dims) + "d";
-      else if (m == "circular")
+      else if (m == "circular") {
+        for (int64_t w : widths->toIntVector())
+          if (w < 0) return false;  // cropping: the fold-back rule does not cover it
         op = "aten::_pad_circular";
+      }
       else
         return false;
       replace(n, insertValue(graph, Symbol::fromQualString(op), {n->input(0), n->input(1)}, range));
@@ -269,9 +275,19 @@ bool functionalizeViewWrite(Graph& graph, Node* n) {
   const bool select = v->matches("aten::select.int(Tensor(a) self, int dim, int index) -> Tensor(a)");
   if (!slice && !select) return false;
   Value* base = v->input(0);
-  if (returnsAlias(base->node()) || base->node()->kind() == prim::Param) return false;
+  // base must be a fresh tensor: made by an op with a schema whose result
+  // aliases nothing (not a view, not an in-place op's result, not unpacked
+  // from a list or returned by control flow, not a graph input) ...
+  const c10::FunctionSchema* made_by = base->node()->maybeSchema();
+  if (!made_by || base->offset() >= made_by->returns().size() || made_by->returns()[base->offset()].alias_info())
+    return false;
   if (v->owningBlock() != n->owningBlock() || base->node()->owningBlock() != n->owningBlock()) return false;
   if (n->output()->hasUses()) return false;
+  // ... and no container or op without a schema may have taken it before
+  // the write (the write would have to reach it there), nor anything write
+  // it. Later readers read the written tensor.
+  for (const auto& use : base->uses())
+    if (!use.user->isAfter(n) && (!use.user->maybeSchema() || writesOperand(use))) return false;
   // Other views of base read after the write must read the written tensor:
   // a direct view is made again from it; a view of a view stops us.
   std::vector<Value*> reread;
@@ -280,6 +296,9 @@ bool functionalizeViewWrite(Graph& graph, Node* n) {
     bool read_after = false;
     for (const auto& use : member->uses()) read_after |= use.user != n && use.user->isAfter(n);
     if (!read_after) continue;
+    // A view taken after the write reads the written tensor already (base's
+    // later uses are replaced below).
+    if (member->node()->isAfter(n)) continue;
     if (member->node()->input(0) != base || member->node()->owningBlock() != n->owningBlock()) return false;
     reread.push_back(member);
   }

@@ -521,8 +521,8 @@ class PointwiseMath(nn.Module):
 class Selections(nn.Module):
     """max / min along a dim (values and indices, keepdim or not) and over
     everything (ties share the gradient), cumsum (with a dtype too), norms:
-    p = 2 over dims and over everything, 1, 3 and inf, linalg.vector_norm,
-    and F.normalize (a zero row included)."""
+    p = 2 over dims and over everything, 1, 3, inf, -inf, and 1.5 and 0.5
+    over zeros, linalg.vector_norm, and F.normalize (a zero row included)."""
 
     def forward(self, x):  # x: (3, 4, 5)
         v, i = torch.max(x, 1)
@@ -535,7 +535,8 @@ class Selections(nn.Module):
         lv = torch.linalg.vector_norm(x, 2.0, [0, 1]).sum()
         zero_row = torch.cat([x[0:1] * 0.0, x[1:]], 0)
         nz = F.normalize(zero_row, dim=2)
-        return v * i.float(), w, m + n3 + lv, cs, n2, nz
+        odd = torch.norm(zero_row, 1.5, [2]) + torch.norm(zero_row, 0.5, [1]).sum() + torch.norm(x, float("-inf"), [1]).sum()
+        return v * i.float(), w, m + n3 + lv, cs, n2, nz, odd
 
 
 class GatherScatter(nn.Module):

@@ -18,11 +18,14 @@ TORCHVISION = [
     "swin_t",  # branches on its input's sizes (window padding): compiled with input shapes
     # torchvision.models.segmentation (dict results; compiled with input shapes)
     "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
+    # one member per family not covered above (the zoo, tests/zoo/zoo.py, runs all 92)
+    "alexnet", "googlenet", "swin_v2_t", "r3d_18",
     # resnet18 with an einsum classifier, which runs under the autograd
     # fallback (no rule): the fallback's step-time benchmark (actnn-bench step)
     "resnet18_einsum",
 ]
 SEGMENTATION = {"fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"}
+VIDEO = {"r3d_18"}
 
 
 # Constructor arguments that keep a test step cheap on a 2-core machine
@@ -62,7 +65,8 @@ def main():
         path = os.path.join(out, name + ".pt")
         if os.path.exists(path):
             continue
-        family = torchvision.models.segmentation if name in SEGMENTATION else torchvision.models
+        family = (torchvision.models.segmentation if name in SEGMENTATION else
+                  torchvision.models.video if name in VIDEO else torchvision.models)
         model = CUSTOM[name]() if name in CUSTOM else getattr(family, name)(**KWARGS.get(name, {}))
         model.train()
         torch.jit.script(model).save(path + ".tmp")

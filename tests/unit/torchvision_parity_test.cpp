@@ -1,4 +1,4 @@
-// L0 gradient parity on torchvision's classification and segmentation models,
+// L0 gradient parity on torchvision's classification, segmentation and video models,
 // scripted at test time by Debian's python3-torchvision (random weights, train
 // mode; Swin and the segmentation models branch on their input's sizes and
 // rank, so they are compiled specialized to the input's sizes):
@@ -20,12 +20,16 @@ struct ModelCase {
   const char* name;
   int64_t image;
   const char* specialize = nullptr;  // the forward input to give its sizes, if any
+  int64_t frames = 0;                // video models: clips of this many frames
+  std::vector<int64_t> shape() const {
+    return frames ? std::vector<int64_t>{2, 3, frames, image, image} : std::vector<int64_t>{2, 3, image, image};
+  }
 };
 
 actnn::Options level0(const ModelCase& c) {
   actnn::Options options;
   options.level = "L0";
-  if (c.specialize) options.input_shapes = {{c.specialize, {2, 3, c.image, c.image}}};
+  if (c.specialize) options.input_shapes = {{c.specialize, c.shape()}};
   return options;
 }
 
@@ -44,7 +48,7 @@ TEST_P(TorchvisionParity, GradientsEqualAutograd) {
   torch::jit::Module original = torch::jit::load(modelPath(c.name));
   torch::jit::Module compiled = actnn::compile(original, level0(c));
   at::manual_seed(0);
-  at::Tensor x = at::randn({2, 3, c.image, c.image});
+  at::Tensor x = at::randn(c.shape());
   expectParity(actnn::testing::compareTrainingStep(reference, compiled, {x}, 7));
 }
 
@@ -55,7 +59,7 @@ TEST_P(TorchvisionParity, GradientsEqualAutogradAfterSaveLoad) {
   actnn::compile(torch::jit::load(modelPath(c.name)), level0(c)).save(archive);
   torch::jit::Module loaded = torch::jit::load(archive);
   at::manual_seed(0);
-  at::Tensor x = at::randn({2, 3, c.image, c.image});
+  at::Tensor x = at::randn(c.shape());
   expectParity(actnn::testing::compareTrainingStep(reference, loaded, {x}, 11));
 }
 
@@ -71,7 +75,10 @@ INSTANTIATE_TEST_SUITE_P(Models, TorchvisionParity,
                                            ModelCase{"deeplabv3_mobilenet_v3_large", 64, "x"},
                                            ModelCase{"lraspp_mobilenet_v3_large", 64, "input"},
                                            // its classifier runs under the autograd fallback
-                                           ModelCase{"resnet18_einsum", 64}),
+                                           ModelCase{"resnet18_einsum", 64},
+                                           // one per family the zoo has and the above do not
+                                           ModelCase{"alexnet", 64}, ModelCase{"googlenet", 64},
+                                           ModelCase{"swin_v2_t", 64, "x"}, ModelCase{"r3d_18", 32, nullptr, 4}),
                          [](const ::testing::TestParamInfo<ModelCase>& info) { return std::string(info.param.name); });
 
 }  // namespace

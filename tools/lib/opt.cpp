@@ -243,6 +243,8 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     options.passes = args.str("passes");
     for (const auto& [name, sizes] : parseInputShapes(args.str("input-shape"))) options.input_shapes.emplace_back(name, sizes);
     options.fallback = args.str("no-fallback") != "true";
+    if (!options.fallback && !options.passes.empty())
+      throw UsageError("--no-fallback applies to --level pipelines; with --passes write autodiff{fallback=false}");
     auto steps = parsePipeline(pipelineFor(options));
     runPipeline(steps, ir, [&](const std::string& flag, const TrainingIR& current) {
       if (!all && flag != after) return;

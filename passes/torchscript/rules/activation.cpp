@@ -99,7 +99,8 @@ void registerActivationRules(std::vector<RuleSpec>& rules) {
                    : exponent == 1 ? c.op(aten::ones_like, {x})
                                    : c.op(aten::mul, {c.op(aten::pow, {x, c.constant(exponent - 1)}), c.constant(exponent)});
     c.setGrad(0, c.op(aten::mul, {c.grad(0), slope}));
-  }});
+  },
+                   needsConstant(1, "the exponent")});
   auto softmaxLike = [](c10::Symbol backward) {
     return [=](RuleContext& c) {
       Value* x = c.input(0);

@@ -67,7 +67,7 @@ bool isFallbackOutput(const Node* n) {
   return n->kind() == actnnOp("fallback_output") || n->kind() == actnnOp("fallback_outputs");
 }
 
-std::string fallbackUnsupported(const Node* n) {
+std::string fallbackUnsupported(Node* n, const std::function<bool(Value*)>& needs_grad) {
   std::function<bool(const c10::TypePtr&)> carries = [&](const c10::TypePtr& t) {
     if (t->isSubtypeOf(*c10::TensorType::get())) return true;
     for (const auto& c : t->containedTypes())
@@ -78,6 +78,25 @@ std::string fallbackUnsupported(const Node* n) {
     if (!isTensor(o) && !isTensorList(o) && carries(o->type()))
       return "output %" + o->debugName() + " has type " + o->type()->repr_str() +
              "; the autograd fallback passes on tensors and lists of tensors only";
+  // The node reads leaves (a new list for a list): a write it makes into a
+  // differentiable value from outside would not reach that value.
+  std::vector<Value*> captured;
+  collectCaptured(n, n, needs_grad, captured);
+  std::string written;
+  std::function<void(Node*)> scan = [&](Node* inner) {
+    for (size_t i = 0; i < inner->inputs().size() && written.empty(); ++i) {
+      Value* v = inner->input(i);
+      if (std::find(captured.begin(), captured.end(), v) == captured.end()) continue;
+      for (const auto& use : v->uses())
+        if (use.user == inner && use.offset == i && writesOperand(use)) written = v->debugName();
+    }
+    for (auto* b : inner->blocks())
+      for (Node* x : b->nodes()) scan(x);
+  };
+  scan(n);
+  if (!written.empty())
+    return "it writes %" + written + ", a differentiable value from outside it, in place; under the fallback it "
+           "reads a stand-in for that value, so the write would not reach it";
   return "";
 }
 

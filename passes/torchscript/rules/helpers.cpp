@@ -60,13 +60,14 @@ def norm_backward(grad: Tensor, self: Tensor, p: float, result: Tensor, dims: Li
         return torch.zeros_like(self)
     if p == 1.0:
         return self.sgn() * grad
-    if p > 1.0e308:
-        # The largest |x| of the input as B sees it (decoded, at compressed
-        # levels), not `result`: a rounded input may not reach it exactly.
+    if p > 1.0e308 or p < -1.0e308:
+        # The largest (p = inf) or smallest (-inf) |x| of the input as B sees
+        # it (decoded, at compressed levels), not `result`: a rounded input
+        # may not reach it exactly.
         if len(dims) == 0:
-            top = self.abs().max()
+            top = self.abs().max() if p > 0 else self.abs().min()
         else:
-            top = self.abs().amax(dims, True)
+            top = self.abs().amax(dims, True) if p > 0 else self.abs().amin(dims, True)
         mask = (self.abs() == top).to(grad.dtype)
         if len(dims) == 0:
             count = mask.sum()
@@ -77,7 +78,11 @@ def norm_backward(grad: Tensor, self: Tensor, p: float, result: Tensor, dims: Li
     scale = scale.masked_fill(result == 0, 0.0)
     if p == 2.0:
         return self * scale
-    return self * self.abs().pow(p - 2.0) * scale
+    # sgn(x) |x|^(p-1), as autograd: no 0 * inf at x = 0 for p < 2
+    out = self.sgn() * self.abs().pow(p - 1.0) * scale
+    if p < 1.0:
+        out = out.masked_fill(self == 0, 0.0)
+    return out
 
 def l2_norm_backward(grad: Tensor, self: Tensor, inverse: Tensor, dims: List[int], keepdim: bool) -> Tensor:
     grad = unsqueeze_reduced(grad, self.dim(), dims, keepdim)

@@ -61,6 +61,7 @@ void registerReductionRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::sum", nullptr, reduce("sum_backward")});
   for (const char* op : {"aten::max.dim", "aten::min.dim"})
     rules.push_back({op, nullptr, [](RuleContext& c) {
+      if (!c.grad(0)) return;  // only the indices were read: no gradient
       c.setGrad(0, c.helper("select_reduction_backward", {c.grad(0), c.save(c.input(1)), c.save(c.output(1)),
                                                           c.saveSizes(c.input(0)), c.save(c.input(2))}));
     }});
@@ -75,19 +76,27 @@ void registerReductionRules(std::vector<RuleSpec>& rules) {
       g = c.op(aten::to, {g, c.save(c.forwardOp(prim::dtype, {c.input(0)})), false, false});
     c.setGrad(0, g);
   }});
-  rules.push_back({"aten::norm.ScalarOpt_dim", nullptr, [](RuleContext& c) {
-    normBackward(c, c.input(1), c.save(c.input(2)), c.save(c.input(3)), "aten::norm");
-  }});
-  rules.push_back({"aten::norm.Scalar", nullptr, [](RuleContext& c) {
-    normBackward(c, c.input(1), c.constant(std::vector<int64_t>{}), c.constant(false), "aten::norm");
-  }});
-  rules.push_back({"aten::linalg_vector_norm", nullptr, [](RuleContext& c) {
-    TORCH_CHECK(c.input(4)->type()->kind() == TypeKind::NoneType,
-                "aten::linalg_vector_norm: a dtype argument is not supported by its rule");
-    Value* dims = c.input(2)->type()->kind() == TypeKind::NoneType ? c.constant(std::vector<int64_t>{})
-                                                                   : c.save(c.input(2));
-    normBackward(c, c.input(1), dims, c.save(c.input(3)), "aten::linalg_vector_norm");
-  }});
+  rules.push_back({"aten::norm.ScalarOpt_dim", nullptr,
+                   [](RuleContext& c) {
+                     normBackward(c, c.input(1), c.save(c.input(2)), c.save(c.input(3)), "aten::norm");
+                   },
+                   needsConstant(1, "the order p")});
+  rules.push_back({"aten::norm.Scalar", nullptr,
+                   [](RuleContext& c) {
+                     normBackward(c, c.input(1), c.constant(std::vector<int64_t>{}), c.constant(false), "aten::norm");
+                   },
+                   needsConstant(1, "the order p")});
+  rules.push_back({"aten::linalg_vector_norm", nullptr,
+                   [](RuleContext& c) {
+                     Value* dims = c.input(2)->type()->kind() == TypeKind::NoneType
+                                       ? c.constant(std::vector<int64_t>{})
+                                       : c.save(c.input(2));
+                     normBackward(c, c.input(1), dims, c.save(c.input(3)), "aten::linalg_vector_norm");
+                   },
+                   [](const Node* n) -> std::string {
+                     if (n->input(4)->type()->kind() != TypeKind::NoneType) return "a dtype is given";
+                     return needsConstant(1, "the order")(n);
+                   }});
 }
 
 }  // namespace rules

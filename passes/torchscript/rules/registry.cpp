@@ -1,5 +1,6 @@
 #include <set>
 
+#include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/ir/ir.h>
 
 #include "actnn/passes/ir_builder.h"
@@ -31,6 +32,13 @@ const std::unordered_map<c10::Symbol, std::vector<RuleSpec>>& ruleTable() {
     return byKind;
   }();
   return table;
+}
+
+RefuseFn needsConstant(size_t i, const char* what) {
+  return [=](const Node* n) -> std::string {
+    if (i < n->inputs().size() && torch::jit::toIValue(n->input(i))) return "";
+    return std::string(what) + " is not a constant";
+  };
 }
 
 const RuleSpec* findRule(const Node* node) {

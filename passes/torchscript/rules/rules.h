@@ -83,11 +83,20 @@ class RuleContext {
 using LowerFn = std::function<Node*(Node* node, Graph& forward)>;
 using BackwardFn = std::function<void(RuleContext&)>;
 
+// Why a rule cannot differentiate this node ("" when it can): an argument it
+// needs constant is not, a mode it does not cover. autodiff then treats the
+// node as having no rule (the autograd fallback takes it).
+using RefuseFn = std::function<std::string(const Node* node)>;
+
 struct RuleSpec {
   std::string schema;  // matched with Node::matches
   LowerFn lower;       // optional
   BackwardFn backward; // optional when `lower` produces a node with its own rule
+  RefuseFn refuse;     // optional
 };
+
+// A RefuseFn: input `i` must be a constant (of any value).
+RefuseFn needsConstant(size_t i, const char* what);
 
 void registerConvolutionRules(std::vector<RuleSpec>& rules);
 void registerLinearRules(std::vector<RuleSpec>& rules);
@@ -122,7 +131,7 @@ struct FallbackRegion {
   std::vector<Value*> outputs;
 };
 // Why n cannot use the fallback ("" when it can).
-std::string fallbackUnsupported(const Node* n);
+std::string fallbackUnsupported(Node* n, const std::function<bool(Value*)>& needs_grad);
 FallbackRegion wrapInFallback(Node* n, const std::function<bool(Value*)>& needs_grad);
 // Emits B's call of the recorded graph; grad_of(v): the gradient of F value v, or nullptr.
 void fallbackBackward(RuleContext& c, const FallbackRegion& r, const std::function<Value*(Value*)>& grad_of);

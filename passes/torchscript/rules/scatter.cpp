@@ -36,15 +36,17 @@ void registerScatterRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::scatter.value", nullptr, scatter});
   // embedding(weight, indices, padding_idx, scale_grad_by_freq, sparse): the
   // dense weight gradient ATen computes (the padding row gets none). A
-  // sparse gradient is not made by the rule: use sparse=False.
-  rules.push_back({"aten::embedding", nullptr, [](RuleContext& c) {
-    auto sparse = torch::jit::toIValue(c.input(4));
-    TORCH_CHECK(sparse && sparse->isBool() && !sparse->toBool(),
-                "aten::embedding: only sparse=False (a dense weight gradient) is supported");
-    Value* rows = c.save(c.forwardOp(aten::size, {c.input(0), 0}));
-    c.setGrad(0, c.op(aten::embedding_dense_backward,
-                      {c.grad(0), c.save(c.input(1)), rows, c.save(c.input(2)), c.save(c.input(3))}));
-  }});
+  // sparse gradient is not made by the rule (the fallback makes it).
+  rules.push_back({"aten::embedding", nullptr,
+                   [](RuleContext& c) {
+                     Value* rows = c.save(c.forwardOp(aten::size, {c.input(0), 0}));
+                     c.setGrad(0, c.op(aten::embedding_dense_backward, {c.grad(0), c.save(c.input(1)), rows,
+                                                                        c.save(c.input(2)), c.save(c.input(3))}));
+                   },
+                   [](const Node* n) -> std::string {
+                     auto sparse = torch::jit::toIValue(n->input(4));
+                     return sparse && sparse->isBool() && !sparse->toBool() ? "" : "sparse is not False";
+                   }});
 }
 
 }  // namespace rules

@@ -82,26 +82,37 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   // Advanced indexing: the gradient scatters back into zeros of the input's
   // sizes, summing where an index repeats (index_put with accumulate, as
   // autograd does). The index tensors and the input's sizes are saved.
-  rules.push_back({"aten::index.Tensor", nullptr, [](RuleContext& c) {
-    if (!c.needsGrad(0)) return;
-    Value* zeros = c.op(aten::new_zeros, {c.grad(0), c.saveSizes(c.input(0))});
-    c.setGrad(0, c.op(aten::index_put, {zeros, savedIndices(c, "aten::index"), c.grad(0), c.constant(true)}));
-  }});
+  rules.push_back({"aten::index.Tensor", nullptr,
+                   [](RuleContext& c) {
+                     if (!c.needsGrad(0)) return;
+                     Value* zeros = c.op(aten::new_zeros, {c.grad(0), c.saveSizes(c.input(0))});
+                     c.setGrad(0, c.op(aten::index_put,
+                                       {zeros, savedIndices(c, "aten::index"), c.grad(0), c.constant(true)}));
+                   },
+                   [](const Node* n) -> std::string {
+                     return n->input(1)->node()->kind() == prim::ListConstruct ? ""
+                                                                               : "the indices are not a list built in forward";
+                   }});
   // index_put(self, indices, values, accumulate): self keeps the gradient
   // except where values were written (accumulate: everywhere); values get
   // the gradient read at the indices, summed back to their shape.
-  rules.push_back({"aten::index_put", nullptr, [](RuleContext& c) {
-    Value* indices = savedIndices(c, "aten::index_put");
-    if (c.needsGrad(0)) {
-      auto accumulate = torch::jit::toIValue(c.input(3));
-      TORCH_CHECK(accumulate && accumulate->isBool(), "aten::index_put: accumulate must be a constant");
-      c.setGrad(0, accumulate->toBool() ? c.grad(0)
-                                        : c.op(aten::index_put, {c.grad(0), indices, c.saveShapeOnly(c.input(2)),
-                                                                 c.constant(false)}));
-    }
-    if (c.needsGrad(2))
-      c.setGrad(2, c.op(aten::sum_to_size, {c.op(aten::index, {c.grad(0), indices}), c.saveSizes(c.input(2))}));
-  }});
+  rules.push_back({"aten::index_put", nullptr,
+                   [](RuleContext& c) {
+                     Value* indices = savedIndices(c, "aten::index_put");
+                     if (c.needsGrad(0)) {
+                       const bool accumulate = torch::jit::toIValue(c.input(3))->toBool();
+                       c.setGrad(0, accumulate ? c.grad(0)
+                                               : c.op(aten::index_put, {c.grad(0), indices,
+                                                                        c.saveShapeOnly(c.input(2)), c.constant(false)}));
+                     }
+                     if (c.needsGrad(2))
+                       c.setGrad(2, c.op(aten::sum_to_size,
+                                         {c.op(aten::index, {c.grad(0), indices}), c.saveSizes(c.input(2))}));
+                   },
+                   [](const Node* n) -> std::string {
+                     if (n->input(1)->node()->kind() != prim::ListConstruct) return "the indices are not a list built in forward";
+                     return needsConstant(3, "accumulate")(n);
+                   }});
   // roll is undone by rolling back (the shifts negated in B, so they may be
   // computed values).
   rules.push_back({"aten::roll", nullptr, [](RuleContext& c) {
@@ -116,7 +127,8 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
     std::vector<int64_t> negated = pad->toIntVector();
     for (int64_t& p : negated) p = -p;
     c.setGrad(0, c.op(aten::constant_pad_nd, {c.grad(0), c.constant(negated), c.constant(0)}));
-  }});
+  },
+                   needsConstant(1, "the padding widths")});
   rules.push_back({"prim::ListConstruct", nullptr, [](RuleContext& c) {
     Node* n = c.node();
     Node* unpack = c.backward().insertNode(c.backward().create(prim::ListUnpack, {c.grad(0)}, n->inputs().size()));
@@ -144,7 +156,10 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
     }
     Node* sizes_list = c.backward().insertNode(c.backward().createList(IntType::get(), sizes));
     c.setGrad(0, c.op(aten::split_with_sizes, {c.grad(0), sizes_list->output(), c.save(dim)}));
-  }});
+  },
+                   [](const Node* n) -> std::string {
+                     return n->input(0)->node()->kind() == prim::ListConstruct ? "" : "the list is not built in forward";
+                   }});
   auto catBack = [](RuleContext& c) {
     Node* n = c.node();
     Value* dim = n->inputs().size() > 2 ? c.save(n->input(2)) : c.constant(int64_t{0});

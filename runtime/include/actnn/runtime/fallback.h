@@ -16,7 +16,13 @@
 // saves. Inputs and outputs come in groups (a Tensor is a group of one, a
 // Tensor[] a group of its elements). The tape is used once; B frees it.
 // What a tape keeps alive is what releasing it frees (actnn-opt --report
-// measures it so).
+// measures it so). Because B consumes the tape, a module that uses the
+// fallback runs backward once per forward (no retain_graph=True, also at
+// L0). fallback_begin turns grad mode on and fallback_end restores it: a
+// caller that runs F directly (not through actnn::run_training, whose
+// autograd function guards grad mode) should hold an at::AutoGradMode or
+// at::NoGradGuard around the run so that an exception in between does not
+// leave grad mode on.
 #pragma once
 
 #include <ATen/core/Tensor.h>
