@@ -36,6 +36,7 @@
 #include <torch/csrc/jit/passes/remove_exceptions.h>
 #include <torch/csrc/jit/passes/remove_mutation.h>
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -254,65 +255,101 @@ bool functionalize(Graph& graph, Node* n) {
   return true;
 }
 
-// A write through a slice or select of a tensor made in the graph:
+// A write through slices and selects of a tensor made in the graph:
 //   %v = aten::slice(%b, dim, start, end, step); aten::zero_(%v)
 //     ->  %b' = aten::slice_scatter(%b, zeros_like(%v), dim, start, end, step)
-// and later reads of %b read %b' (fill_ writes full_like, copy_ its source
-// broadcast to %v). Swin V2 zeroes the key part of a cloned qkv bias so.
-// A direct view of %b read after the write is made again from %b'. Only
-// when the write's result, %v and deeper views of %b are not read after the
-// write, and %b is not a graph input (a buffer keeps its mutation).
+// and later reads of %b read %b'. zero_ writes zeros_like, fill_ full_like,
+// copy_ its source broadcast to %v, any other op_ its functional op's result
+// (`attn[:, :, 1:, 1:] += rel_pos`: add); through a chain of views the value
+// is scattered back view by view. Swin V2 zeroes the key part of a cloned
+// qkv bias so; MViT V2 adds its relative positions so. A direct view of %b
+// read after the write is made again from %b'. Only when the write's result,
+// the views of the chain and deeper views of %b are not read after the
+// write, and %b is made by an op whose result aliases nothing and no
+// container took it before the write (a buffer keeps its mutation).
+bool isSliceOrSelect(const Node* v) {
+  return v->matches("aten::slice.Tensor(Tensor(a) self, int dim=0, int? start=None, int? end=None, int step=1) -> "
+                    "Tensor(a)") ||
+         v->matches("aten::select.int(Tensor(a) self, int dim, int index) -> Tensor(a)");
+}
+
 bool functionalizeViewWrite(Graph& graph, Node* n) {
   using namespace c10;
   const bool zero = n->matches("aten::zero_(Tensor(a!) self) -> Tensor(a!)");
   const bool fill = n->matches("aten::fill_.Scalar(Tensor(a!) self, Scalar value) -> Tensor(a!)");
   const bool copy = n->matches("aten::copy_(Tensor(a!) self, Tensor src, bool non_blocking=False) -> Tensor(a!)");
-  if (!zero && !fill && !copy) return false;
+  const auto* schema = n->maybeSchema();
+  const std::string name = n->kind().toUnqualString();
+  const bool other = !zero && !fill && !copy && schema && n->kind().ns() == aten::add.ns() && name.size() > 2 &&
+                     name.back() == '_' && name[name.size() - 2] != '_' && !schema->arguments().empty() &&
+                     schema->arguments()[0].alias_info() && schema->arguments()[0].alias_info()->isWrite() &&
+                     n->outputs().size() == 1;
+  if (!zero && !fill && !copy && !other) return false;
   Value* view = n->input(0);
-  Node* v = view->node();
-  const bool slice = v->matches(
-      "aten::slice.Tensor(Tensor(a) self, int dim=0, int? start=None, int? end=None, int step=1) -> Tensor(a)");
-  const bool select = v->matches("aten::select.int(Tensor(a) self, int dim, int index) -> Tensor(a)");
-  if (!slice && !select) return false;
-  Value* base = v->input(0);
-  // base must be a fresh tensor: made by an op with a schema whose result
-  // aliases nothing (not a view, not an in-place op's result, not unpacked
-  // from a list or returned by control flow, not a graph input) ...
+  std::vector<Node*> chain;  // innermost view first
+  for (Value* v = view; isSliceOrSelect(v->node()); v = v->node()->input(0)) chain.push_back(v->node());
+  if (chain.empty()) return false;
+  Value* base = chain.back()->input(0);
   const c10::FunctionSchema* made_by = base->node()->maybeSchema();
   if (!made_by || base->offset() >= made_by->returns().size() || made_by->returns()[base->offset()].alias_info())
     return false;
-  if (v->owningBlock() != n->owningBlock() || base->node()->owningBlock() != n->owningBlock()) return false;
+  if (base->node()->owningBlock() != n->owningBlock()) return false;
+  for (Node* v : chain)
+    if (v->owningBlock() != n->owningBlock()) return false;
   if (n->output()->hasUses()) return false;
-  // ... and no container or op without a schema may have taken it before
-  // the write (the write would have to reach it there), nor anything write
-  // it. Later readers read the written tensor.
   for (const auto& use : base->uses())
     if (!use.user->isAfter(n) && (!use.user->maybeSchema() || writesOperand(use))) return false;
+  // The chain's views are not read after the write (but by the chain).
+  for (Node* v : chain)
+    for (const auto& use : v->output()->uses())
+      if (use.user != n && use.user->isAfter(n) &&
+          std::find(chain.begin(), chain.end(), use.user) == chain.end())
+        return false;
   // Other views of base read after the write must read the written tensor:
-  // a direct view is made again from it; a view of a view stops us.
+  // a direct view taken before it is taken again; a deeper one stops us.
   std::vector<Value*> reread;
   for (Value* member : viewFamily(base)) {
-    if (member == base || member == view) continue;
+    if (member == base || std::find(chain.begin(), chain.end(), member->node()) != chain.end()) continue;
     bool read_after = false;
-    for (const auto& use : member->uses()) read_after |= use.user != n && use.user->isAfter(n);
-    if (!read_after) continue;
-    // A view taken after the write reads the written tensor already (base's
-    // later uses are replaced below).
-    if (member->node()->isAfter(n)) continue;
+    for (const auto& use : member->uses()) read_after |= use.user->isAfter(n);
+    if (!read_after || member->node()->isAfter(n)) continue;
     if (member->node()->input(0) != base || member->node()->owningBlock() != n->owningBlock()) return false;
     reread.push_back(member);
   }
-  for (const auto& use : view->uses())
-    if (use.user != n && use.user->isAfter(n)) return false;
   WithInsertPoint guard(n);
   const auto range = n->sourceRange();
-  Value* src = zero   ? insertValue(graph, aten::zeros_like, {view}, range)
-               : fill ? insertValue(graph, aten::full_like, {view, n->input(1)}, range)
-                      : insertValue(graph, aten::type_as, {insertValue(graph, aten::expand_as, {n->input(1), view}, range), view}, range);
-  std::vector<NamedValue> args{base, src};
-  for (size_t i = 1; i < v->inputs().size(); ++i) args.emplace_back(v->input(i));
-  Value* written = insertValue(graph, slice ? aten::slice_scatter : aten::select_scatter, args, range);
-  written->setType(base->type());
+  Value* value = nullptr;
+  if (zero) {
+    value = insertValue(graph, aten::zeros_like, {view}, range);
+  } else if (fill) {
+    value = insertValue(graph, aten::full_like, {view, n->input(1)}, range);
+  } else if (copy) {
+    value = insertValue(graph, aten::type_as, {insertValue(graph, aten::expand_as, {n->input(1), view}, range), view},
+                        range);
+  } else {
+    std::vector<NamedValue> args, kwargs;
+    for (size_t i = 0; i < n->inputs().size() && i < schema->arguments().size(); ++i) {
+      if (schema->arguments()[i].kwarg_only())
+        kwargs.emplace_back(schema->arguments()[i].name(), n->input(i));
+      else
+        args.emplace_back(n->input(i));
+    }
+    try {
+      value = insertOp(graph, Symbol::fromQualString("aten::" + name.substr(0, name.size() - 1)), args, range, kwargs)
+                  ->output();
+    } catch (const std::exception&) {
+      return false;  // no functional variant (nothing was inserted)
+    }
+  }
+  for (size_t i = 0; i < chain.size(); ++i) {
+    Node* v = chain[i];
+    const bool slice = v->kind() == aten::slice;
+    std::vector<NamedValue> args{v->input(0), value};
+    for (size_t j = 1; j < v->inputs().size(); ++j) args.emplace_back(v->input(j));
+    value = insertValue(graph, slice ? aten::slice_scatter : aten::select_scatter, args, range);
+    value->setType(v->input(0)->type());
+  }
+  Value* written = value;
   for (Value* member : reread) {
     Node* again = graph.insertNode(graph.createClone(member->node(), [&](Value* in) { return in == base ? written : in; }));
     member->replaceAllUsesAfterNodeWith(n, again->output());

@@ -478,9 +478,11 @@ class Containers(nn.Module):
 
 
 class ViewWrites(nn.Module):
-    """Writes through a slice or select of a copy, which canonicalize makes
+    """Writes through slices and selects of a copy, which canonicalize makes
     functional (slice_scatter, select_scatter): Swin V2's zeroed key bias
-    (a parameter's clone), a filled row and a copied block of activations."""
+    (a parameter's clone), a filled row, a copied block of activations, and
+    in-place arithmetic through a chain of views (MViT V2's
+    `attn[:, :, 1:, 1:] += rel_pos`)."""
 
     def __init__(self):
         super().__init__()
@@ -492,6 +494,8 @@ class ViewWrites(nn.Module):
         g = F.linear(x, self.qkv.weight, bias) * 2.0
         g[1].fill_(0.5)
         g[0:2].copy_(torch.tanh(g[1:3] * 3.0))
+        g[:, 1:3] += x[:, 0:2] * 0.5
+        g[2][4:9].mul_(x[0, 0:1].exp())
         return g.sigmoid()
 
 
