@@ -500,7 +500,7 @@ class ViewWrites(nn.Module):
 
 
 class PointwiseMath(nn.Module):
-    """abs, log, clamp (both bounds, one, none given), clamp_min, clamp_max,
+    """abs, log, exp, clamp (both bounds, one, none given), clamp_min, clamp_max,
     round, floor, ceil, trunc (zero gradient),
     maximum / minimum and max / min of two tensors (with broadcasting and
     ties), masked_fill by a scalar and by a tensor that requires grad."""
@@ -511,7 +511,7 @@ class PointwiseMath(nn.Module):
         self.register_buffer("keep", torch.tensor([True, False, True, True, False, True]))
 
     def forward(self, x, y):  # x: (4, 6), y: (1, 6)
-        a = x.abs() + torch.log(x * x + 0.5)
+        a = x.abs() + torch.log(x * x + 0.5) * torch.exp(x * 0.3)
         b = torch.clamp(x, -0.5, 0.8) + torch.clamp(x, min=0.1) + torch.clamp(x, max=-0.2)
         c = torch.clamp_min(x * 2.0, 0.3) - torch.clamp_max(x, 0.4)
         tied = torch.round(x * 2.0) / 2.0           # ties with y's rounded values too

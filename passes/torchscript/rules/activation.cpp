@@ -75,6 +75,10 @@ void registerActivationRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::clamp(Tensor self, Scalar? min=None, Scalar? max=None) -> Tensor", nullptr, clampRule(1, 2)});
   rules.push_back({"aten::clamp_min(Tensor self, Scalar min) -> Tensor", nullptr, clampRule(1, -1)});
   rules.push_back({"aten::clamp_max(Tensor self, Scalar max) -> Tensor", nullptr, clampRule(-1, 1)});
+  // d exp(x) = g exp(x), from the result as autograd does.
+  rules.push_back({"aten::exp", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::mul, {c.grad(0), c.save(c.output(0))}));
+  }});
   // Rounding is flat almost everywhere: autograd's gradient is zero.
   for (const char* op : {"aten::round", "aten::floor", "aten::ceil", "aten::trunc"})
     rules.push_back({op, nullptr, [](RuleContext& c) { c.setGrad(0, c.op(aten::zeros_like, {c.grad(0)})); }});
