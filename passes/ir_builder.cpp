@@ -59,6 +59,13 @@ bool writesOperand(const torch::jit::Use& use) {
   return alias && alias->isWrite();
 }
 
+bool carriesTensors(const c10::TypePtr& t) {
+  if (t->isSubtypeOf(*c10::TensorType::get())) return true;
+  for (const auto& c : t->containedTypes())
+    if (carriesTensors(c)) return true;
+  return false;
+}
+
 std::vector<Value*> viewFamily(Value* v) {
   Value* base = v;
   while (returnsAlias(base->node())) base = base->node()->input(0);

@@ -48,12 +48,6 @@ bool isTensor(const Value* v) { return v->type()->isSubtypeOf(*c10::TensorType::
 bool isTensorList(const Value* v) {
   return v->type()->isSubtypeOf(*c10::ListType::ofTensors());
 }
-bool carriesTensors(const c10::TypePtr& t) {
-  if (t->isSubtypeOf(*c10::TensorType::get())) return true;
-  for (const auto& c : t->containedTypes())
-    if (carriesTensors(c)) return true;
-  return false;
-}
 
 class Differentiator : public rules::RuleContext {
  public:

@@ -68,14 +68,8 @@ bool isFallbackOutput(const Node* n) {
 }
 
 std::string fallbackUnsupported(Node* n, const std::function<bool(Value*)>& needs_grad) {
-  std::function<bool(const c10::TypePtr&)> carries = [&](const c10::TypePtr& t) {
-    if (t->isSubtypeOf(*c10::TensorType::get())) return true;
-    for (const auto& c : t->containedTypes())
-      if (carries(c)) return true;
-    return false;
-  };
   for (const Value* o : n->outputs())
-    if (!isTensor(o) && !isTensorList(o) && carries(o->type()))
+    if (!isTensor(o) && !isTensorList(o) && carriesTensors(o->type()))
       return "output %" + o->debugName() + " has type " + o->type()->repr_str() +
              "; the autograd fallback passes on tensors and lists of tensors only";
   // The node reads leaves (a new list for a list): a write it makes into a
@@ -86,9 +80,8 @@ std::string fallbackUnsupported(Node* n, const std::function<bool(Value*)>& need
   std::function<void(Node*)> scan = [&](Node* inner) {
     for (size_t i = 0; i < inner->inputs().size() && written.empty(); ++i) {
       Value* v = inner->input(i);
-      if (std::find(captured.begin(), captured.end(), v) == captured.end()) continue;
-      for (const auto& use : v->uses())
-        if (use.user == inner && use.offset == i && writesOperand(use)) written = v->debugName();
+      if (std::find(captured.begin(), captured.end(), v) != captured.end() && writesOperand(torch::jit::Use(inner, i)))
+        written = v->debugName();
     }
     for (auto* b : inner->blocks())
       for (Node* x : b->nodes()) scan(x);
@@ -128,11 +121,8 @@ FallbackRegion wrapInFallback(Node* n, const std::function<bool(Value*)>& needs_
     outputs.push_back(o);
     output_groups.push_back(isTensorList(o) ? o : listOf(f, c10::TensorType::get(), {o}));
   }
-  auto groups = [&](const std::vector<Value*>& items) {
-    return listOf(f, c10::ListType::ofTensors(), items);
-  };
-  Value* inputs_list = groups(input_groups);
-  Value* outputs_list = groups(output_groups);
+  Value* inputs_list = listOf(f, c10::ListType::ofTensors(), input_groups);
+  Value* outputs_list = listOf(f, c10::ListType::ofTensors(), output_groups);
   Node* end = insertOp(f, actnnOp("fallback_end"), {previous, f.insertConstant(op), inputs_list, outputs_list},
                        n->sourceRange());
   r.end = end;

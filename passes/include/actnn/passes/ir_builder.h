@@ -45,6 +45,10 @@ bool returnsAlias(const torch::jit::Node* n);
 // such as list unpacking, which only read).
 bool writesOperand(const torch::jit::Use& use);
 
+// Whether a value of type t holds tensors: a tensor, or a list, tuple,
+// dict or optional with tensors somewhere inside.
+bool carriesTensors(const c10::TypePtr& t);
+
 // The values sharing v's storage through views: walks up to the base (the
 // first value not made by a view op), then collects every view of it,
 // transitively. Includes v and the base.
