@@ -205,17 +205,44 @@ bool respell(Graph& graph, Node* n) {
   return false;
 }
 
+// x.op_(args): an in-place op writing its first argument and returning it
+// (not a dunder such as __iadd__).
+bool isInPlace(const Node* n) {
+  const auto* schema = n->maybeSchema();
+  const std::string name = n->kind().toUnqualString();
+  return schema && name.size() >= 2 && name.back() == '_' && name[name.size() - 2] != '_' &&
+         !schema->arguments().empty() && schema->arguments()[0].alias_info() &&
+         schema->arguments()[0].alias_info()->isWrite() && n->outputs().size() == 1;
+}
+
+// x.op(args) for in-place n = x.op_(args), inserted at the insert point;
+// nullptr (nothing inserted) where the op has no functional variant.
+Node* insertFunctional(Graph& graph, Node* n) {
+  const auto* schema = n->maybeSchema();
+  const std::string name = n->kind().toUnqualString();
+  auto functional = c10::Symbol::fromQualString(std::string(n->kind().ns().toUnqualString()) + "::" +
+                                                name.substr(0, name.size() - 1));
+  std::vector<NamedValue> args, kwargs;
+  for (size_t i = 0; i < n->inputs().size() && i < schema->arguments().size(); ++i) {
+    const auto& arg = schema->arguments()[i];
+    if (arg.kwarg_only())
+      kwargs.emplace_back(arg.name(), n->input(i));
+    else
+      args.emplace_back(n->input(i));
+  }
+  try {
+    return insertOp(graph, functional, args, n->sourceRange(), kwargs);
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
 // x.op_(args) -> x' = x.op(args), uses of x after the node read x'. Only when
 // no other view of x's storage is read after the node (dropout_ on a
 // flatten() result is fine) and the storage is not a graph input: buffers
 // keep their mutation.
 bool functionalize(Graph& graph, Node* n) {
-  const auto* schema = n->maybeSchema();
-  std::string name = n->kind().toUnqualString();
-  if (!schema || name.size() < 2 || name.back() != '_' || name[name.size() - 2] == '_' ||
-      schema->arguments().empty() || !schema->arguments()[0].alias_info() ||
-      !schema->arguments()[0].alias_info()->isWrite() || n->outputs().size() != 1)
-    return false;
+  if (!isInPlace(n)) return false;
   Value* x = n->input(0);
   if (x->node()->owningBlock() != n->owningBlock()) return false;
   // The views sharing x's storage; a graph input's storage is the caller's.
@@ -230,23 +257,9 @@ bool functionalize(Graph& graph, Node* n) {
   }
   for (const auto& use : x->uses())
     if (use.user != n && use.user->isAfter(n) && returnsAlias(use.user)) return false;
-  auto functional = c10::Symbol::fromQualString(std::string(n->kind().ns().toUnqualString()) + "::" +
-                                                name.substr(0, name.size() - 1));
-  std::vector<NamedValue> args, kwargs;
-  for (size_t i = 0; i < n->inputs().size() && i < schema->arguments().size(); ++i) {
-    const auto& arg = schema->arguments()[i];
-    if (arg.kwarg_only())
-      kwargs.emplace_back(arg.name(), n->input(i));
-    else
-      args.emplace_back(n->input(i));
-  }
   WithInsertPoint guard(n);
-  Node* f = nullptr;
-  try {
-    f = insertOp(graph, functional, args, n->sourceRange(), kwargs);
-  } catch (const std::exception&) {
-    return false;  // no functional variant; autodiff reports it if it matters
-  }
+  Node* f = insertFunctional(graph, n);
+  if (!f) return false;  // no functional variant; autodiff reports it if it matters
   Value* fresh = f->output();
   fresh->setType(n->output()->type());
   n->output()->replaceAllUsesWith(fresh);
@@ -278,12 +291,7 @@ bool functionalizeViewWrite(Graph& graph, Node* n) {
   const bool zero = n->matches("aten::zero_(Tensor(a!) self) -> Tensor(a!)");
   const bool fill = n->matches("aten::fill_.Scalar(Tensor(a!) self, Scalar value) -> Tensor(a!)");
   const bool copy = n->matches("aten::copy_(Tensor(a!) self, Tensor src, bool non_blocking=False) -> Tensor(a!)");
-  const auto* schema = n->maybeSchema();
-  const std::string name = n->kind().toUnqualString();
-  const bool other = !zero && !fill && !copy && schema && n->kind().ns() == aten::add.ns() && name.size() > 2 &&
-                     name.back() == '_' && name[name.size() - 2] != '_' && !schema->arguments().empty() &&
-                     schema->arguments()[0].alias_info() && schema->arguments()[0].alias_info()->isWrite() &&
-                     n->outputs().size() == 1;
+  const bool other = !zero && !fill && !copy && n->kind().ns() == aten::add.ns() && isInPlace(n);
   if (!zero && !fill && !copy && !other) return false;
   Value* view = n->input(0);
   std::vector<Node*> chain;  // innermost view first
@@ -327,19 +335,9 @@ bool functionalizeViewWrite(Graph& graph, Node* n) {
     value = insertValue(graph, aten::type_as, {insertValue(graph, aten::expand_as, {n->input(1), view}, range), view},
                         range);
   } else {
-    std::vector<NamedValue> args, kwargs;
-    for (size_t i = 0; i < n->inputs().size() && i < schema->arguments().size(); ++i) {
-      if (schema->arguments()[i].kwarg_only())
-        kwargs.emplace_back(schema->arguments()[i].name(), n->input(i));
-      else
-        args.emplace_back(n->input(i));
-    }
-    try {
-      value = insertOp(graph, Symbol::fromQualString("aten::" + name.substr(0, name.size() - 1)), args, range, kwargs)
-                  ->output();
-    } catch (const std::exception&) {
-      return false;  // no functional variant (nothing was inserted)
-    }
+    Node* f = insertFunctional(graph, n);
+    if (!f) return false;  // no functional variant (nothing was inserted)
+    value = f->output();
   }
   for (size_t i = 0; i < chain.size(); ++i) {
     Node* v = chain[i];
