@@ -22,17 +22,19 @@ const char* savedKindName(SavedKind kind) {
     case SavedKind::PoolIndex: return "pool-index";
     case SavedKind::Activation: return "activation";
     case SavedKind::Other: return "other";
+    case SavedKind::Branch: return "branch";
     case SavedKind::Fallback: return "fallback";
   }
   return "?";
 }
 
-TrainingIR TrainingIR::fromModule(const torch::jit::Module& module) {
-  auto method = module.find_method("forward");
-  if (!method) throw CompileError("module " + module.type()->str() + " has no forward method");
+TrainingIR TrainingIR::fromModule(const torch::jit::Module& module, const std::string& method) {
+  auto found = module.find_method(method);
+  if (!found) throw CompileError("module " + module.type()->str() + " has no " + method + " method");
   TrainingIR ir;
-  ir.graph = method->graph()->copy();
+  ir.graph = found->graph()->copy();
   ir.module = module;
+  ir.method = method;
   return ir;
 }
 

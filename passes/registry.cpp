@@ -62,12 +62,13 @@ std::vector<PipelineStep> parsePipeline(const std::string& text) {
     while (j < text.size() && text[j] != ',' && text[j] != '{') ++j;
     std::string flag = trim(text.substr(i, j - i));
     if (flag.empty()) throw CompileError("empty pass name in pipeline '" + text + "'");
-    PipelineStep step{flag, createPass(flag)};
+    PipelineStep step{flag, createPass(flag), flag};
     if (j < text.size() && text[j] == '{') {
       size_t close = text.find('}', j);
       if (close == std::string::npos)
         throw CompileError("pass '" + flag + "': missing '}' in pipeline '" + text + "'");
       setOptions(*step.pass, flag, text.substr(j + 1, close - j - 1));
+      step.text = flag + text.substr(j, close + 1 - j);
       j = close + 1;
       if (j < text.size() && text[j] != ',')
         throw CompileError("expected ',' after '}' in pipeline '" + text + "'");
@@ -139,6 +140,7 @@ void runPipeline(std::vector<PipelineStep>& steps, TrainingIR& ir,
       diag.error(e.what());
     }
     diag.throwIfErrors(step.flag);
+    if (step.flag != "specialize-shapes") ir.pipeline += (ir.pipeline.empty() ? "" : ",") + step.text;
     if (after) after(step.flag, ir);
   }
 }

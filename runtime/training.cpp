@@ -13,6 +13,7 @@
 #include <torch/csrc/jit/runtime/interpreter.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -36,10 +37,30 @@ struct Program : torch::CustomClassHolder {
   std::vector<int64_t> grad_inputs;  // B's outputs: gradients of these F inputs
   std::vector<std::pair<std::string, bool>> training_flags;
   int64_t num_outputs = 0;
-  bool compressed = false;  // F and B take the module's CompressionState last
-  bool planned = false;     // ... and after it the module's Arena (L5)
+  int64_t fallback_ops = 0, branch_ops = 0;
+  bool compressed = false;  // F and B take a CompressionState last
+  bool planned = false;     // ... and after it an Arena (L5)
+  // A specialization holds its own state and arena; the module's program
+  // reads the module's attributes (saved with it).
+  bool owns_state = false;
+  c10::IValue state, arena;
   std::mutex mutex;
   std::map<std::vector<bool>, std::shared_ptr<torch::jit::Code>> backward;  // by needed outputs
+
+  explicit Program(const ProgramSpec& spec)
+      : backward_graph(spec.backward),
+        forward(std::make_unique<torch::jit::Code>(spec.forward->copy(), "actnn_forward")),
+        lifted(spec.lifted),
+        lifted_requires_grad(spec.lifted_requires_grad),
+        grad_inputs(spec.grad_inputs),
+        training_flags(spec.training_flags),
+        num_outputs(spec.num_outputs),
+        fallback_ops(spec.fallback_ops),
+        branch_ops(spec.branch_ops),
+        compressed(!spec.state.isNone()),
+        planned(!spec.arena.isNone()),
+        state(spec.state),
+        arena(spec.arena) {}
 
   std::shared_ptr<torch::jit::Code> backwardFor(const std::vector<bool>& needed) {
     std::lock_guard<std::mutex> lock(mutex);
@@ -50,8 +71,110 @@ struct Program : torch::CustomClassHolder {
     backward.emplace(needed, code);
     return code;
   }
+
+  c10::IValue stateOf(const c10::intrusive_ptr<c10::ivalue::Object>& self) const {
+    if (!compressed) return c10::IValue();
+    return owns_state ? state : self->getAttr("_actnn_state");
+  }
+  c10::IValue arenaOf(const c10::intrusive_ptr<c10::ivalue::Object>& self) const {
+    if (!planned) return c10::IValue();
+    return owns_state ? arena : self->getAttr("_actnn_arena");
+  }
 };
 
+std::mutex specializer_mutex;
+Specializer& installedSpecializer() {
+  static Specializer specializer;
+  return specializer;
+}
+
+// A compiled module's own program and, when it specializes at run time, one
+// program per input signature (guarded by the call's sizes and dtypes).
+struct ModulePrograms {
+  c10::intrusive_ptr<Program> own;
+  std::vector<std::string> input_names;
+  // The inputs the own program was specialized to ahead of time, each
+  // "x:2x3x8x8:float32"; a call that differs gets its own specialization.
+  std::vector<std::string> guard;
+  // The own program keeps control flow that may depend only on sizes (under
+  // the autograd fallback, or differentiated per branch): with the compiler
+  // loaded, every signature gets its own.
+  bool specializes = false;
+  std::mutex mutex;
+  std::map<std::string, c10::intrusive_ptr<Program>> by_signature;
+  std::vector<Specialization> built;  // in the order compiled
+  bool warned = false;
+
+  bool guardHolds(const std::vector<std::string>& entries) const {
+    for (const auto& g : guard)
+      if (std::find(entries.begin(), entries.end(), g) == entries.end()) return false;
+    return true;
+  }
+
+  c10::intrusive_ptr<Program> select(const c10::intrusive_ptr<c10::ivalue::Object>& self,
+                                     const std::vector<at::Tensor>& inputs) {
+    if (!specializes) return own;
+    TORCH_CHECK(inputs.size() == input_names.size(), "actnn: the compiled module takes ", input_names.size(),
+                " inputs, got ", inputs.size());
+    std::vector<std::string> entries;
+    for (size_t i = 0; i < inputs.size(); ++i) entries.push_back(signatureText({input_names[i]}, {inputs[i]}));
+    if (!guard.empty() && guardHolds(entries)) return own;
+    std::string signature;
+    for (const auto& e : entries) signature += (signature.empty() ? "" : ";") + e;
+
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = by_signature.find(signature);
+    if (it != by_signature.end()) return it->second;
+    Specializer specializer;
+    {
+      std::lock_guard<std::mutex> hook_lock(specializer_mutex);
+      specializer = installedSpecializer();
+    }
+    if (!specializer) {
+      if (!guard.empty()) {
+        std::string mismatch;
+        for (const auto& g : guard)
+          if (std::find(entries.begin(), entries.end(), g) == entries.end()) mismatch += (mismatch.empty() ? "" : ", ") + g;
+        TORCH_CHECK(false, "actnn: this module was specialized to ", mismatch, " (specialize-shapes) and is called with ",
+                    signature, "; the actnn compiler, which would specialize it again, is not loaded in this process "
+                    "(link actnn_passes and load with actnn::load, or load libactnn.so in Python), or compile it "
+                    "again for these sizes");
+      }
+      if (!warned) {
+        TORCH_WARN("actnn: this module keeps control flow (", own->fallback_ops,
+                   " node(s) under the autograd fallback, ", own->branch_ops,
+                   " branch(es) differentiated per branch) that a specialization per input signature would fold "
+                   "where it depends only on sizes; the actnn compiler is not loaded in this process (link "
+                   "actnn_passes and load with actnn::load, or load libactnn.so in Python), so it trains as "
+                   "compiled");
+        warned = true;
+      }
+      by_signature.emplace(signature, own);
+      return own;
+    }
+    ProgramSpec spec;
+    try {
+      spec = specializer(self, inputs);
+    } catch (const std::exception& e) {
+      const std::string why = e.what();
+      // With a guard there is nothing else to run; without one the module's
+      // own program (the fallback's) is correct for any size.
+      TORCH_CHECK(guard.empty(), "actnn: specializing the module to ", signature, " failed: ", why);
+      TORCH_WARN("actnn: specializing the module to ", signature, " failed, so it runs as compiled (under the "
+                 "autograd fallback): ", why);
+      by_signature.emplace(signature, own);
+      built.push_back({signature, own->fallback_ops, own->branch_ops});
+      return own;
+    }
+    TORCH_CHECK(spec.num_outputs == own->num_outputs, "actnn: the specialization to ", signature, " has ",
+                spec.num_outputs, " outputs, the compiled module ", own->num_outputs);
+    auto program = c10::make_intrusive<Program>(spec);
+    program->owns_state = true;
+    by_signature.emplace(signature, program);
+    built.push_back({signature, program->fallback_ops, program->branch_ops});
+    return program;
+  }
+};
 
 std::shared_ptr<torch::jit::Graph> methodGraph(const c10::ClassTypePtr& type, const std::string& name) {
   auto* fn = type->findMethod(name);
@@ -60,39 +183,55 @@ std::shared_ptr<torch::jit::Graph> methodGraph(const c10::ClassTypePtr& type, co
   return torch::jit::toGraphFunction(*fn).graph();
 }
 
-c10::intrusive_ptr<Program> loadProgram(const c10::intrusive_ptr<c10::ivalue::Object>& self) {
-  auto program = c10::make_intrusive<Program>();
-  const auto& type = self->type();
-  program->forward = std::make_unique<torch::jit::Code>(methodGraph(type, "_actnn_forward_graph")->copy(),
-                                                        "actnn_forward");
-  program->backward_graph = methodGraph(type, "_actnn_backward_graph");
-  for (const auto& s : self->getAttr("_actnn_lifted").toListRef()) program->lifted.push_back(s.toStringRef());
-  for (const auto& b : self->getAttr("_actnn_lifted_requires_grad").toListRef())
-    program->lifted_requires_grad.push_back(b.toBool());
-  for (const auto& i : self->getAttr("_actnn_grad_inputs").toListRef()) program->grad_inputs.push_back(i.toInt());
-  for (const auto& s : self->getAttr("_actnn_training_flags").toListRef()) {
-    const std::string& entry = s.toStringRef();  // "path=0|1"
-    auto eq = entry.rfind('=');
-    program->training_flags.emplace_back(entry.substr(0, eq), entry.substr(eq + 1) == "1");
-  }
-  program->num_outputs = self->getAttr("_actnn_num_outputs").toInt();
-  program->compressed = type->hasAttribute("_actnn_state");
-  program->planned = type->hasAttribute("_actnn_arena");
-  return program;
+std::vector<std::string> stringList(const c10::IValue& v) {
+  std::vector<std::string> out;
+  for (const auto& s : v.toListRef()) out.push_back(s.toStringRef());
+  return out;
 }
 
-// One Program per compiled class type, built on first use.
-c10::intrusive_ptr<Program> programFor(const c10::intrusive_ptr<c10::ivalue::Object>& self) {
+std::shared_ptr<ModulePrograms> loadPrograms(const c10::intrusive_ptr<c10::ivalue::Object>& self) {
+  const auto& type = self->type();
+  ProgramSpec spec;
+  spec.forward = methodGraph(type, "_actnn_forward_graph");
+  spec.backward = methodGraph(type, "_actnn_backward_graph");
+  spec.lifted = stringList(self->getAttr("_actnn_lifted"));
+  for (const auto& b : self->getAttr("_actnn_lifted_requires_grad").toListRef())
+    spec.lifted_requires_grad.push_back(b.toBool());
+  for (const auto& i : self->getAttr("_actnn_grad_inputs").toListRef()) spec.grad_inputs.push_back(i.toInt());
+  for (const auto& entry : stringList(self->getAttr("_actnn_training_flags"))) {  // "path=0|1"
+    auto eq = entry.rfind('=');
+    spec.training_flags.emplace_back(entry.substr(0, eq), entry.substr(eq + 1) == "1");
+  }
+  spec.num_outputs = self->getAttr("_actnn_num_outputs").toInt();
+  // Read per call from the module (see Program::stateOf); here only whether.
+  if (type->hasAttribute("_actnn_state")) spec.state = self->getAttr("_actnn_state");
+  if (type->hasAttribute("_actnn_arena")) spec.arena = self->getAttr("_actnn_arena");
+  // Archives compiled before run-time specialization have none of these.
+  if (type->hasAttribute("_actnn_fallback_ops")) spec.fallback_ops = self->getAttr("_actnn_fallback_ops").toInt();
+  if (type->hasAttribute("_actnn_branch_ops")) spec.branch_ops = self->getAttr("_actnn_branch_ops").toInt();
+  auto programs = std::make_shared<ModulePrograms>();
+  programs->own = c10::make_intrusive<Program>(spec);
+  if (type->hasAttribute("_actnn_specialize")) {
+    programs->specializes = self->getAttr("_actnn_specialize").toBool();
+    programs->input_names = stringList(self->getAttr("_actnn_inputs"));
+    programs->guard = stringList(self->getAttr("_actnn_guard"));
+  }
+  return programs;
+}
+
+// One ModulePrograms per compiled class type, built on first use.
+std::shared_ptr<ModulePrograms> programsFor(const c10::intrusive_ptr<c10::ivalue::Object>& self) {
   static std::mutex mutex;
-  static std::unordered_map<const c10::ClassType*, std::pair<std::weak_ptr<c10::ClassType>, c10::intrusive_ptr<Program>>>
+  static std::unordered_map<const c10::ClassType*,
+                            std::pair<std::weak_ptr<c10::ClassType>, std::shared_ptr<ModulePrograms>>>
       cache;
   std::lock_guard<std::mutex> lock(mutex);
   const auto& type = self->type();
   auto it = cache.find(type.get());
   if (it != cache.end() && it->second.first.lock() == type) return it->second.second;
-  auto program = loadProgram(self);
-  cache[type.get()] = {type, program};
-  return program;
+  auto programs = loadPrograms(self);
+  cache[type.get()] = {type, programs};
+  return programs;
 }
 
 struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
@@ -183,7 +322,7 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
 std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<at::Tensor> inputs) {
   TORCH_CHECK(self_value.isObject(), "actnn::run_training expects the compiled module as its first argument");
   auto self = self_value.toObject();
-  auto program = programFor(self);
+  auto program = programsFor(self)->select(self, inputs);
   for (const auto& flag : program->training_flags) {
     c10::IValue module = flag.first.empty() ? c10::IValue(self) : attributePath(self, flag.first);
     bool training = module.toObjectRef().getAttr("training").toBool();
@@ -199,11 +338,8 @@ std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<a
                 "' requires grad but was frozen when the module was compiled; compile it again");
     lifted.push_back(std::move(t));
   }
-  c10::IValue state;
-  if (program->compressed) {
-    state = self->getAttr("_actnn_state");
-    state.toCustomClass<CompressionState>()->beginStep();
-  }
+  c10::IValue state = program->stateOf(self);
+  if (program->compressed) state.toCustomClass<CompressionState>()->beginStep();
   c10::IValue arena;
   if (program->planned) {
     // The arena is planned per input shape (arena.h).
@@ -222,7 +358,7 @@ std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<a
       }
     key.push_back(int64_t(device.type()));
     key.push_back(device.index());
-    arena = self->getAttr("_actnn_arena").toCustomClass<Arena>()->beginStep(
+    arena = program->arenaOf(self).toCustomClass<Arena>()->beginStep(
         key, device, state.toCustomClass<CompressionState>().get());
   }
   c10::IValue capsule = c10::IValue::make_capsule(program);
@@ -245,8 +381,73 @@ c10::IValue attributePath(const c10::intrusive_ptr<c10::ivalue::Object>& root, c
   }
 }
 
+Specializer setSpecializer(Specializer specializer) {
+  std::lock_guard<std::mutex> lock(specializer_mutex);
+  std::swap(installedSpecializer(), specializer);
+  return specializer;
+}
+
+namespace {
+
+const std::pair<c10::ScalarType, const char*> kDtypeNames[] = {
+    {c10::kFloat, "float32"}, {c10::kDouble, "float64"}, {c10::kHalf, "float16"}, {c10::kBFloat16, "bfloat16"},
+    {c10::kLong, "int64"},    {c10::kInt, "int32"},      {c10::kShort, "int16"},  {c10::kChar, "int8"},
+    {c10::kByte, "uint8"},    {c10::kBool, "bool"}};
+
+}  // namespace
+
+std::string dtypeName(c10::ScalarType dtype) {
+  for (const auto& [t, name] : kDtypeNames)
+    if (t == dtype) return name;
+  return c10::toString(dtype);
+}
+
+c10::optional<c10::ScalarType> dtypeNamed(const std::string& name) {
+  for (const auto& [t, n] : kDtypeNames)
+    if (name == n) return t;
+  return c10::nullopt;
+}
+
+std::string signatureText(const std::vector<std::string>& names, const std::vector<at::Tensor>& inputs) {
+  TORCH_INTERNAL_ASSERT(names.size() == inputs.size());
+  std::string out;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    out += (i ? ";" : "") + names[i] + ":";
+    for (int64_t d = 0; d < inputs[i].dim(); ++d) out += (d ? "x" : "") + std::to_string(inputs[i].size(d));
+    out += ":" + dtypeName(inputs[i].scalar_type());
+  }
+  return out;
+}
+
+std::vector<Specialization> specializations(const c10::intrusive_ptr<c10::ivalue::Object>& self) {
+  auto programs = programsFor(self);
+  std::lock_guard<std::mutex> lock(programs->mutex);
+  return programs->built;
+}
+
+namespace {
+
+std::tuple<std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>> specializationsOp(
+    const c10::IValue& self) {
+  TORCH_CHECK(self.isObject(), "actnn::specializations expects a compiled module");
+  std::tuple<std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>> out;
+  for (const auto& s : specializations(self.toObject())) {
+    std::get<0>(out).push_back(s.signature);
+    std::get<1>(out).push_back(s.fallback_ops);
+    std::get<2>(out).push_back(s.branch_ops);
+  }
+  return out;
+}
+
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(actnn, m) {
   m.def("run_training(Any self, Tensor[] inputs) -> Tensor[]", &runTraining);
+  // The input signatures a compiled module has been specialized to in this
+  // process, how many nodes each runs under the autograd fallback, and how
+  // many data-dependent branches each keeps.
+  m.def("specializations(Any self) -> (str[] signatures, int[] fallback_ops, int[] branch_ops)",
+        &specializationsOp);
 }
 
 }  // namespace actnn

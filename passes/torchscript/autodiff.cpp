@@ -28,6 +28,7 @@
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 
 #include <algorithm>
+#include <functional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -64,10 +65,7 @@ class Differentiator : public rules::RuleContext {
   }
   Value* gradOrZeros(size_t i) override {
     if (Value* g = grad(i)) return g;
-    Value* out = node_->output(i);
-    Value* sizes = saveSizes(out);
-    return op(c10::aten::zeros, {sizes}, {NamedValue("dtype", saveDtype(out)), NamedValue("layout", none()),
-                                          NamedValue("device", saveDevice(out)), NamedValue("pin_memory", none())});
+    return zerosOf(node_->output(i));
   }
   Value* saveShapeOnly(Value* v) override {
     Value* zero = op(c10::aten::zeros, {constant(std::vector<int64_t>{})},
@@ -87,7 +85,11 @@ class Differentiator : public rules::RuleContext {
       grads_[v] = g;
       return;
     }
-    it->second = isTensorList(v) ? helper("add_grad_lists", {it->second, g}) : op(c10::aten::add, {it->second, g});
+    const bool optional = it->second->type()->kind() == c10::TypeKind::OptionalType ||
+                          g->type()->kind() == c10::TypeKind::OptionalType;
+    it->second = isTensorList(v) ? helper("add_grad_lists", {it->second, g})
+                 : optional      ? helper("add_optional_grads", {it->second, g})
+                                 : op(c10::aten::add, {it->second, g});
   }
   Value* save(Value* v) override {
     if (v->node()->kind() == c10::prim::Constant) {
@@ -96,19 +98,28 @@ class Differentiator : public rules::RuleContext {
       copy->setType(v->type());
       return copy;
     }
-    auto& uses = uses_[v];
+    auto& uses = uses_[escaped_.count(v) ? escaped_[v] : v];
     if (node_ && (uses.empty() || uses.back().consumer != node_)) {
       Value* g = node_->outputs().empty() ? nullptr : grad(0);
       uses.push_back({node_, g});
     }
     auto it = saved_.find(v);
     if (it != saved_.end()) return it->second;
+    // A value made inside a branch leaves F through its prim::If (None
+    // from the other branch); B's matching branch unwraps it.
+    Value* top = escape(v);
+    if (top != v) {
+      escaped_[v] = top;
+      uses_[top] = std::move(uses_[v]);
+      uses_.erase(v);
+    }
     Value* in = b_->addInput(v->hasDebugName() ? v->debugName() : "");
-    in->setType(v->type());
-    saved_.emplace(v, in);
-    saved_order_.push_back(v);
-    saved_by_.emplace(v, node_);
-    return in;
+    in->setType(top->type());
+    saved_order_.push_back(top);
+    saved_by_.emplace(top, node_);
+    Value* b_value = top == v ? in : b_->insertUncheckedCast(in, v->type());
+    saved_.emplace(v, b_value);
+    return b_value;
   }
   Value* saveSizes(Value* v) override { return saveMeta(v, c10::aten::size, sizes_); }
   Value* forwardOp(c10::Symbol kind, const std::vector<NamedValue>& args) override {
@@ -173,6 +184,37 @@ class Differentiator : public rules::RuleContext {
   }
 
  private:
+  // Zeros of v's sizes, dtype and device, in B.
+  Value* zerosOf(Value* v) {
+    Value* sizes = saveSizes(v);
+    return op(c10::aten::zeros, {sizes}, {NamedValue("dtype", saveDtype(v)), NamedValue("layout", none()),
+                                          NamedValue("device", saveDevice(v)), NamedValue("pin_memory", none())});
+  }
+
+  // v itself when F's top level defines it; else an output of each prim::If
+  // around it, which returns v from v's branch and None from the other.
+  Value* escape(Value* v) {
+    while (v->node()->owningBlock() != f_.block()) {
+      torch::jit::Block* branch = v->node()->owningBlock();
+      Node* owner = branch->owningNode();
+      TORCH_INTERNAL_ASSERT(owner->kind() == c10::prim::If, "a saved value inside ", owner->kind().toQualString());
+      const c10::TypePtr type =
+          v->type()->kind() == c10::TypeKind::OptionalType ? v->type() : c10::OptionalType::create(v->type());
+      for (torch::jit::Block* b : owner->blocks()) {
+        if (b == branch) {
+          b->registerOutput(v);
+          continue;
+        }
+        WithInsertPoint guard(b->return_node());
+        Value* nothing = f_.insertConstant(c10::IValue());
+        nothing->setType(c10::NoneType::get());
+        b->registerOutput(nothing);
+      }
+      v = owner->addOutput()->setType(type);
+    }
+    return v;
+  }
+
   // f(v) computed once in F right after v, saved.
   Value* saveMeta(Value* v, c10::Symbol f, std::unordered_map<Value*, Value*>& cache) {
     auto it = cache.find(v);
@@ -221,7 +263,13 @@ class Differentiator : public rules::RuleContext {
                          "; results must be tensors or tuples, lists and dicts of tensors");
       return nullptr;
     };
-    TORCH_INTERNAL_ASSERT(f_.outputs().size() == 1);
+    if (f_.outputs().size() != 1) {  // graph text may return several values: one tuple of them
+      std::vector<Value*> outs(f_.outputs().begin(), f_.outputs().end());
+      WithInsertPoint guard(f_.return_node());
+      Value* tuple = f_.insertNode(f_.createTuple(outs))->output();
+      while (!f_.outputs().empty()) f_.eraseOutput(0);
+      f_.registerOutput(tuple);
+    }
     Value* result = build(f_.outputs()[0]);
     if (diag_.hasErrors()) return;
     builder->registerOutput(result);
@@ -232,12 +280,18 @@ class Differentiator : public rules::RuleContext {
     ir_.num_outputs = leaves.size();
   }
 
-  bool usesRequiringGrad(const torch::jit::Block* block) const {
+  bool requiresGrad(Value* v, const std::unordered_set<Value*>& made) const {
+    return rg_.count(v) > 0 || made.count(v) > 0;
+  }
+
+  // Whether a node of `block` (or of a block inside it) reads a value that
+  // requires grad: one in rg_ or in `made`.
+  bool usesRequiringGrad(const torch::jit::Block* block, const std::unordered_set<Value*>& made = {}) const {
     for (const Node* n : block->nodes()) {
-      for (const Value* v : n->inputs())
-        if (rg_.count(const_cast<Value*>(v))) return true;
+      for (Value* v : const_cast<Node*>(n)->inputs())
+        if (requiresGrad(v, made)) return true;
       for (const auto* b : n->blocks())
-        if (usesRequiringGrad(b)) return true;
+        if (usesRequiringGrad(b, made)) return true;
     }
     return false;
   }
@@ -245,6 +299,7 @@ class Differentiator : public rules::RuleContext {
   void analyze() {
     rg_.clear();
     fallback_candidates_.clear();
+    branches_.clear();
     for (size_t i = 0; i < ir_.inputs.size(); ++i)
       if (ir_.inputs[i].requires_grad && isTensor(f_.inputs()[i])) rg_.insert(f_.inputs()[i]);
     for (Node* n : f_.nodes()) {
@@ -260,10 +315,22 @@ class Differentiator : public rules::RuleContext {
       bool tensor_out = false;
       for (Value* o : n->outputs()) tensor_out |= carriesTensors(o->type());
       if (!n->blocks().empty()) {
-        if (tensor_out)
-          noRule(n, std::string(n->kind().toQualString()) +
-                        " produces tensors from values that require grad (its condition or trip count is data; "
-                        "shape specialization, --input-shape, folds the ones that depend only on sizes)");
+        if (!tensor_out) continue;
+        std::string why = "its trip count is data";
+        if (n->kind() == c10::prim::If) {
+          std::unordered_set<Value*> made;
+          std::vector<Node*> nested;
+          why = branchesUnsupported(n, made, nested);
+          if (why.empty()) {
+            rg_.insert(made.begin(), made.end());
+            branches_.insert(n);
+            branches_.insert(nested.begin(), nested.end());
+            continue;
+          }
+        }
+        noRule(n, std::string(n->kind().toQualString()) +
+                      " produces tensors from values that require grad, and cannot be differentiated: " + why +
+                      " (shape specialization, --input-shape, folds control flow that depends only on sizes)");
         continue;
       }
       // Before the non-differentiable shortcut: zero_ or fill_ on a value
@@ -299,6 +366,70 @@ class Differentiator : public rules::RuleContext {
     }
   }
 
+  // " at file:line:col", or nothing for graph text.
+  static std::string at(const Node* n) {
+    const std::string where = sourceLocation(n);
+    return where.empty() ? "" : " at " + where;
+  }
+
+  // Why the data-dependent prim::If n cannot be differentiated per branch
+  // ("" when it can, with the values its branches make that require grad
+  // added to `made`, the prim::If nodes inside it to `nested`): each node of
+  // its branches that reads such a value
+  // must have a rule (or be a prim::If that can be differentiated in turn),
+  // and what it returns of them must be tensors.
+  std::string branchesUnsupported(Node* n, std::unordered_set<Value*>& made, std::vector<Node*>& nested) {
+    for (torch::jit::Block* b : n->blocks()) {
+      for (Node* m : b->nodes()) {
+        bool uses = false;
+        for (Value* v : m->inputs()) uses |= requiresGrad(v, made);
+        for (auto* inner : m->blocks()) uses |= usesRequiringGrad(inner, made);
+        if (!uses) continue;
+        for (Value* v : m->inputs())
+          if (requiresGrad(v, made) && !isTensor(v))
+            return std::string(m->kind().toQualString()) + " in a branch reads a " + v->type()->repr_str() +
+                   " that requires grad" + at(m);
+        bool tensor_out = false;
+        for (Value* o : m->outputs()) tensor_out |= carriesTensors(o->type());
+        if (!m->blocks().empty()) {
+          if (!tensor_out) continue;
+          if (m->kind() != c10::prim::If) return "a prim::Loop in a branch produces tensors that require grad";
+          const std::string why = branchesUnsupported(m, made, nested);
+          if (!why.empty()) return why;
+          nested.push_back(m);
+          continue;
+        }
+        if (const auto* schema = m->maybeSchema())
+          for (size_t i = 0; i < schema->arguments().size() && i < m->inputs().size(); ++i) {
+            const auto& alias = schema->arguments()[i].alias_info();
+            if (alias && alias->isWrite() && requiresGrad(m->input(i), made))
+              return std::string("in-place ") + m->kind().toQualString() +
+                     " in a branch modifies a value that requires grad" + at(m);
+          }
+        if (rules::isNonDifferentiable(m) || !tensor_out) continue;
+        const auto* rule = rules::findRule(m);
+        if (!rule) return std::string("no derivative rule for ") + m->kind().toQualString() + " in a branch" + at(m);
+        const std::string refused = rule->refuse ? rule->refuse(m) : "";
+        if (!refused.empty())
+          return std::string("the rule for ") + m->kind().toQualString() + " in a branch refuses it: " + refused;
+        for (Value* o : m->outputs())
+          if (isTensor(o)) made.insert(o);
+          else if (carriesTensors(o->type()))
+            return std::string(m->kind().toQualString()) + " in a branch makes a " + o->type()->repr_str() +
+                   " from values that require grad";
+      }
+    }
+    for (size_t j = 0; j < n->outputs().size(); ++j) {
+      bool returned = false;
+      for (torch::jit::Block* b : n->blocks()) returned |= requiresGrad(b->outputs()[j], made);
+      if (!returned) continue;
+      if (!isTensor(n->output(j)))
+        return "it returns a " + n->output(j)->type()->repr_str() + " holding values that require grad";
+      made.insert(n->output(j));
+    }
+    return "";
+  }
+
   // n has no rule: the autograd fallback takes it, or (fallback=false, or
   // outputs it cannot pass on) the error stands.
   void noRule(Node* n, const std::string& message) {
@@ -331,7 +462,16 @@ class Differentiator : public rules::RuleContext {
   }
 
   void lower() {
-    std::vector<Node*> nodes(f_.nodes().begin(), f_.nodes().end());
+    // Into the branches autodiff differentiates too.
+    std::vector<Node*> nodes;
+    std::function<void(torch::jit::Block*)> collect = [&](torch::jit::Block* block) {
+      for (Node* n : block->nodes()) {
+        if (branches_.count(n))
+          for (auto* b : n->blocks()) collect(b);
+        nodes.push_back(n);
+      }
+    };
+    collect(f_.block());
     for (Node* n : nodes) {
       bool uses = false;
       for (Value* v : n->inputs()) uses |= rg_.count(v) > 0;
@@ -352,7 +492,14 @@ class Differentiator : public rules::RuleContext {
       node_ = nullptr;
       setGradOf(out, g);
     }
-    std::vector<Node*> nodes(f_.nodes().begin(), f_.nodes().end());
+    differentiateBlock(f_.block());
+    node_ = nullptr;
+    std::reverse(ir_.fallback_ops.begin(), ir_.fallback_ops.end());  // in F's order
+    std::reverse(ir_.branch_ops.begin(), ir_.branch_ops.end());
+  }
+
+  void differentiateBlock(torch::jit::Block* block) {
+    std::vector<Node*> nodes(block->nodes().begin(), block->nodes().end());
     for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
       node_ = *it;
       auto fallback = fallbacks_.find(node_);
@@ -368,14 +515,106 @@ class Differentiator : public rules::RuleContext {
       bool has_grad = false;
       for (Value* o : node_->outputs()) has_grad |= grads_.count(o) > 0;
       if (!has_grad) continue;
+      if (branches_.count(node_)) {
+        differentiateBranches(node_);
+        continue;
+      }
       const auto* rule = rules::findRule(node_);
       TORCH_INTERNAL_ASSERT(rule && rule->backward, "no backward for ", node_->kind().toQualString(),
                             " after lowering");
       rule->backward(*this);
       ++ir_.rule_ops;
     }
-    node_ = nullptr;
-    std::reverse(ir_.fallback_ops.begin(), ir_.fallback_ops.end());  // in F's order
+  }
+
+  // The values requiring grad that n's branches read (or return) but are
+  // defined outside n, in a fixed order.
+  std::vector<Value*> readFromOutside(Node* n) {
+    std::vector<Value*> out;
+    std::unordered_set<Value*> seen;
+    auto consider = [&](Value* v) {
+      if (!rg_.count(v) || seen.count(v)) return;
+      for (Node* def = v->node(); def; def = def->owningBlock()->owningNode())
+        if (def == n) return;  // made inside n
+      seen.insert(v);
+      out.push_back(v);
+    };
+    for (auto* b : n->blocks()) {
+      forEachNode(b, [&](Node* m) {
+        for (Value* v : m->inputs()) consider(v);
+      });
+      for (Value* v : b->outputs()) consider(v);
+    }
+    return out;
+  }
+
+  // A data-dependent prim::If: F saves its condition; B branches on it, and
+  // each of B's branches runs the backward of F's matching branch. What a
+  // branch reads from outside gets its gradient out of B's prim::If; from
+  // the branch that did not read it, a graph input (a parameter, a user
+  // input) gets None, as autograd leaves it when no path reaches it, and a
+  // value F made gets zeros (the backward of what made it needs a tensor; so
+  // a parameter whose only path runs through the branch that did not run
+  // gets zeros where autograd would leave it None).
+  void differentiateBranches(Node* n) {
+    Value* flag = save(n->input(0));
+    std::vector<Value*> outer = readFromOutside(n);
+    std::unordered_map<Value*, Value*> earlier;  // gradients from after n
+    for (Value* u : outer) {
+      auto it = grads_.find(u);
+      if (it == grads_.end()) continue;
+      earlier.emplace(u, it->second);
+      grads_.erase(it);
+    }
+    std::vector<Value*> out_grads;
+    for (Value* o : n->outputs()) out_grads.push_back(grad(o->offset()));
+
+    Node* b_if = b_->insertNode(b_->create(c10::prim::If, {flag}, 0));
+    b_if->setSourceRange(n->sourceRange());
+    std::vector<std::unordered_map<Value*, Value*>> partial(n->blocks().size());
+    for (size_t k = 0; k < n->blocks().size(); ++k) {
+      torch::jit::Block* branch = n->blocks()[k];
+      WithInsertPoint guard(b_if->addBlock());
+      for (size_t j = 0; j < out_grads.size(); ++j)
+        if (out_grads[j]) setGradOf(branch->outputs()[j], out_grads[j]);
+      differentiateBlock(branch);
+      node_ = n;
+      for (Value* u : outer) {
+        auto it = grads_.find(u);
+        if (it == grads_.end()) continue;
+        partial[k].emplace(u, it->second);
+        grads_.erase(it);
+      }
+    }
+    for (Value* u : outer) {
+      bool any = false, everywhere = true;
+      for (const auto& p : partial) {
+        any |= p.count(u) > 0;
+        everywhere &= p.count(u) > 0 && p.at(u)->type()->kind() != c10::TypeKind::OptionalType;
+      }
+      if (!any) continue;
+      const bool input = u->node()->kind() == c10::prim::Param;
+      for (size_t k = 0; k < partial.size(); ++k) {
+        torch::jit::Block* b = b_if->blocks()[k];
+        auto it = partial[k].find(u);
+        if (it != partial[k].end()) {
+          b->registerOutput(it->second);
+          continue;
+        }
+        WithInsertPoint guard(b);
+        b->registerOutput(input ? none() : zerosOf(u));
+      }
+      Value* g = b_if->addOutput()->setType(everywhere || !input ? c10::TensorType::get()
+                                                                 : c10::OptionalType::ofTensor());
+      auto before = earlier.find(u);
+      if (before != earlier.end()) {
+        grads_[u] = before->second;
+        earlier.erase(before);
+      }
+      setGradOf(u, g);
+    }
+    for (const auto& [u, g] : earlier) grads_[u] = g;
+    ir_.branch_ops.push_back("prim::If" + at(n));
   }
 
   // ir.saved_uses, with gradients DCE removed from B dropped.
@@ -410,6 +649,8 @@ class Differentiator : public rules::RuleContext {
         auto through = saved_through.find(n->input(a));
         if (through == saved_through.end()) continue;
         const Node* saver = saved_by_[through->second];
+        // A saver inside a branch: where its prim::If is.
+        if (saver) saver = topLevelNode(const_cast<Node*>(saver), f_.block());
         if (saver && position[n] > position[saver])
           diag_.error(n, "modifies a value in place after " + std::string(saver->kind().toQualString()) +
                              " saved it for backward" +
@@ -424,6 +665,8 @@ class Differentiator : public rules::RuleContext {
   const bool fallback_;
   std::vector<Node*> fallback_candidates_;
   std::unordered_map<Node*, rules::FallbackRegion> fallbacks_;  // by fallback_end node
+  std::unordered_set<Node*> branches_;  // data-dependent prim::If nodes differentiated per branch
+  std::unordered_map<Value*, Value*> escaped_;  // saved value made in a branch -> F's output for it
   std::shared_ptr<Graph> b_;
   Node* node_ = nullptr;
   Node* after_ = nullptr;        // the last node forwardOpAfter inserted ...

@@ -85,7 +85,7 @@ class LowerModule : public Pass {
       order.emplace(b.name, std::make_pair(rank++, InputRole::Buffer));
 
     std::vector<InputInfo> infos;
-    const auto& schema = module.get_method("forward").function().getSchema();
+    const auto& schema = module.get_method(ir.method).function().getSchema();
     Value* self = graph.inputs()[0];
     for (size_t i = 1; i < graph.inputs().size(); ++i) {
       Value* in = graph.inputs()[i];

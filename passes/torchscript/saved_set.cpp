@@ -13,7 +13,10 @@
 // of max pooling; activation — any other tensor made by an op that yields
 // floats from floats; other — integer-valued ops (argmax, ...), kept;
 // fallback — the autograd graph of an op with no rule (autodiff's fallback),
-// holding whatever that op's backward saves, uncompressed.
+// holding whatever that op's backward saves, uncompressed; branch — made
+// inside a data-dependent branch, so None on steps where the other branch
+// ran: kept as it is (a quantized slot whose size depends on data would
+// break the L3 allocator's per-site statistics and L5's static plan).
 // A value is saved once however many rules read it (autodiff dedupes); its
 // name lists every reader. Left alone: values that alias each other through
 // views are classified separately (each is stored).
@@ -34,6 +37,9 @@ bool isTensor(const Value* v) { return v->type()->isSubtypeOf(*c10::TensorType::
 // `outputs`: the program's own results, which the caller holds anyway.
 SavedKind classify(Value* v, const std::unordered_set<const Value*>& outputs) {
   if (v->node()->kind() == c10::Symbol::fromQualString("actnn::fallback_end")) return SavedKind::Fallback;
+  if (v->node()->kind() == c10::prim::If && v->type()->isSubtypeOf(*c10::OptionalType::ofTensor()) &&
+      !isTensor(v))
+    return SavedKind::Branch;
   if (!isTensor(v)) return SavedKind::Meta;
   const auto family = viewFamily(v);
   if (family.front()->node()->kind() == c10::prim::Param) return SavedKind::Held;

@@ -44,6 +44,7 @@
 #include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
 #include "actnn/passes/registry.h"
+#include "actnn/runtime/training.h"
 
 namespace actnn {
 namespace {
@@ -56,19 +57,40 @@ c10::TypePtr completeType(at::ScalarType dtype, at::IntArrayRef sizes) {
   return c10::TensorType::get()->withScalarType(dtype)->withSizes(sizes.vec());
 }
 
-// "x:2x3x8x8;y:2" -> {x: [2, 3, 8, 8], y: [2]}, in order.
-std::vector<std::pair<std::string, std::vector<int64_t>>> parseShapes(const std::string& text, Diagnostics& diag) {
-  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+// One input's entry of the shapes option.
+struct ShapeEntry {
+  std::string name;
+  std::vector<int64_t> sizes;
+  c10::optional<at::ScalarType> dtype;  // absent: the graph's, else float32
+};
+
+// "x:2x3x8x8;ids:2x16:int64" -> {x: [2, 3, 8, 8], ids: [2, 16] int64}, in
+// order (the syntax of the runtime's signatureText; a rank-0 input is "s::").
+std::vector<ShapeEntry> parseShapes(const std::string& text, Diagnostics& diag) {
+  std::vector<ShapeEntry> out;
   std::stringstream entries(text);
   std::string entry;
   while (std::getline(entries, entry, ';')) {
     const size_t colon = entry.find(':');
     if (colon == std::string::npos || colon == 0) {
-      diag.error("option shapes: '" + entry + "' is not NAME:DIMxDIM...");
+      diag.error("option shapes: '" + entry + "' is not NAME:DIMxDIM...[:DTYPE]");
       continue;
     }
-    std::vector<int64_t> sizes;
-    std::stringstream dims(entry.substr(colon + 1));
+    ShapeEntry parsed;
+    parsed.name = entry.substr(0, colon);
+    std::string dims_text = entry.substr(colon + 1);
+    const size_t dtype_colon = dims_text.find(':');
+    if (dtype_colon != std::string::npos) {
+      const std::string dtype = dims_text.substr(dtype_colon + 1);
+      parsed.dtype = dtypeNamed(dtype);
+      if (!parsed.dtype) {
+        diag.error("option shapes: '" + entry + "' names dtype '" + dtype +
+                   "' (dtypes: float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, bool)");
+        continue;
+      }
+      dims_text.resize(dtype_colon);
+    }
+    std::stringstream dims(dims_text);
     std::string dim;
     bool ok = true;
     while (std::getline(dims, dim, 'x')) {
@@ -80,13 +102,13 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> parseShapes(const std:
         used = 0;
       }
       if (used != dim.size() || v < 0) ok = false;
-      sizes.push_back(v);
+      parsed.sizes.push_back(v);
     }
     if (!ok) {
       diag.error("option shapes: '" + entry + "' has a size that is not a non-negative integer");
       continue;
     }
-    out.emplace_back(entry.substr(0, colon), std::move(sizes));
+    out.push_back(std::move(parsed));
   }
   return out;
 }
@@ -343,7 +365,7 @@ class Evaluator {
 class SpecializeShapes : public Pass {
  public:
   SpecializeShapes() {
-    options_.declare("shapes", "", "sizes of the forward inputs, NAME:DIMxDIM...;NAME:...");
+    options_.declare("shapes", "", "sizes (and dtypes) of the forward inputs, NAME:DIMxDIM...[:DTYPE];NAME:...");
   }
 
   bool run(TrainingIR& ir, Diagnostics& diag) override {
@@ -365,7 +387,7 @@ class SpecializeShapes : public Pass {
     std::string names;
     for (const auto& in : ir.inputs)
       if (in.role == InputRole::Input) names += (names.empty() ? "" : ", ") + in.name;
-    for (const auto& [name, sizes] : shapes) {
+    for (const auto& [name, sizes, given_dtype] : shapes) {
       size_t i = 0;
       while (i < ir.inputs.size() && !(ir.inputs[i].role == InputRole::Input && ir.inputs[i].name == name)) ++i;
       if (i == ir.inputs.size()) {
@@ -384,7 +406,12 @@ class SpecializeShapes : public Pass {
                    ", but the graph says rank " + std::to_string(*t->dim()));
         continue;
       }
-      const at::ScalarType dtype = t->scalarType().value_or(at::kFloat);
+      if (given_dtype && t->scalarType() && *given_dtype != *t->scalarType()) {
+        diag.error("option shapes gives '" + name + "' dtype " + dtypeName(*given_dtype) + ", but the graph says " +
+                   dtypeName(*t->scalarType()));
+        continue;
+      }
+      const at::ScalarType dtype = given_dtype ? *given_dtype : t->scalarType().value_or(at::kFloat);
       v->setType(completeType(dtype, sizes)->expectRef<c10::TensorType>().withRequiresGrad(t->requiresGrad()));
       ir.specialized.push_back({name, sizes, dtype});
     }

@@ -597,12 +597,41 @@ class PadsGrid(nn.Module):
         return a.sum(), b, c * 2.0, d, e, f.tanh(), g + h, i, j, f3
 
 
+class Branches(nn.Module):
+    """Control flow on data, differentiated per branch (F records which
+    branch ran, B runs that branch's backward): an `if` on a tensor's value
+    whose branches save values of their own (batch norm's statistics, tanh's
+    result), one of which reads an outside value the other does not, returns
+    an outside value unchanged and nests a second data-dependent `if`."""
+
+    def __init__(self):
+        super().__init__()
+        # No bias: batch norm's input gradient sums to zero per channel, so a
+        # bias before it gets a gradient of rounding noise only.
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.scale = nn.Parameter(torch.randn(4, 1, 1))
+
+    def forward(self, x, y):  # x: (2, 3, 6, 6), y: (2, 4, 6, 6)
+        h = self.conv(x)
+        if bool(x.mean() > 0):
+            a = torch.tanh(self.bn(h)) * self.scale
+            if bool(y.sum() > 0):
+                a = a + torch.sigmoid(y)
+            b = y
+        else:
+            a = h * h
+            b = y * self.scale
+        return a + b, torch.relu(a).sum()
+
+
 class Fallback(nn.Module):
     """Nodes with no derivative rule, run under LibTorch autograd (the
     autograd fallback): einsum over a list of operands, logsumexp, cummax
     (a values/indices pair), an op whose result is a tensor list, and control
-    flow on data: an `if` on a tensor's value and a loop whose trip count is
-    one (both branches are taken across the parity test's seeds)."""
+    flow on data that autodiff does not differentiate per branch: an `if`
+    whose branches index that list, and a loop whose trip count is one (both
+    branches are taken across the parity test's seeds)."""
 
     def __init__(self):
         super().__init__()
@@ -628,6 +657,7 @@ class Fallback(nn.Module):
 # name -> (module class, forward inputs: ("float", shape) or ("long", shape, high))
 NETS = {
     "conv1d": (Conv1d, [("float", (2, 4, 16))]),
+    "branches": (Branches, [("float", (2, 3, 6, 6)), ("float", (2, 4, 6, 6))]),
     "conv2d": (Conv2d, [("float", (2, 3, 10, 10))]),
     "conv3d": (Conv3d, [("float", (2, 2, 6, 6, 6))]),
     "onnx_lowerings": (OnnxLowerings, [("float", (2, 3, 8, 8))]),

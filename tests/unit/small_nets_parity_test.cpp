@@ -26,7 +26,7 @@ const char* const kNets[] = {"conv1d",      "conv2d",        "conv3d",          
                              "dropout",     "softmax",       "cross_entropy",    "cross_entropy_nd", "nll_loss",
                              "mse_loss",    "outputs",       "onnx_lowerings",   "containers",       "upsample",
                              "indexing",    "view_writes", "fallback",         "pointwise_math",   "selections",
-                             "gather_scatter", "pads_grid"};
+                             "gather_scatter", "pads_grid",  "branches"};
 
 std::string modelPath(const std::string& name, const std::string& suffix = ".pt") {
   return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + suffix;
@@ -133,6 +133,37 @@ TEST_P(SmallNetParity, TrainsAtCompressedLevels) {
 
 INSTANTIATE_TEST_SUITE_P(Nets, SmallNetParity, ::testing::ValuesIn(kNets),
                          [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
+
+// The branches net branches on x.mean() > 0 and, inside, on y.sum() > 0:
+// both are differentiated per branch (no fallback), and one compiled module,
+// in one process, takes every path with autograd's gradients, at L0 and
+// (finite gradients, the forward unchanged) at L3.
+TEST(SmallNetsBranches, DataDependentIfsTakeEveryPath) {
+  const auto inputs = makeInputs("branches", 3);
+  const at::Tensor x = inputs.at(0).abs(), y = inputs.at(1).abs();
+  torch::jit::Module compiled = actnn::compile(torch::jit::load(modelPath("branches")), level0());
+  EXPECT_EQ(compiled.attr("_actnn_branch_ops").toInt(), 2);
+  EXPECT_EQ(compiled.attr("_actnn_fallback_ops").toInt(), 0);
+  const std::vector<std::pair<at::Tensor, at::Tensor>> paths = {{x, y}, {x, -y}, {-x, y}, {x, y}};
+  // Step for step with one reference: batch norm's running statistics move
+  // only on the steps whose branch runs it, in both.
+  torch::jit::Module reference = torch::jit::load(modelPath("branches"));
+  for (const auto& [px, py] : paths) {
+    SCOPED_TRACE(std::string(px.mean().item<double>() > 0 ? "x > 0" : "x < 0") +
+                 (py.sum().item<double>() > 0 ? ", y > 0" : ", y < 0"));
+    expectParity(actnn::testing::compareTrainingStep(reference, compiled, {px, py}, 5));
+  }
+  actnn::Options l3;
+  l3.level = "L3";
+  torch::jit::Module compressed = actnn::compile(torch::jit::load(modelPath("branches")), l3);
+  for (const auto& [px, py] : paths) {
+    const at::Tensor gx = px.clone().requires_grad_(), gy = py.clone().requires_grad_();
+    auto outs = compressed.forward({gx, gy}).toTuple()->elements();
+    (outs[0].toTensor().square().sum() + outs[1].toTensor()).backward();
+    EXPECT_TRUE(at::isfinite(gx.grad()).all().item<bool>());
+    EXPECT_TRUE(at::isfinite(gy.grad()).all().item<bool>());
+  }
+}
 
 // The fallback net branches on x.sum() > 0 (under the autograd fallback):
 // one compiled module, in one process, takes both branches, each with

@@ -207,7 +207,7 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
       .flag("print-ir-after", "", "print the IR after this pass (to stderr)")
       .flag("output", "", "output file (-o); IR goes to stdout when absent")
       .option("report", "", "text", "print the saved set instead of IR: text | json (--report alone: text)")
-      .flag("input-shape", "", "sizes of the forward inputs: the level's pipeline is specialized to them (specialize-shapes), and --report runs F with them, e.g. x:8x3x224x224,y:8x10")
+      .flag("input-shape", "", "sizes (and dtypes, float32 by default) of the forward inputs: the level's pipeline is specialized to them (specialize-shapes), and --report runs F with them, e.g. x:8x3x224x224,ids:8x16:int64")
       .option("no-fallback", "false", "true",
               "refuse an op with no derivative rule (naming it) instead of running it under LibTorch autograd")
       .alias("-o", "output");
@@ -241,7 +241,10 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     Options options;
     options.level = args.str("level");
     options.passes = args.str("passes");
-    for (const auto& [name, sizes] : parseInputShapes(args.str("input-shape"))) options.input_shapes.emplace_back(name, sizes);
+    for (const auto& [name, shape] : parseInputShapes(args.str("input-shape"))) {
+      options.input_shapes.emplace_back(name, shape.sizes);
+      if (shape.dtype) options.input_dtypes[name] = *shape.dtype;
+    }
     options.fallback = args.str("no-fallback") != "true";
     if (!options.fallback && !options.passes.empty())
       throw UsageError("--no-fallback applies to --level pipelines; with --passes write autodiff{fallback=false}");

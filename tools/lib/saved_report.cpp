@@ -35,30 +35,40 @@ std::string mib(int64_t bytes) {
 
 }  // namespace
 
-std::map<std::string, std::vector<int64_t>> parseInputShapes(const std::string& text) {
-  std::map<std::string, std::vector<int64_t>> out;
+std::map<std::string, InputShape> parseInputShapes(const std::string& text) {
+  std::map<std::string, InputShape> out;
   std::stringstream items(text);
   for (std::string item; std::getline(items, item, ',');) {
     const auto colon = item.find(':');
     if (colon == std::string::npos || colon == 0)
-      throw UsageError("--input-shape expects NAME:DIMxDIM..., got '" + item + "'");
-    std::vector<int64_t> dims;
-    std::stringstream ds(item.substr(colon + 1));
+      throw UsageError("--input-shape expects NAME:DIMxDIM...[:DTYPE], got '" + item + "'");
+    InputShape shape;
+    std::string dims = item.substr(colon + 1);
+    const auto dtype_colon = dims.find(':');
+    if (dtype_colon != std::string::npos) {
+      shape.dtype = dtypeNamed(dims.substr(dtype_colon + 1));
+      if (!shape.dtype)
+        throw UsageError("--input-shape: '" + dims.substr(dtype_colon + 1) + "' in '" + item +
+                         "' is not a dtype (float32, float64, float16, bfloat16, int64, int32, int16, int8, uint8, "
+                         "bool)");
+      dims.resize(dtype_colon);
+    }
+    std::stringstream ds(dims);
     for (std::string d; std::getline(ds, d, 'x');) {
       try {
         size_t used = 0;
-        dims.push_back(std::stoll(d, &used));
-        if (used != d.size() || dims.back() < 0) throw std::invalid_argument(d);
+        shape.sizes.push_back(std::stoll(d, &used));
+        if (used != d.size() || shape.sizes.back() < 0) throw std::invalid_argument(d);
       } catch (const std::exception&) {
         throw UsageError("--input-shape: '" + d + "' in '" + item + "' is not a dimension");
       }
     }
-    out[item.substr(0, colon)] = dims;
+    out[item.substr(0, colon)] = shape;
   }
   return out;
 }
 
-SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::string, std::vector<int64_t>>& shapes) {
+SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::string, InputShape>& shapes) {
   if (!compiled.forward) throw UsageError("--report needs the training graphs: run a level or a pipeline with autodiff");
   TrainingIR ir = compiled;  // shares the graphs; saved-set only fills `saved`
   if (ir.saved.size() != ir.numSaved()) runPipelineText("saved-set", ir);
@@ -101,7 +111,11 @@ SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::strin
     auto it = shapes.find(in.name);
     if (it == shapes.end()) throw UsageError("--report needs --input-shape=" + in.name + ":DIMxDIM...");
     used[in.name] = true;
-    stack.emplace_back(at::randn(it->second));
+    // Integer inputs (indices, labels) as zeros: a valid index whatever
+    // they index.
+    const at::ScalarType dtype = it->second.dtype.value_or(at::kFloat);
+    stack.emplace_back(at::isFloatingType(dtype) ? at::randn(it->second.sizes, at::TensorOptions().dtype(dtype))
+                                                 : at::zeros(it->second.sizes, at::TensorOptions().dtype(dtype)));
   }
   for (const auto& s : shapes)
     if (!used.count(s.first)) throw UsageError("--input-shape names '" + s.first + "', which is not a forward input");
@@ -139,6 +153,7 @@ SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::strin
   SavedReport report;
   report.rule_ops = ir.rule_ops;
   report.fallback_ops = ir.fallback_ops;
+  report.branch_ops = ir.branch_ops;
   if (arena) {
     std::vector<PlanBuffer> buffers;
     for (const auto& s : arena->slots) {
@@ -241,7 +256,8 @@ void printReport(std::ostream& os, const SavedReport& report, bool json) {
         .add("stored_bytes", stored)
         .add("ratio", ratio)
         .add("rule_ops", int64_t(report.rule_ops))
-        .add("fallback_ops", int64_t(report.fallback_ops.size()));
+        .add("fallback_ops", int64_t(report.fallback_ops.size()))
+        .add("branch_ops", int64_t(report.branch_ops.size()));
     if (!report.slots.empty())
       summary.add("arena_slots", int64_t(report.slots.size()))
           .add("arena_bytes", plan.arena_bytes)
@@ -258,6 +274,11 @@ void printReport(std::ostream& os, const SavedReport& report, bool json) {
   os << "differentiated: " << report.rule_ops << " ops by rule, " << report.fallback_ops.size()
      << " under the autograd fallback" << (report.fallback_ops.empty() ? "" : ":") << "\n";
   for (const auto& op : report.fallback_ops) os << "  " << op << "\n";
+  if (!report.branch_ops.empty()) {
+    os << "data-dependent branches: " << report.branch_ops.size()
+       << " (F records the condition, B runs the taken branch's backward):\n";
+    for (const auto& op : report.branch_ops) os << "  " << op << "\n";
+  }
   std::snprintf(line, sizeof(line), "%4s  %-10s  %-16s  %-8s  %12s  %12s  %-7s  %s\n", "#", "kind", "shape", "dtype",
                 "full", "stored", "bits", "value");
   os << line;

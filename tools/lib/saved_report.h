@@ -30,8 +30,14 @@ struct SavedRow {
   bool dither = false;       // a packed activation decoded with subtractive dither
 };
 
-// "x:8x3x224x224,y:8x10" -> {x: [8,3,224,224], y: [8,10]}; throws UsageError.
-std::map<std::string, std::vector<int64_t>> parseInputShapes(const std::string& text);
+// One --input-shape entry: sizes, and a dtype when given (else float32).
+struct InputShape {
+  std::vector<int64_t> sizes;
+  c10::optional<c10::ScalarType> dtype;
+};
+// "x:8x3x224x224,ids:8x16:int64" -> {x: [8,3,224,224], ids: [8,16] int64};
+// throws UsageError.
+std::map<std::string, InputShape> parseInputShapes(const std::string& text);
 
 // One slot of plan-memory's arena: its lifetime, size for the given input
 // shape, and the offset the runtime's planner gives it.
@@ -45,6 +51,7 @@ struct SavedReport {
   std::vector<SavedRow> rows;
   size_t rule_ops = 0;                     // F's nodes differentiated by a rule
   std::vector<std::string> fallback_ops;   // ... and under the autograd fallback
+  std::vector<std::string> branch_ops;     // data-dependent prim::If nodes differentiated per branch
   std::vector<ArenaSlotRow> slots;  // after plan-memory
   ArenaPlan plan;                   // after plan-memory
 };
@@ -54,7 +61,7 @@ struct SavedReport {
 // plan-memory, the arena the runtime would plan for these shapes.
 // Every user input that is a tensor needs a shape; parameters and buffers
 // come from the module.
-SavedReport savedSetReport(const TrainingIR& ir, const std::map<std::string, std::vector<int64_t>>& shapes);
+SavedReport savedSetReport(const TrainingIR& ir, const std::map<std::string, InputShape>& shapes);
 
 void printReport(std::ostream& os, const SavedReport& report, bool json);
 

@@ -23,6 +23,13 @@ def reduce_shape(sizes: List[int], dims: List[int]) -> List[int]:
             shape.append(sizes[i])
     return shape
 
+def add_optional_grads(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
 def add_grad_lists(a: List[Tensor], b: List[Tensor]) -> List[Tensor]:
     out: List[Tensor] = []
     for i in range(len(a)):

@@ -43,6 +43,7 @@ enum class SavedKind {
   Activation,  // a floating-point activation: quantizable
   Other,       // a tensor of unknown or integer type: kept as it is
   Fallback,    // an op's autograd graph (the autograd fallback): what it saves, kept as autograd keeps it
+  Branch,      // made inside a data-dependent branch (None when the other one ran): kept as it is
 };
 const char* savedKindName(SavedKind kind);
 
@@ -88,8 +89,15 @@ struct SpecializedInput {
 struct TrainingIR {
   // The program. Before lower-module (module input) its first input is `self`.
   std::shared_ptr<torch::jit::Graph> graph;
-  // The source module; absent for graph text.
+  // The source module and the method of it that is the program (forward;
+  // _actnn_eval_forward when a compiled module is specialized again at run
+  // time); no module for graph text.
   c10::optional<torch::jit::Module> module;
+  std::string method = "forward";
+  // The passes that built this IR, as a pipeline string without
+  // specialize-shapes (recorded by runPipeline): what a compiled module runs
+  // again to specialize itself to a new input signature.
+  std::string pipeline;
   bool lowered = false;
   // One per input of `graph` once lowered.
   std::vector<InputInfo> inputs;
@@ -110,6 +118,9 @@ struct TrainingIR {
   // and which under the autograd fallback ("aten::einsum at file:line:col").
   size_t rule_ops = 0;
   std::vector<std::string> fallback_ops;
+  // The data-dependent prim::If nodes differentiated per branch (F records
+  // the condition, B runs the taken branch's backward): "prim::If at file:line:col".
+  std::vector<std::string> branch_ops;
 
   // Per saved value (F's outputs after the first num_outputs, in order): the
   // rules that read it. Set by autodiff; passes that rewrite F and B in place
@@ -125,7 +136,7 @@ struct TrainingIR {
 
   size_t numSaved() const { return forward ? forward->outputs().size() - num_outputs : 0; }
 
-  static TrainingIR fromModule(const torch::jit::Module& module);
+  static TrainingIR fromModule(const torch::jit::Module& module, const std::string& method = "forward");
   // Graph text: every input is a user input; float tensors require grad.
   static TrainingIR fromGraph(std::shared_ptr<torch::jit::Graph> graph);
 };

@@ -23,6 +23,7 @@ std::unique_ptr<Pass> createPass(const std::string& flag);  // throws CompileErr
 struct PipelineStep {
   std::string flag;
   std::unique_ptr<Pass> pass;
+  std::string text;  // as written: "insert-compression{bits=2,mixed=true}"
 };
 // Parses "a,b{k=v,k2=v2}"; throws CompileError naming the bad pass or option.
 std::vector<PipelineStep> parsePipeline(const std::string& text);
@@ -31,6 +32,7 @@ std::string levelPipeline(const std::string& level);
 
 // Runs each step; `after(flag, ir)` is called after every pass (for
 // --print-ir-after). Throws CompileError with the pass's diagnostics.
+// Appends each step but specialize-shapes to ir.pipeline.
 void runPipeline(std::vector<PipelineStep>& steps, TrainingIR& ir,
                  const std::function<void(const std::string&, const TrainingIR&)>& after = {});
 
