@@ -158,10 +158,9 @@ struct ModulePrograms {
     } catch (const std::exception& e) {
       const std::string why = e.what();
       // With a guard there is nothing else to run; without one the module's
-      // own program (the fallback's) is correct for any size.
+      // own program (branches, fallback) is correct for any size.
       TORCH_CHECK(guard.empty(), "actnn: specializing the module to ", signature, " failed: ", why);
-      TORCH_WARN("actnn: specializing the module to ", signature, " failed, so it runs as compiled (under the "
-                 "autograd fallback): ", why);
+      TORCH_WARN("actnn: specializing the module to ", signature, " failed, so it runs as compiled: ", why);
       by_signature.emplace(signature, own);
       built.push_back({signature, own->fallback_ops, own->branch_ops});
       return own;
