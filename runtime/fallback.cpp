@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <memory>
+#include <type_traits>
 
 namespace actnn {
 namespace {
@@ -23,6 +24,18 @@ struct FallbackSink : torch::autograd::Node {
   std::string name() const override { return "actnn::FallbackSink"; }
 };
 
+// An autograd node as Edge holds one: std::shared_ptr in LibTorch 1.13,
+// c10::intrusive_ptr in 2.x.
+template <typename T>
+auto makeNode() {
+  using Pointer = decltype(std::declval<Edge>().function);
+  if constexpr (std::is_same_v<Pointer, std::shared_ptr<torch::autograd::Node>>) {
+    return std::make_shared<T>();
+  } else {
+    return c10::make_intrusive<T>();
+  }
+}
+
 bool fallbackBegin() {
   const bool previous = c10::GradMode::is_enabled();
   c10::GradMode::set_enabled(true);
@@ -31,7 +44,7 @@ bool fallbackBegin() {
 
 at::Tensor makeLeaf(const at::Tensor& x) {
   if (!x.defined() || !(x.is_floating_point() || x.is_complex())) return x;  // no gradient to capture
-  auto sink = std::make_shared<FallbackSink>();
+  auto sink = makeNode<FallbackSink>();
   at::Tensor data = x.detach();
   sink->add_input_metadata(data);
   return torch::autograd::make_variable(data, Edge(std::move(sink), 0));

@@ -3,7 +3,7 @@ torchvision.models (80 classification), .segmentation (6) and .video (6),
 random weights, train mode, compiled by actnn-opt and checked. Not part of the
 default CI run (it takes long on a 2-core machine); run it as
 
-    /usr/bin/python3 tests/zoo/zoo.py [--mode compile|parity|train] [--only NAME,...] [--out DIR]
+    /usr/bin/python3 tests/zoo/zoo.py [--mode compile|parity|train] [--only NAME,...] [--start NAME] [--out DIR]
 
 from the repository root after building. Per model it prints one JSON line:
 how far it got (scripted, compiled at L0 with the input's sizes, L0 gradients
@@ -90,7 +90,9 @@ def step(m, x):
     torch.manual_seed(7)
     loss = loss_of(m(xx))
     loss.backward()
-    return loss.item(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}, xx.grad
+    # The gradients themselves, not copies: the caller drops the module next
+    # (regnet_y_128gf's 2.6 GB of parameters must fit twice, not four times).
+    return loss.item(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, xx.grad
 
 
 def rel(a, b):
@@ -126,6 +128,7 @@ def run(name, args, out_dir):
         scripted.save(path)
         row["stage"] = "scripted"
         input_name = scripted.forward.schema.arguments[1].name
+        del module, scripted  # one copy of the weights at a time from here
         row["input"] = "x".join(map(str, shape))
         compiled = os.path.join(out_dir, name + ".l0.pt")
         error = compile_at(args, "L0", input_name, row["input"], path, compiled)
@@ -137,14 +140,14 @@ def run(name, args, out_dir):
         row["rule_ops"], row["fallback_ops"] = summary["rule_ops"], summary["fallback_ops"]
         if args.mode == "compile":
             return row
-        reference, candidate = torch.jit.load(path), torch.jit.load(compiled)
         torch.manual_seed(0)
         x = torch.randn(shape)
-        la, ga, xa = step(reference, x)
-        lb, gb, xb = step(candidate, x)
+        la, ga, xa = step(torch.jit.load(path), x)
+        lb, gb, xb = step(torch.jit.load(compiled), x)
         errs = [rel(torch.tensor(lb), torch.tensor(la))] + [rel(gb[n], ga[n]) for n in ga if n in gb]
         errs.append(rel(xb, xa))
         missing = [n for n in ga if n not in gb]
+        del ga, gb
         row["l0_max_rel_err"] = max(errs)
         if missing:
             row["error"] = "missing gradients: " + ", ".join(missing[:5])
@@ -195,6 +198,23 @@ def run(name, args, out_dir):
                 os.remove(p)
 
 
+def run_child(name, args):
+    """run() in a child process, so that a model too large for this machine
+    (regnet_y_128gf, vit_h_14: the kernel's OOM killer) costs its own row, not
+    the run; and every model starts from a fresh process's memory."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--in-process", "--only", name, "--mode", args.mode,
+           "--out", args.out, "--actnn-opt", args.actnn_opt, "--runtime", args.runtime,
+           "--timeout", str(args.timeout), "--l3-batch", str(args.l3_batch)] + (["--keep"] if args.keep else [])
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    why = "killed by signal %d (out of memory?)" % -r.returncode if r.returncode < 0 else \
+        first_line(r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "") or "exit %d" % r.returncode
+    return {"model": name, "stage": "build", "error": why, "seconds": round(time.time() - t0, 1)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["compile", "parity", "train"], default="train")
@@ -205,14 +225,22 @@ def main():
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--keep", action="store_true", help="keep the archives")
     ap.add_argument("--l3-batch", type=int, default=8, help="batch of the L3 training steps")
+    ap.add_argument("--start", default="", help="skip the models before this one")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the models in this process (default: one child process per model)")
     args = ap.parse_args()
     torch.ops.load_library(args.runtime)
     torch.set_num_threads(2)
     os.makedirs(args.out, exist_ok=True)
     names = args.only.split(",") if args.only else classification() + SEGMENTATION + VIDEO
+    if args.start:
+        names = names[names.index(args.start):]
     rows = []
     for name in names:
-        row = run(name, args, args.out)
+        if args.in_process:
+            row = run(name, args, args.out)
+        else:
+            row = run_child(name, args)
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| model | input | reached | ops by rule / fallback | L0 max rel. error | L3 saved ratio | stopped by |")

@@ -20,6 +20,7 @@
 #include "actnn/actnn.h"
 #include "args.h"
 #include "bench.h"
+#include "memory_tracker.h"
 #include "bench_models.h"
 #include "json.h"
 
@@ -52,7 +53,7 @@ struct PeakProbe : c10::MemoryReportingInfoBase {
   std::map<int64_t, int64_t, std::greater<int64_t>> sizes_at_peak;  // bytes -> count
   std::vector<Allocation> largest_at_peak;
 
-  void reportMemoryUsage(void* ptr, int64_t delta, int64_t, int64_t, c10::Device where) override {
+  void reportMemoryUsage(void* ptr, int64_t delta, MemoryTotal, MemoryTotal, c10::Device where) override {
     if (where.type() != c10::DeviceType::CPU) return;
     if (delta > 0) {
       live_allocations[ptr] = {delta, allocatingOp()};

@@ -12,7 +12,7 @@ struct MemoryTracker::Reporter : c10::MemoryReportingInfoBase {
   explicit Reporter(c10::DeviceType d) : device(d) {}
   const c10::DeviceType device;
   std::atomic<int64_t> live{0}, peak{0};
-  void reportMemoryUsage(void*, int64_t delta, int64_t, int64_t, c10::Device where) override {
+  void reportMemoryUsage(void*, int64_t delta, MemoryTotal, MemoryTotal, c10::Device where) override {
     if (where.type() != device) return;
     const int64_t now = live += delta;
     int64_t seen = peak.load();

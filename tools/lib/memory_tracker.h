@@ -6,12 +6,21 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
 
 #include <memory>
+#include <tuple>
 
 namespace actnn {
 namespace tools {
+
+// The allocator's running totals in MemoryReportingInfoBase::reportMemoryUsage:
+// int64_t in LibTorch 1.13, size_t in 2.x. Overrides spell them MemoryTotal.
+template <typename R, typename C, typename... Args>
+std::tuple<Args...> argumentsOf(R (C::*)(Args...));
+using MemoryTotal =
+    std::tuple_element_t<2, decltype(argumentsOf(&c10::MemoryReportingInfoBase::reportMemoryUsage))>;
 
 class MemoryTracker {
  public:

@@ -23,6 +23,14 @@ def reduce_shape(sizes: List[int], dims: List[int]) -> List[int]:
             shape.append(sizes[i])
     return shape
 
+def spatial_sizes(sizes: List[int]) -> List[int]:
+    return sizes[2:]
+
+def scale_at(scale_factors: Optional[List[float]], i: int) -> Optional[float]:
+    if scale_factors is None:
+        return None
+    return scale_factors[i]
+
 def add_optional_grads(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
     if a is None:
         return b

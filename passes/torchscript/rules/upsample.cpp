@@ -1,6 +1,6 @@
 // Upsampling (F.interpolate's nearest, linear, bilinear, bicubic and
 // trilinear modes, the `.vec` overloads it calls). Each backward reads only
-// the input's sizes, so nothing but the sizes is saved. grid_sample
+// the input's and the output's sizes, so nothing but sizes is saved. grid_sample
 // (aten::grid_sampler, 2-d and 3-d) saves its input and grid: ATen's
 // backward reads both.
 #include "rules.h"
@@ -9,13 +9,19 @@ namespace actnn {
 namespace rules {
 namespace {
 
-// backward.vec(grad, output_size, input_size, [align_corners,] scale_factors)
-BackwardFn upsampleBackward(c10::Symbol backward, bool align_corners) {
+// backward(grad, output_size, input_size, [align_corners,] scale per
+// spatial dim...): the overload with explicit sizes and scales, which
+// autograd's `.vec` backward resolves to (LibTorch 2.x has no `.vec`
+// backward); the output's sizes stand for the forward's output_size or
+// scale_factors, and each scale is the given factor or None.
+BackwardFn upsampleBackward(c10::Symbol backward, int64_t dims, bool align_corners) {
   return [=](RuleContext& c) {
     if (!c.needsGrad(0)) return;
-    std::vector<NamedValue> args{c.grad(0), c.save(c.input(1)), c.saveSizes(c.input(0))};
+    std::vector<NamedValue> args{c.grad(0), c.helper("spatial_sizes", {c.saveSizes(c.output(0))}),
+                                 c.saveSizes(c.input(0))};
     if (align_corners) args.emplace_back(c.save(c.input(2)));
-    args.emplace_back(c.save(c.input(align_corners ? 3 : 2)));
+    Value* scales = c.save(c.input(align_corners ? 3 : 2));
+    for (int64_t i = 0; i < dims; ++i) args.emplace_back(c.helper("scale_at", {scales, c.constant(i)}));
     c.setGrad(0, c.op(backward, args));
   };
 }
@@ -33,17 +39,19 @@ void registerUpsampleRules(std::vector<RuleSpec>& rules) {
   const struct {
     const char* forward;
     Symbol backward;
+    int64_t dims;
     bool align_corners;
   } kinds[] = {
-      {"aten::upsample_nearest1d.vec", aten::upsample_nearest1d_backward, false},
-      {"aten::upsample_nearest2d.vec", aten::upsample_nearest2d_backward, false},
-      {"aten::upsample_nearest3d.vec", aten::upsample_nearest3d_backward, false},
-      {"aten::upsample_linear1d.vec", aten::upsample_linear1d_backward, true},
-      {"aten::upsample_bilinear2d.vec", aten::upsample_bilinear2d_backward, true},
-      {"aten::upsample_bicubic2d.vec", aten::upsample_bicubic2d_backward, true},
-      {"aten::upsample_trilinear3d.vec", aten::upsample_trilinear3d_backward, true},
+      {"aten::upsample_nearest1d.vec", aten::upsample_nearest1d_backward, 1, false},
+      {"aten::upsample_nearest2d.vec", aten::upsample_nearest2d_backward, 2, false},
+      {"aten::upsample_nearest3d.vec", aten::upsample_nearest3d_backward, 3, false},
+      {"aten::upsample_linear1d.vec", aten::upsample_linear1d_backward, 1, true},
+      {"aten::upsample_bilinear2d.vec", aten::upsample_bilinear2d_backward, 2, true},
+      {"aten::upsample_bicubic2d.vec", aten::upsample_bicubic2d_backward, 2, true},
+      {"aten::upsample_trilinear3d.vec", aten::upsample_trilinear3d_backward, 3, true},
   };
-  for (const auto& k : kinds) rules.push_back({k.forward, nullptr, upsampleBackward(k.backward, k.align_corners)});
+  for (const auto& k : kinds)
+    rules.push_back({k.forward, nullptr, upsampleBackward(k.backward, k.dims, k.align_corners)});
 }
 
 }  // namespace rules
