@@ -72,10 +72,10 @@ std::string pipelineFor(const Options& options) {
   if (options.input_shapes.empty()) return pipeline;
   std::string shapes;
   for (const auto& [name, sizes] : options.input_shapes) {
-    shapes += (shapes.empty() ? "" : ";") + name + ":";
-    for (size_t i = 0; i < sizes.size(); ++i) shapes += (i ? "x" : "") + std::to_string(sizes[i]);
     auto dtype = options.input_dtypes.find(name);
-    if (dtype != options.input_dtypes.end()) shapes += ":" + dtypeName(dtype->second);
+    shapes += (shapes.empty() ? "" : ";") +
+              shapeEntry(name, sizes, dtype == options.input_dtypes.end() ? c10::nullopt
+                                                                          : c10::make_optional(dtype->second));
   }
   return withShapes(pipeline, shapes);
 }
@@ -186,11 +186,7 @@ torch::jit::Module buildTrainingModule(const TrainingIR& ir) {
   for (const auto& in : ir.inputs)
     if (in.role == InputRole::Input) input_names.push_back(in.name);
   std::vector<std::string> guard;
-  for (const auto& s : ir.specialized) {
-    std::string entry = s.name + ":";
-    for (size_t i = 0; i < s.sizes.size(); ++i) entry += (i ? "x" : "") + std::to_string(s.sizes[i]);
-    guard.push_back(entry + ":" + dtypeName(s.dtype));
-  }
+  for (const auto& s : ir.specialized) guard.push_back(shapeEntry(s.name, s.sizes, s.dtype));
   const bool respecializes = ir.module && !ir.pipeline.empty() && ir.pipeline.find("lower-module") == 0;
   setAttribute(m, "_actnn_specialize", c10::BoolType::get(),
                respecializes && (!guard.empty() || program.fallback_ops > 0 || program.branch_ops > 0));

@@ -117,7 +117,8 @@ struct ModulePrograms {
     TORCH_CHECK(inputs.size() == input_names.size(), "actnn: the compiled module takes ", input_names.size(),
                 " inputs, got ", inputs.size());
     std::vector<std::string> entries;
-    for (size_t i = 0; i < inputs.size(); ++i) entries.push_back(signatureText({input_names[i]}, {inputs[i]}));
+    for (size_t i = 0; i < inputs.size(); ++i)
+      entries.push_back(shapeEntry(input_names[i], inputs[i].sizes(), inputs[i].scalar_type()));
     if (!guard.empty() && guardHolds(entries)) return own;
     std::string signature;
     for (const auto& e : entries) signature += (signature.empty() ? "" : ";") + e;
@@ -407,14 +408,17 @@ c10::optional<c10::ScalarType> dtypeNamed(const std::string& name) {
   return c10::nullopt;
 }
 
+std::string shapeEntry(const std::string& name, c10::IntArrayRef sizes, c10::optional<c10::ScalarType> dtype) {
+  std::string out = name + ":";
+  for (size_t d = 0; d < sizes.size(); ++d) out += (d ? "x" : "") + std::to_string(sizes[d]);
+  return dtype ? out + ":" + dtypeName(*dtype) : out;
+}
+
 std::string signatureText(const std::vector<std::string>& names, const std::vector<at::Tensor>& inputs) {
   TORCH_INTERNAL_ASSERT(names.size() == inputs.size());
   std::string out;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    out += (i ? ";" : "") + names[i] + ":";
-    for (int64_t d = 0; d < inputs[i].dim(); ++d) out += (d ? "x" : "") + std::to_string(inputs[i].size(d));
-    out += ":" + dtypeName(inputs[i].scalar_type());
-  }
+  for (size_t i = 0; i < inputs.size(); ++i)
+    out += (i ? ";" : "") + shapeEntry(names[i], inputs[i].sizes(), inputs[i].scalar_type());
   return out;
 }
 

@@ -54,6 +54,8 @@ Specializer setSpecializer(Specializer specializer);
 // uses (float32, float64, float16, bfloat16, int64, int32, int16, int8,
 // uint8, bool).
 std::string signatureText(const std::vector<std::string>& names, const std::vector<at::Tensor>& inputs);
+// One input's entry of it: "x:2x3x8x8:float32" ("x:2x3x8x8" without a dtype).
+std::string shapeEntry(const std::string& name, c10::IntArrayRef sizes, c10::optional<c10::ScalarType> dtype);
 std::string dtypeName(c10::ScalarType dtype);
 c10::optional<c10::ScalarType> dtypeNamed(const std::string& name);
 
