@@ -72,7 +72,7 @@ uint64_t mix64(uint64_t z) {
 CompressionState::CompressionState(double budget, int64_t group, std::vector<SiteConfig> list)
     : budget_bits(budget), group_size(group) {
   TORCH_CHECK(budget >= 1 && budget <= 8, "actnn: the bit budget must be in [1, 8], got ", budget);
-  for (auto& [name, bits, floor, dither] : list) {
+  for (auto& [name, bits, floor, dither, batch_norm] : list) {
     TORCH_CHECK(bits == 0 || bits == 1 || bits == 2 || bits == 4 || bits == 8, "actnn: site '", name,
                 "' has width ", bits, "; widths are 1, 2, 4, 8 or 0 (mixed)");
     TORCH_CHECK(floor == 1 || floor == 2 || floor == 4 || floor == 8, "actnn: site '", name, "' has floor ",
@@ -81,8 +81,10 @@ CompressionState::CompressionState(double budget, int64_t group, std::vector<Sit
     s.name = std::move(name);
     s.bits = bits;
     s.floor = floor;
+    s.active_floor = floor;
     s.budget = budget;
     s.dither = dither;
+    s.batch_norm = batch_norm;
     sites.push_back(std::move(s));
   }
 }
@@ -120,7 +122,7 @@ void CompressionState::solve() {
       const double c = s.range_cost[n] * grad_sq.data_ptr<double>()[n];
       cost.push_back(std::isnan(c) ? 1e300 : std::min(c, 1e300));
       weight.push_back(double(s.sample_numel));
-      floors.push_back(s.floor);
+      floors.push_back(s.active_floor);
       unit.emplace_back(k, n);
     }
   }
@@ -180,8 +182,11 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
       s.sample_numel = x.numel() / std::max<int64_t>(n, 1);
       s.grad_sq = at::Tensor();
       s.observed = false;
+      // A batch norm over few values per channel: see kSmallCount.
+      const bool small_count = s.batch_norm && x.dim() >= 2 && x.size(1) > 0 && x.numel() / x.size(1) < kSmallCount;
+      s.active_floor = small_count ? std::max<int64_t>(s.floor, 4) : s.floor;
       bits = allocateBits(s.range_cost, std::vector<double>(n, 1.0), s.budget * double(n),
-                          std::vector<int64_t>(n, s.floor));
+                          std::vector<int64_t>(n, s.active_floor));
     }
     s.last_bits = bits;
   }
@@ -249,26 +254,30 @@ void CompressionState::observeGrad(const at::Tensor& grad, int64_t k) {
 CompressionState::Pickled CompressionState::pickle() {
   std::lock_guard<std::mutex> lock(mutex);
   std::vector<std::string> names;
-  std::vector<int64_t> bits, floors, dithers;
+  std::vector<int64_t> bits, floors, flags;
   std::vector<double> budgets;
   for (const auto& s : sites) {
     names.push_back(s.name);
     bits.push_back(s.bits);
     floors.push_back(s.floor);
     budgets.push_back(s.budget);
-    dithers.push_back(s.dither ? 1 : 0);
+    flags.push_back((s.dither ? 1 : 0) | (s.batch_norm ? 2 : 0));
   }
-  return {budget_bits, group_size, names, bits, floors, budgets, dithers, steps};
+  return {budget_bits, group_size, names, bits, floors, budgets, flags, steps};
 }
 
 c10::intrusive_ptr<CompressionState> CompressionState::unpickle(Pickled p) {
-  auto& [budget, group, names, bits, floors, budgets, dithers, steps] = p;
+  auto& [budget, group, names, bits, floors, budgets, flags, steps] = p;
   TORCH_CHECK(names.size() == bits.size() && names.size() == floors.size() && names.size() == budgets.size() &&
-                  names.size() == dithers.size(),
+                  names.size() == flags.size(),
               "actnn: corrupted CompressionState (", names.size(), " names, ", bits.size(), " widths, ",
-              floors.size(), " floors, ", budgets.size(), " budgets, ", dithers.size(), " dither flags)");
+              floors.size(), " floors, ", budgets.size(), " budgets, ", flags.size(), " site flags)");
   std::vector<SiteConfig> list;
-  for (size_t i = 0; i < names.size(); ++i) list.emplace_back(names[i], bits[i], floors[i], dithers[i] != 0);
+  for (size_t i = 0; i < names.size(); ++i) {
+    TORCH_CHECK(flags[i] >= 0 && flags[i] <= 3, "actnn: corrupted CompressionState (site ", i, " has flags ", flags[i],
+                "; 1 = dither, 2 = batch norm)");
+    list.emplace_back(names[i], bits[i], floors[i], (flags[i] & 1) != 0, (flags[i] & 2) != 0);
+  }
   auto state = c10::make_intrusive<CompressionState>(budget, group, std::move(list));
   for (size_t i = 0; i < budgets.size(); ++i) state->sites[i].budget = budgets[i];
   state->steps = steps;

@@ -337,6 +337,7 @@ class Rewriter {
     // weight gives the kernel taps, its channels are dim 1.
     int64_t channel_dim = -1;
     Value* weight = nullptr;
+    bool batch_norm = false;
     for (const auto& u : ir_.saved_uses[i]) {
       const auto kind = u.consumer->kind();
       if (kind == c10::aten::convolution && u.consumer->input(0) == v) {
@@ -344,11 +345,12 @@ class Rewriter {
         weight = u.consumer->input(1);
       } else if (kind == c10::aten::native_batch_norm || kind == c10::aten::native_group_norm) {
         channel_dim = 1;
+        batch_norm = batch_norm || (kind == c10::aten::native_batch_norm && u.consumer->input(0) == v);
       }
     }
     if (conv_only_ && !weight) return false;  // L1: convolution inputs only
     const int64_t site = int64_t(sites_.size());
-    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), noiseStaysInWeightGrad(i) ? 1 : 2});
+    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), noiseStaysInWeightGrad(i) ? 1 : 2, false, batch_norm});
     Value* packed;
     {
       WithInsertPoint guard(v->node()->next());

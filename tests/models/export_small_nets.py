@@ -736,9 +736,10 @@ class StatsLinear(nn.Module):
 # Nets for the gradient statistics of compressed levels
 # (tests/unit/compression_gradients_test.cpp), not part of the L0 parity set.
 class StatsNorms(nn.Module):
-    """Batch norm over few values per channel (M = 4 x 6 x 6 and 4 x 3 x 3,
-    where the square of the rounding noise is a large part of BN backward's
-    sum), then group norm and SiLU: the readers debias-backward corrects."""
+    """Batch norm over few values per channel (M = 8 x 6 x 6 and 8 x 3 x 3
+    at gradient_bias_test's batch of 8, where the square of the rounding noise
+    is a large part of BN backward's sum), then group norm and SiLU: the
+    readers debias-backward corrects."""
 
     def __init__(self):
         super().__init__()
@@ -750,7 +751,7 @@ class StatsNorms(nn.Module):
         self.gn = nn.GroupNorm(4, 16)
         self.fc = nn.Linear(16, 10)
 
-    def forward(self, x):                  # x: (4, 3, 6, 6)
+    def forward(self, x):                  # x: (8, 3, 6, 6)
         h = F.relu(self.bn1(self.conv1(x)))
         h = F.relu(self.bn2(self.conv2(h)))
         h = F.silu(self.gn(self.conv3(h)))

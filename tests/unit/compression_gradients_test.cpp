@@ -17,6 +17,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -327,6 +328,36 @@ TEST(CompressionGradients, ReportsVariancePerLevel) {
     EXPECT_GE(total, previous) << level << " has less variance than the level below";
     previous = total;
   }
+}
+
+// insert-compression marks the sites a batch norm reads; at run time those
+// with few values per channel (ResNet-18 at 32x32, batch 4: layer2-4 at 4x4,
+// 2x2 and 1x1, 64, 16 and 4 values) get at least 4 bits, the rest keep their
+// floors.
+TEST(CompressionGradients, SmallCountBatchNormSitesGetFourBits) {
+  torch::jit::Module m = compileNet("resnet18", "L3");
+  auto state = stateOf(m);
+  int64_t flagged = 0, raised = 0;
+  for (const auto& site : state->sites) {
+    const bool read_by_bn = site.name.find("-> aten::native_batch_norm") != std::string::npos;
+    EXPECT_EQ(site.batch_norm, read_by_bn) << site.name;
+    flagged += site.batch_norm;
+  }
+  EXPECT_GT(flagged, 10);
+  const at::Tensor x = fixedRandn({4, 3, 32, 32}, 6);
+  at::manual_seed(0);
+  m.forward({x}).toTensor().sum().backward();
+  for (const auto& site : state->sites) {
+    if (site.bits != 0 || site.last_bits.empty()) continue;
+    const int64_t narrowest = *std::min_element(site.last_bits.begin(), site.last_bits.end());
+    EXPECT_GE(narrowest, site.active_floor) << site.name;
+    if (site.active_floor == 4) {
+      EXPECT_TRUE(site.batch_norm) << site.name;
+      ++raised;
+    }
+  }
+  EXPECT_GT(raised, 0);
+  EXPECT_LT(raised, flagged);  // bn1 and layer1 (16x16, 8x8: 1024 and 256 values) keep floor 2
 }
 
 }  // namespace

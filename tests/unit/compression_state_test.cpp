@@ -27,7 +27,7 @@ using Sites = std::vector<std::tuple<std::string, int64_t, int64_t>>;
 
 c10::intrusive_ptr<CompressionState> makeState(double budget, const Sites& sites, int64_t group_size = 256) {
   std::vector<CompressionState::SiteConfig> config;
-  for (const auto& [name, bits, floor] : sites) config.emplace_back(name, bits, floor, false);
+  for (const auto& [name, bits, floor] : sites) config.emplace_back(name, bits, floor, false, false);
   return c10::make_intrusive<CompressionState>(budget, group_size, std::move(config));
 }
 
@@ -224,6 +224,45 @@ TEST(CompressionState, FloorsAreRespected) {
   EXPECT_GE(state->sites[2].budget, 4.0);
 }
 
+// A batch norm's input with fewer than kSmallCount values per channel gets at
+// least 4 bits (its noise reaches the input gradient through per-channel
+// means over few values); with more values, or read by something else, its
+// own floor holds. The raised floor also holds across sites.
+TEST(CompressionState, SmallCountBatchNormInputHasFloorFour) {
+  std::vector<CompressionState::SiteConfig> config = {{"bn.small", 0, 2, false, true},
+                                                      {"bn.large", 0, 2, false, true},
+                                                      {"silu.small", 0, 2, false, false},
+                                                      {"conv.large", 0, 1, false, false}};
+  auto state = c10::make_intrusive<CompressionState>(2, 256, std::move(config));
+  at::Generator gen = at::detail::createCPUGenerator(4);
+  const std::vector<at::Tensor> x = {at::randn({8, 64, 2, 2}, gen),  // 32 values per channel
+                                     at::randn({8, 4, 16, 16}, gen),  // 2048
+                                     at::randn({8, 64, 2, 2}, gen), at::randn({8, 16, 16, 16}, gen)};
+  ASSERT_LT(x[0].numel() / x[0].size(1), CompressionState::kSmallCount);
+  ASSERT_GE(x[1].numel() / x[1].size(1), CompressionState::kSmallCount);
+  state->beginStep();
+  const int64_t floors[] = {4, 2, 2, 1};
+  for (int64_t k = 0; k < 4; ++k) {
+    const auto p = state->compress(x[k], k, 1, c10::nullopt);
+    EXPECT_EQ(state->sites[k].active_floor, floors[k]) << state->sites[k].name;
+    EXPECT_EQ(mean(p->bits), k == 0 ? 4.0 : 2.0) << state->sites[k].name;
+  }
+  // Across sites, with the small site the cheapest: it keeps 4 bits and the
+  // others pay for them within the budget.
+  for (int64_t k = 0; k < 4; ++k) state->observeGrad(at::full({8, 4}, k == 0 ? 1e-6 : 100.0), k);
+  state->beginStep();
+  EXPECT_GE(state->sites[0].budget, 4.0);
+  double bits = 0, values = 0;
+  for (int64_t k = 0; k < 4; ++k) {
+    bits += state->sites[k].budget * double(x[k].numel());
+    values += double(x[k].numel());
+  }
+  EXPECT_LE(bits, 2.0 * values + 1e-6);
+  // The same site called with a larger batch: the count passes the threshold.
+  state->compress(at::randn({64, 64, 2, 2}, gen), 0, 1, c10::nullopt);
+  EXPECT_EQ(state->sites[0].active_floor, 2);
+}
+
 TEST(CompressionState, ConstructorChecksWidthsFloorsAndBudget) {
   test::expect_error([] { makeState(0.5, {}); }, "bit budget must be in [1, 8], got 0.5");
   test::expect_error([] { makeState(9, {}); }, "got 9");
@@ -242,6 +281,7 @@ void expectSameConfiguration(CompressionState& a, CompressionState& b) {
     EXPECT_EQ(a.sites[k].floor, b.sites[k].floor) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].budget, b.sites[k].budget) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].dither, b.sites[k].dither) << a.sites[k].name;
+    EXPECT_EQ(a.sites[k].batch_norm, b.sites[k].batch_norm) << a.sites[k].name;
   }
 }
 
@@ -255,6 +295,7 @@ c10::intrusive_ptr<CompressionState> solvedState() {
   state->beginStep();
   EXPECT_NE(state->sites[0].budget, 2.5);
   state->sites[1].dither = true;
+  state->sites[1].batch_norm = true;
   return state;
 }
 
@@ -310,6 +351,21 @@ TEST(CompressionState, CorruptedPickleIsReported) {
   p = state->pickle();
   std::get<3>(p)[1] = 5;
   test::expect_error([&] { CompressionState::unpickle(p); }, "site 'bn1.input' has width 5");
+  p = state->pickle();
+  std::get<6>(p)[2] = 4;
+  test::expect_error([&] { CompressionState::unpickle(p); }, "site 2 has flags 4; 1 = dither, 2 = batch norm");
+}
+
+// Archives saved before the batch-norm flag hold dither flags 0 / 1 in the
+// same field: they load, with no batch-norm site.
+TEST(CompressionState, PickleOfDitherFlagsOnlyLoads) {
+  auto state = solvedState();
+  auto p = state->pickle();
+  EXPECT_EQ(std::get<6>(p), (std::vector<int64_t>{0, 3, 0, 0}));
+  std::get<6>(p) = {0, 1, 0, 0};
+  auto loaded = CompressionState::unpickle(p);
+  EXPECT_TRUE(loaded->sites[1].dither);
+  for (const auto& site : loaded->sites) EXPECT_FALSE(site.batch_norm) << site.name;
 }
 
 TEST(CompressionState, NonFloatingInputThrowsNamingTheSite) {

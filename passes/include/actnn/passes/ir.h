@@ -62,6 +62,7 @@ struct CompressionConfig {
     int64_t bits = 0;   // fixed width, 0: mixed
     int64_t floor = 1;  // mixed: narrowest width
     bool dither = false;  // decoded with subtractive dither (set by debias-backward)
+    bool batch_norm = false;  // read by a batch norm (small counts raise the floor at run time)
   };
   std::vector<Site> sites;
 };
