@@ -429,6 +429,24 @@ class Upsample(nn.Module):
         return a.sum(), b * 0.5, c, d, e.tanh(), f.mean(1), g
 
 
+class UpsamplePerDim(nn.Module):
+    """The upsampling overloads with an explicit output size and one scale per
+    dim (torch 2.x's F.interpolate calls them when given a size; 1.13's
+    calls the `.vec` ones of Upsample), the 2-d and 3-d modes. (The 1-d ones
+    have the `.vec` ones' arity: an archive's code calls them positionally,
+    and loading resolves that to `.vec`.)"""
+
+    def forward(self, x):  # x: (2, 3, 4, 5)
+        nn_ = torch._C._nn
+        a = nn_.upsample_nearest2d(x, [4, 6], scales_h=None, scales_w=None)
+        b = nn_.upsample_bilinear2d(x, [5, 5], False, scales_h=1.25, scales_w=None)
+        vol = x.unsqueeze(2).expand(2, 3, 2, 4, 5)  # (2, 3, 2, 4, 5)
+        d = nn_.upsample_trilinear3d(vol, [3, 5, 6], False, scales_d=None, scales_h=None, scales_w=None)
+        g = nn_.upsample_nearest3d(vol, [3, 5, 6], scales_d=None, scales_h=None, scales_w=None)
+        e = nn_.upsample_bicubic2d(x, [6, 7], True, scales_h=None, scales_w=None)
+        return a.sum(), b * 0.5, d, e, g.mean(1)
+
+
 class Indexing(nn.Module):
     """Advanced indexing (repeated indices sum their gradients; a leading
     full slice makes a None index; a parameter table looked up by a buffer, as
@@ -682,6 +700,7 @@ NETS = {
     "outputs": (Outputs, [("float", (3, 5))]),
     "containers": (Containers, [("float", (2, 3, 6, 6))]),
     "upsample": (Upsample, [("float", (2, 3, 4, 5))]),
+    "upsample_per_dim": (UpsamplePerDim, [("float", (2, 3, 4, 5))]),
     "indexing": (Indexing, [("float", (3, 4, 5))]),
     "view_writes": (ViewWrites, [("float", (3, 4))]),
     "pointwise_math": (PointwiseMath, [("float", (4, 6)), ("float", (1, 6))]),
