@@ -36,9 +36,9 @@
 // Measured on efficientnet_v2_l at 64x64, batch 8 (about 240 batch norms at
 // M = 32 and 128), one step from the same weights: the parameter gradient's
 // norm is 7.6x L0's without this floor (the loss is NaN by step 5), 4.0x
-// with it (five finite, decreasing losses). Most of the rest is its SiLU
-// inputs, whose derivative is evaluated at 2-bit points: 1.4x with those at
-// 4 bits too (not done: storing the derivative instead is the better cure).
+// with it (five finite, decreasing losses). Most of the rest comes from its
+// SiLU sites (which hold SiLU's derivative, debias-backward): 1.4x with
+// those at 4 bits too (not done: no floor for them; see the README's zoo).
 //
 // Seeds: each step's 64-bit seed mixes the seed of LibTorch's default CPU
 // generator with the state's step count (so at::manual_seed /
