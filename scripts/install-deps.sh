@@ -43,3 +43,17 @@ if ! "$ORT_VENV/bin/python3" -c 'import onnxruntime.training, onnx' 2>/dev/null;
   /usr/bin/python3 -m venv --system-site-packages "$ORT_VENV"
   "$ORT_VENV/bin/pip" install -q 'onnxruntime-training==1.19.2' 'onnx==1.16.2' 'numpy<2'
 fi
+
+# PyPI's newest torch and torchvision (a CUDA build: ~4 GB with its nvidia-*
+# wheels; no GPU needed) for the second build, against LibTorch 2.x
+# (scripts/test.sh), and the Python package under torch 2.x: pytest, and
+# scikit-build-core and ninja for `pip install --no-build-isolation .`. A venv
+# of Debian's python3 without its site packages (whose torch is 1.13), kept
+# outside the checkout like the one above.
+TORCH2_VENV=${ACTNN_TORCH2_VENV:-$HOME/.cache/actnn/torch2-venv}
+if ! "$TORCH2_VENV/bin/python3" -c 'import torch, torchvision, numpy, pytest, scikit_build_core, ninja' 2>/dev/null; then
+  echo "install-deps: making $TORCH2_VENV with PyPI's torch and torchvision"
+  mkdir -p "$(dirname "$TORCH2_VENV")"
+  /usr/bin/python3 -m venv "$TORCH2_VENV"
+  "$TORCH2_VENV/bin/pip" install -q torch torchvision numpy pytest 'scikit-build-core>=0.10' ninja
+fi

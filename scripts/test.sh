@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Installs what actnn needs (Debian packages), builds it and runs every test:
-# the GoogleTest suites, the examples and the lit suite, all through ctest.
-# Usage: bash scripts/test.sh   (BUILD_DIR=... to build elsewhere)
+# Installs what actnn needs (Debian packages; the venv of PyPI's torch 2.x),
+# builds it and runs every test, in both configurations:
+#  1. against Debian's LibTorch 1.13 (build/): the GoogleTest suites, the
+#     examples, the lit suite and the Python tests, all through ctest;
+#  2. against the LibTorch inside PyPI's torch 2.x (build-torch2/, from
+#     install-deps' venv): the same ctest suite, the Python tests under that
+#     torch; then `pip install --no-build-isolation .` into that venv and a
+#     few training steps of the installed package, outside the checkout.
+# Usage: bash scripts/test.sh   (BUILD_DIR=... to build elsewhere;
+# ACTNN_SKIP_TORCH2=1 runs the first configuration only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -9,3 +16,13 @@ BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -G Ninja
 cmake --build "$BUILD_DIR"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
+
+if [ "${ACTNN_SKIP_TORCH2:-0}" = "1" ]; then exit 0; fi
+TORCH2_VENV=${ACTNN_TORCH2_VENV:-$HOME/.cache/actnn/torch2-venv}
+TORCH2_PYTHON="$TORCH2_VENV/bin/python3"
+echo "test: torch $("$TORCH2_PYTHON" -c 'import torch; print(torch.__version__)') from $TORCH2_VENV"
+cmake -S . -B "$BUILD_DIR-torch2" -G Ninja -DACTNN_TORCH=python -DACTNN_PYTHON="$TORCH2_PYTHON"
+cmake --build "$BUILD_DIR-torch2"
+ctest --test-dir "$BUILD_DIR-torch2" --output-on-failure -j "$(nproc)"
+"$TORCH2_VENV/bin/pip" install -q --no-build-isolation .
+(cd "${TMPDIR:-/tmp}" && "$TORCH2_PYTHON" "$OLDPWD/tests/python/installed_package.py")

@@ -17,6 +17,9 @@ config.test_exec_root = os.path.join(config.actnn_obj_root, "tests", "lit")
 config.environment["PATH"] = os.pathsep.join(
     [config.actnn_tools_dir, config.llvm_tools_dir, config.environment.get("PATH", "")])
 config.environment["LD_LIBRARY_PATH"] = config.actnn_lib_dir
+# %python scripts test modules (Debian's torch); %runpython loads our
+# libraries (the torch they were built against).
+config.substitutions.append(("%runpython", config.run_python_executable))
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%actnn_lib", config.actnn_lib_dir))
 config.substitutions.append(("%actnn_src", config.actnn_src_root))

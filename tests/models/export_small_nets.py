@@ -432,9 +432,10 @@ class Upsample(nn.Module):
 class UpsamplePerDim(nn.Module):
     """The upsampling overloads with an explicit output size and one scale per
     dim (torch 2.x's F.interpolate calls them when given a size; 1.13's
-    calls the `.vec` ones of Upsample), the 2-d and 3-d modes. (The 1-d ones
-    have the `.vec` ones' arity: an archive's code calls them positionally,
-    and loading resolves that to `.vec`.)"""
+    calls the `.vec` ones of Upsample), the 2-d and 3-d modes. Which overload
+    an archive's positional call resolves to depends on the loading LibTorch
+    (1.13 takes `.vec` where the arity allows: the 1-d ones here would be
+    `.vec`; 2.x the per-dim ones, also for most of Upsample's calls)."""
 
     def forward(self, x):  # x: (2, 3, 4, 5)
         nn_ = torch._C._nn

@@ -66,10 +66,28 @@ TEST_P(OnnxParity, ImportedGradientsEqualAutogradOnTheScriptedModule) {
     ADD_FAILURE() << p;
   }
   // Measured: squeezenet1_0 0 (bit-identical), resnet18 2e-7, mobilenet_v2
-  // 1.2e-5 (a batch-norm bias gradient); the scripted-module parity test's
-  // 1e-5 is for identical graphs, these are re-derived from ONNX.
-  EXPECT_LE(report.worst, 5e-5) << "worst: " << report.worst_name;
+  // 1.2e-5 under LibTorch 1.13 and 6.2e-5 under 2.15 (other fp32 kernels);
+  // the scripted-module parity test's 1e-5 is for identical graphs, these
+  // are re-derived from ONNX. That the difference is fp32 rounding, not
+  // another function, the same step in float64 shows below.
+  EXPECT_LE(report.worst, 1e-4) << "worst: " << report.worst_name;
   std::cout << name << ": worst relative error " << report.worst << " (" << report.worst_name << ")\n";
+
+  // float64: what remains is the ONNX attributes' float32 rounding (batch
+  // norm's epsilon 1e-5 is stored as 9.99999975e-6, 2.5e-8 off; measured on
+  // mobilenet_v2 under 2.15: 2.3e-8).
+  // Fresh copies: the step above moved the running statistics apart by fp32
+  // rounding.
+  torch::jit::Module reference64 = torch::jit::load(path(name, ".ref.pt"));
+  torch::jit::Module compiled64 =
+      actnn::compile(actnn::onnx::importModel(actnn::onnx::loadModel(path(name, ".onnx")), name), options);
+  reference64.to(at::kDouble);
+  compiled64.to(at::kDouble);
+  auto exact = actnn::testing::compareTrainingStep(reference64, compiled64, {x.to(at::kDouble)}, 7, 1e-2);
+  for (const auto& p : exact.problems)
+    if (p.find("num_batches_tracked") == std::string::npos) ADD_FAILURE() << "float64: " << p;
+  EXPECT_LE(exact.worst, 1e-6) << "float64 worst: " << exact.worst_name;
+  std::cout << name << ": float64 worst relative error " << exact.worst << " (" << exact.worst_name << ")\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(Torchvision, OnnxParity,
