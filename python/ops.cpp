@@ -71,9 +71,9 @@ torch::jit::Module moduleOf(const c10::IValue& value, const char* op) {
   return torch::jit::Module(value.toObject());
 }
 
-// CompileError is a std::runtime_error; LibTorch's op dispatch passes its
-// message on as a Python RuntimeError, but a c10::Error keeps the message
-// with no C++ backtrace.
+// Every exception leaves as a c10::Error (one as it is; any other, such as
+// CompileError, with the op's name in front of its message): Python sees a
+// RuntimeError, which the package turns into actnn.CompileError.
 template <typename F>
 auto reportingErrors(const char* op, F&& f) {
   try {
