@@ -19,7 +19,6 @@
 #include <sstream>
 
 #include "actnn/actnn.h"
-#include "actnn/passes/registry.h"
 #include "args.h"
 #include "saved_report.h"
 
@@ -48,10 +47,7 @@ Parsed parseOptions(const OptionMap& map, const char* op) {
       } catch (const tools::UsageError& e) {
         TORCH_CHECK(false, op, ": input_shapes: ", e.what());
       }
-      for (const auto& [name, shape] : p.shapes) {
-        p.options.input_shapes.emplace_back(name, shape.sizes);
-        if (shape.dtype) p.options.input_dtypes[name] = *shape.dtype;
-      }
+      tools::setInputShapes(p.options, p.shapes);
     } else if (key == "fallback") {
       TORCH_CHECK(value == "true" || value == "false", op, ": option fallback must be true or false, got '", value,
                   "'");
@@ -97,8 +93,7 @@ std::string reportOp(const c10::IValue& module, const OptionMap& options) {
     const Parsed p = parseOptions(options, "actnn::report");
     // A copy: running F for the report updates batch norms' running statistics.
     TrainingIR ir = TrainingIR::fromModule(moduleOf(module, "actnn::report").clone());
-    auto steps = parsePipeline(pipelineFor(p.options));
-    runPipeline(steps, ir);
+    runPipelineText(pipelineFor(p.options), ir);
     std::ostringstream out;
     tools::printReport(out, tools::savedSetReport(ir, p.shapes), /*json=*/true);
     return out.str();

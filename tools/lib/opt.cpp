@@ -241,10 +241,8 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     Options options;
     options.level = args.str("level");
     options.passes = args.str("passes");
-    for (const auto& [name, shape] : parseInputShapes(args.str("input-shape"))) {
-      options.input_shapes.emplace_back(name, shape.sizes);
-      if (shape.dtype) options.input_dtypes[name] = *shape.dtype;
-    }
+    const auto shapes = parseInputShapes(args.str("input-shape"));
+    setInputShapes(options, shapes);
     options.fallback = args.str("no-fallback") != "true";
     if (!options.fallback && !options.passes.empty())
       throw UsageError("--no-fallback applies to --level pipelines; with --passes write autodiff{fallback=false}");
@@ -259,7 +257,7 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     const std::string report = args.str("report");
     if (!report.empty()) {
       if (report != "text" && report != "json") throw UsageError("--report expects text or json, got '" + report + "'");
-      const SavedReport rows = savedSetReport(ir, parseInputShapes(args.str("input-shape")));
+      const SavedReport rows = savedSetReport(ir, shapes);
       if (output.empty()) {
         printReport(out, rows, report == "json");
       } else {

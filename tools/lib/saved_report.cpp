@@ -68,6 +68,13 @@ std::map<std::string, InputShape> parseInputShapes(const std::string& text) {
   return out;
 }
 
+void setInputShapes(Options& options, const std::map<std::string, InputShape>& shapes) {
+  for (const auto& [name, shape] : shapes) {
+    options.input_shapes.emplace_back(name, shape.sizes);
+    if (shape.dtype) options.input_dtypes[name] = *shape.dtype;
+  }
+}
+
 SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::string, InputShape>& shapes) {
   if (!compiled.forward) throw UsageError("--report needs the training graphs: run a level or a pipeline with autodiff");
   TrainingIR ir = compiled;  // shares the graphs; saved-set only fills `saved`

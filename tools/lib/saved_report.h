@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "actnn/runtime/memory_plan.h"
+#include "actnn/actnn.h"
 #include "actnn/passes/ir.h"
 
 namespace actnn {
@@ -38,6 +39,8 @@ struct InputShape {
 // "x:8x3x224x224,ids:8x16:int64" -> {x: [8,3,224,224], ids: [8,16] int64};
 // throws UsageError.
 std::map<std::string, InputShape> parseInputShapes(const std::string& text);
+// Options::input_shapes and input_dtypes from parsed entries.
+void setInputShapes(Options& options, const std::map<std::string, InputShape>& shapes);
 
 // One slot of plan-memory's arena: its lifetime, size for the given input
 // shape, and the offset the runtime's planner gives it.
