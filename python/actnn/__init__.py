@@ -97,6 +97,67 @@ def _script(model, example_inputs, who):
                            % (who, type(model).__name__, str(e).strip().splitlines()[0])) from e
 
 
+def _capture_export(model, example_inputs, who):
+    """A ScriptModule built from torch.export's programs of `model` in train
+    and in eval mode (_export.py); no TorchScript frontend involved."""
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise TypeError("%s: capture='export' takes an nn.Module, got %s" % (who, type(model).__name__))
+    if example_inputs is None:
+        raise ValueError("%s: capture='export' needs example_inputs (torch.export runs the model on them)" % who)
+    if not hasattr(torch, "export") or not hasattr(torch.export, "export"):
+        raise CompileError("%s: capture='export' needs torch.export (PyTorch 2.x); this is torch %s"
+                           % (who, torch.__version__))
+    for t in example_inputs:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError("%s: capture='export' takes tensor example inputs, got %s" % (who, type(t).__name__))
+    from . import _export as export
+    dynamic = tuple({0: torch.export.Dim.AUTO} if t.dim() > 0 else None for t in example_inputs)
+    name = type(model).__name__
+    was_training = model.training
+    programs = []
+    try:
+        for training in (True, False):
+            model.train(training)
+            mode = "train" if training else "eval"
+            try:
+                program = torch.export.export(model, tuple(example_inputs), dynamic_shapes=dynamic)
+            except Exception as e:
+                raise CompileError("%s: torch.export of %s in %s mode failed: %s"
+                                   % (who, name, mode, str(e).strip().splitlines()[0])) from e
+            try:
+                programs.append((program,) + export.translate(program, "%s (%s mode)" % (name, mode)))
+            except export.ExportError as e:
+                raise CompileError("%s: %s" % (who, e)) from None
+    finally:
+        model.train(was_training)
+    state = dict(model.state_dict(keep_vars=True))
+    state.update(dict(model.named_buffers(remove_duplicate=False)))  # non-persistent ones too
+    names, kinds, tensors = [], [], []
+    for program, _, graph_state, _, _ in programs:  # (program, text, state, locations, input names)
+        for target, kind in graph_state:
+            if target in names:
+                continue
+            value = program.constants[target] if kind == "CONSTANT_TENSOR" else state.get(target)
+            if value is None:
+                raise CompileError("%s: the exported program reads '%s', which %s does not hold"
+                                   % (who, target, name))
+            names.append(target)
+            kinds.append(kind)
+            tensors.append(value)
+    built = _call(torch.ops.actnn.module_from_export, who, name, programs[0][4], names, kinds, tensors,
+                  [p[1] for p in programs], [[target for target, _ in p[2]] for p in programs],
+                  [{k: "\n".join(v) for k, v in p[3].items()} for p in programs])
+    return torch.jit._recursive.wrap_cpp_module(built)
+
+
+def _capture(model, example_inputs, who, capture):
+    if capture == "script":
+        return _script(model, example_inputs, who)
+    if capture == "export":
+        return _capture_export(model, example_inputs, who)
+    raise ValueError("%s: capture must be 'script' or 'export', got %r" % (who, capture))
+
+
 def _dtype_name(dtype):
     return str(dtype).replace("torch.", "")
 
@@ -137,7 +198,8 @@ def _call(op, who, *args):
         raise CompileError(message if message.startswith("actnn") else "%s: %s" % (who, message)) from None
 
 
-def compile(model, level="L3", example_inputs=None, *, passes=None, input_shapes=None, fallback=True):
+def compile(model, level="L3", example_inputs=None, *, passes=None, input_shapes=None, fallback=True,
+            capture="script"):
     """Compile `model` into a module that trains with its saved activations
     compressed at `level`, with ordinary `loss.backward()`.
 
@@ -151,12 +213,16 @@ def compile(model, level="L3", example_inputs=None, *, passes=None, input_shapes
     specializes itself to new input sizes at run time where it needs to.
     passes: an explicit pipeline (actnn-opt --passes) instead of a level.
     fallback: ops with no derivative rule run under autograd (False: raise).
+    capture: how an nn.Module becomes a graph: "script" (TorchScript; traced
+    with example_inputs where scripting fails) or "export" (torch.export, in
+    train and in eval mode, on example_inputs, with a dynamic batch size;
+    PyTorch 2.x; see actnn/_export.py).
     Raises CompileError with the compiler's message (op, node, source line).
     """
     example = _as_tuple(example_inputs)
     options = _options("actnn.compile", level, passes, input_shapes, fallback)
     original = model
-    scripted = _script(model, example, "actnn.compile")
+    scripted = _capture(model, example, "actnn.compile", capture)
     compiled = _call(torch.ops.actnn.compile, "actnn.compile", scripted._c, options)
     module = torch.jit._recursive.wrap_cpp_module(compiled)
     if isinstance(original, torch.nn.Module) and not isinstance(original, torch.jit.ScriptModule):
@@ -164,7 +230,7 @@ def compile(model, level="L3", example_inputs=None, *, passes=None, input_shapes
     return module
 
 
-def report(model, example_inputs, level="L3", *, passes=None, fallback=True):
+def report(model, example_inputs, level="L3", *, passes=None, fallback=True, capture="script"):
     """What the module compiled at `level` saves for its backward pass, for
     inputs shaped like `example_inputs`: per value its kind, shape, bytes at
     full precision and as stored, and bits per value (a Report; print it for
@@ -173,7 +239,7 @@ def report(model, example_inputs, level="L3", *, passes=None, fallback=True):
     example = _as_tuple(example_inputs)
     if example is None:
         raise ValueError("actnn.report needs example_inputs: the report is measured at their shapes")
-    scripted = _script(model, example, "actnn.report")
+    scripted = _capture(model, example, "actnn.report", capture)
     names = _input_names(scripted)
     if len(example) != len(names):
         raise ValueError("actnn.report: the forward takes %d inputs (%s), got %d example inputs"
