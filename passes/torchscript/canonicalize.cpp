@@ -18,6 +18,8 @@
 //    1x1 adaptive average pooling -> mean (what
 //    ATen computes for it); dropout with p = 0 or train = false -> identity;
 //    cross_entropy_loss with class targets -> log_softmax + nll_loss_nd;
+//    scaled_dot_product_attention and rms_norm -> the ops they compute
+//    (matmul, softmax, masked_fill, dropout; pow, mean, rsqrt, mul);
 //  - constant propagation, peephole, tuple lowering, dead code elimination;
 //  - string folding: an If whose every branch yields a non-empty string makes
 //    `not s` false (nn.MultiheadAttention's fast-path test); `a is a` is true;
@@ -203,6 +205,84 @@ bool respell(Graph& graph, Node* n) {
     return true;
   }
   return false;
+}
+
+// Attention and RMSNorm as the ops they compute (PyTorch's math reference
+// for scaled_dot_product_attention; rms_norm's definition), so that the
+// saved values are the ones the rules and the compression policy know:
+// Q and K for the scores' matmul, the softmax output (the attention
+// probabilities), V, and the dropout mask. Decisions on constant arguments
+// (is_causal, scale, dropout_p, a mask's presence) fold away; a mask's dtype
+// is decided where it is known, or becomes a branch per dtype. (Dtypes are
+// c10::ScalarType numbers here: the helper compiles without Python's torch.)
+const char* kDecompositions = R"TS(
+def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], dropout_p: float,
+         is_causal: bool, scale: Optional[float], enable_gqa: bool) -> Tensor:
+    if scale is None:
+        s = 1.0 / float(q.size(-1)) ** 0.5
+    else:
+        s = scale
+    if enable_gqa:
+        k = k.repeat_interleave(q.size(-3) // k.size(-3), -3)
+        v = v.repeat_interleave(q.size(-3) // v.size(-3), -3)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * s
+    if is_causal:
+        keep = torch.ones([q.size(-2), k.size(-2)], dtype=11, device=q.device).tril()  # 11: bool
+        scores = scores.masked_fill(keep.logical_not(), float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == 11:
+            scores = scores.masked_fill(attn_mask.logical_not(), float("-inf"))
+        else:
+            scores = scores + attn_mask
+    p = torch.softmax(scores, -1)
+    if dropout_p > 0.0:
+        p = torch.dropout(p, dropout_p, True)
+    return torch.matmul(p, v)
+
+def rms_norm(x: Tensor, normalized_shape: List[int], weight: Optional[Tensor], eps: Optional[float]) -> Tensor:
+    dims: List[int] = []
+    for i in range(len(normalized_shape)):
+        dims.append(-1 - i)
+    e = 1.1920928955078125e-07  # torch.finfo(x.dtype).eps where eps is None
+    if eps is not None:
+        e = eps
+    elif x.dtype == 7:  # float64
+        e = 2.220446049250313e-16
+    elif x.dtype == 5:  # float16
+        e = 0.0009765625
+    elif x.dtype == 15:  # bfloat16
+        e = 0.0078125
+    y = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + e)
+    if weight is not None:
+        y = y * weight
+    return y
+)TS";
+
+bool decompose(Graph& graph, Node* n) {
+  static const auto sdpa = c10::Symbol::fromQualString("aten::scaled_dot_product_attention");
+  static const auto rms = c10::Symbol::fromQualString("aten::rms_norm");
+  std::vector<Value*> args(n->inputs().begin(), n->inputs().end());
+  std::string helper;
+  if (n->kind() == sdpa && (args.size() == 7 || args.size() == 8)) {
+    if (args.size() == 7) args.push_back(graph.insertConstant(false));  // before enable_gqa (torch < 2.5)
+    helper = "sdpa";
+  } else if (n->kind() == rms && args.size() == 4) {
+    helper = "rms_norm";
+  } else {
+    return false;
+  }
+  WithInsertPoint guard(n);
+  Node* before = n->prev();
+  Value* out = torch::jit::insertGraph(graph, *scriptHelperGraph(kDecompositions, helper), args).at(0);
+  // The user's line, not the helper's, for every node of the decomposition.
+  const auto range = n->sourceRange();
+  auto mark = [&](Node* inserted) { inserted->setSourceRange(range); };
+  for (Node* inserted = before->next(); inserted != n; inserted = inserted->next()) {
+    mark(inserted);
+    for (auto* block : inserted->blocks()) forEachNode(block, mark);
+  }
+  replace(n, out);
+  return true;
 }
 
 // x.op_(args): an in-place op writing its first argument and returning it
@@ -641,6 +721,7 @@ class Canonicalize : public Pass {
       forEachNode(graph->block(), [&](Node* n) { changed |= functionalizeSetItem(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= listLiteral(*graph, n); });
       forEachNode(graph->block(), [&](Node* n) { changed |= respell(*graph, n); });
+      forEachNode(graph->block(), [&](Node* n) { changed |= decompose(*graph, n); });
       changed |= foldStrings(*graph);
       changed |= foldRanks(*graph, ir.inputs);
       changed |= torch::jit::ConstantPropagation(graph);

@@ -252,6 +252,7 @@ class Evaluator {
         for (const Value* o : n->outputs())
           if (o->type()->kind() != c10::TypeKind::TensorType) return false;
     if (n->kind() != c10::prim::dtype && prim_ok) return containers(n, inputs);
+    if (auto repeated = repeatInterleaveBy(n, inputs)) return record(n, n->output(), *repeated);
     // On meta tensors; an op without a meta kernel (LibTorch's C++ has none
     // for convolution) on CPU zeros of the same sizes, unless its result's
     // sizes depend on the values. Results are kept as meta tensors.
@@ -279,6 +280,29 @@ class Evaluator {
     bool changed = false;
     for (size_t i = 0; i < n->outputs().size(); ++i) changed |= record(n, n->outputs()[i], stack[i]);
     return changed;
+  }
+
+  // repeat_interleave(x, int repeats, dim) on a meta x, by its shape rule:
+  // LibTorch 1.13's meta kernel for it is Python's, which raises without an
+  // output_size and, in a Python process, leaves Python's error indicator
+  // set after the exception is caught here (Python then fails the call that
+  // ran the compiler with a SystemError).
+  static c10::optional<c10::IValue> repeatInterleaveBy(const Node* n, const std::vector<c10::IValue>& in) {
+    if (n->kind() != c10::aten::repeat_interleave || in.size() < 3 || !in[0].isTensor() || !in[1].isInt())
+      return c10::nullopt;
+    const at::Tensor& x = in[0].toTensor();
+    const int64_t repeats = in[1].toInt();
+    if (!x.is_meta() || repeats < 0) return c10::nullopt;
+    std::vector<int64_t> sizes = x.sizes().vec();
+    if (in[2].isNone()) {
+      sizes = {x.numel() * repeats};
+    } else if (in[2].isInt() && x.dim() > 0) {
+      const int64_t dim = c10::maybe_wrap_dim(in[2].toInt(), x.dim());
+      sizes[dim] *= repeats;
+    } else {
+      return c10::nullopt;
+    }
+    return c10::IValue(at::empty(sizes, x.options()));
   }
 
   // Output o of n has the value r (meta tensors): a tensor types o, a value

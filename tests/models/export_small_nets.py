@@ -12,9 +12,10 @@ scripted the same way but not listed. Run with Debian's /usr/bin/python3:
 
     /usr/bin/python3 export_small_nets.py OUTDIR [NAME ...]
 """
+import math
 import os
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -522,7 +523,8 @@ class PointwiseMath(nn.Module):
     """abs, log, exp, clamp (both bounds, one, none given), clamp_min, clamp_max,
     round, floor, ceil, trunc (zero gradient),
     maximum / minimum and max / min of two tensors (with broadcasting and
-    ties), masked_fill by a scalar and by a tensor that requires grad."""
+    ties), masked_fill by a scalar and by a tensor that requires grad; sin,
+    cos, rsqrt, tril, triu, flip."""
 
     def __init__(self):
         super().__init__()
@@ -538,7 +540,8 @@ class PointwiseMath(nn.Module):
         e = torch.max(x, y) - torch.min(x, y.tanh())
         f = x.masked_fill(x > 0.5, 1.5) + (x * 3.0).masked_fill(self.keep, self.fill)
         r = torch.floor(x) + torch.ceil(x * 2.0) * torch.trunc(x * 3.0) + x
-        return a, b * c, d + e, f, r
+        t = torch.sin(x) * torch.cos(x * 0.5) + torch.rsqrt(x * x + 1.0) + x.tril() + (x * 2.0).triu(1) + x.flip([-1])
+        return a, b * c, d + e, f, r, t
 
 
 class Selections(nn.Module):
@@ -673,6 +676,151 @@ class Fallback(nn.Module):
         return a.sum(1) + b, c + where.float() * 0.0, d, e * parts[1].sum()
 
 
+# Transformers. Under PyTorch 2.x attention is F.scaled_dot_product_attention
+# and RMSNorm F.rms_norm, as models written today call them (actnn's
+# canonicalize decomposes both); Debian's torch 1.13 has neither, so there the
+# same nets compute what those ops compute. Weights are initialized small
+# (std 0.02, as GPT-2 and BERT do) so the logits are of a trained model's size.
+HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+HAS_RMS_NORM = hasattr(F, "rms_norm")
+
+if HAS_SDPA:
+    def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], causal: bool) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+else:
+    def attend(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], causal: bool) -> Tensor:
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+        if causal:
+            keep = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(keep.logical_not(), float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(mask.logical_not(), float("-inf"))
+        return torch.matmul(torch.softmax(scores, -1), v)
+
+if HAS_RMS_NORM:
+    def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        return F.rms_norm(x, [x.size(-1)], weight, eps)
+else:
+    def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def init_small(module):
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.normal_(p, std=0.02)
+
+
+class GptBlock(nn.Module):
+    """A GPT-2-style decoder: token and learned position embeddings, pre-norm
+    causal self-attention, a GELU (tanh) MLP, a final LayerNorm and an LM
+    head tied to the token embedding."""
+
+    def __init__(self, vocab=32, dim=16, heads=4, seq=8):
+        super().__init__()
+        self.heads = heads
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(seq, dim)
+        self.ln1, self.ln2, self.ln_f = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc = nn.Linear(dim, 4 * dim)
+        self.out = nn.Linear(4 * dim, dim)
+        self.drop = nn.Dropout(0.1)
+        init_small(self)
+
+    def forward(self, ids):  # ids: (2, 8) in [0, 32)
+        b, t = ids.size(0), ids.size(1)
+        x = self.drop(self.tok(ids) + self.pos(torch.arange(t, device=ids.device)))
+        q, k, v = self.qkv(self.ln1(x)).split(x.size(-1), dim=-1)
+        q, k, v = [z.view(b, t, self.heads, -1).transpose(1, 2) for z in (q, k, v)]
+        a = attend(q, k, v, None, True).transpose(1, 2).reshape(b, t, -1)
+        x = x + self.drop(self.proj(a))
+        x = x + self.drop(self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
+        return F.linear(self.ln_f(x), self.tok.weight)
+
+
+class LlamaBlock(nn.Module):
+    """A Llama-style decoder: RMSNorm, rotary position embeddings (rotate_half:
+    slicing, neg, cat; cos and sin of constant angles), grouped-query causal
+    attention (two key/value heads for four query heads), a SwiGLU MLP, no
+    biases, an untied LM head."""
+
+    def __init__(self, vocab=32, dim=16, heads=4, kv_heads=2, seq=8):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.embed = nn.Embedding(vocab, dim)
+        self.norm1 = nn.Parameter(torch.ones(dim))
+        self.norm2 = nn.Parameter(torch.ones(dim))
+        self.norm_f = nn.Parameter(torch.ones(dim))
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(dim, 2 * kv_heads * self.head_dim, bias=False)
+        self.o = nn.Linear(dim, dim, bias=False)
+        self.gate = nn.Linear(dim, 3 * dim, bias=False)
+        self.up = nn.Linear(dim, 3 * dim, bias=False)
+        self.down = nn.Linear(3 * dim, dim, bias=False)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        inv = 1.0 / (10000.0 ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        self.register_buffer("inv_freq", inv, persistent=False)
+        init_small(self)
+
+    def rotate(self, x, cos, sin):
+        half = x.size(-1) // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    def forward(self, ids):  # ids: (2, 8) in [0, 32)
+        b, t = ids.size(0), ids.size(1)
+        angles = torch.arange(t, device=ids.device).float()[:, None] * self.inv_freq[None, :]
+        angles = torch.cat([angles, angles], dim=-1)
+        cos, sin = angles.cos(), angles.sin()
+        x = self.embed(ids)
+        h = rms_norm(x, self.norm1, 1e-6)
+        q = self.q(h).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(h).view(b, t, 2 * self.kv_heads, self.head_dim).transpose(1, 2).chunk(2, dim=1)
+        q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+        repeat = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        x = x + self.o(attend(q, k, v, None, True).transpose(1, 2).reshape(b, t, -1))
+        h = rms_norm(x, self.norm2, 1e-6)
+        x = x + self.down(F.silu(self.gate(h)) * self.up(h))
+        return self.head(rms_norm(x, self.norm_f, 1e-6))
+
+
+class BertBlock(nn.Module):
+    """A BERT-style encoder: word, position and token-type embeddings with a
+    LayerNorm, self-attention with a padding mask (token id 0 is padding),
+    post-norm residuals, a GELU (erf) MLP and a masked-LM head (dense, GELU,
+    LayerNorm, decoder tied to the word embedding)."""
+
+    def __init__(self, vocab=32, dim=16, heads=4, seq=8):
+        super().__init__()
+        self.heads = heads
+        self.word = nn.Embedding(vocab, dim, padding_idx=0)
+        self.position = nn.Embedding(seq, dim)
+        self.token_type = nn.Embedding(2, dim)
+        self.ln_emb, self.ln1, self.ln2, self.ln_head = (nn.LayerNorm(dim) for _ in range(4))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc = nn.Linear(dim, 4 * dim)
+        self.out = nn.Linear(4 * dim, dim)
+        self.dense = nn.Linear(dim, dim)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+        init_small(self)
+
+    def forward(self, ids, types):  # ids: (2, 8) in [0, 32); types: (2, 8) in [0, 2)
+        b, t = ids.size(0), ids.size(1)
+        x = self.word(ids) + self.position(torch.arange(t, device=ids.device)) + self.token_type(types)
+        x = self.ln_emb(x)
+        mask = (ids != 0)[:, None, None, :]
+        q, k, v = self.qkv(x).split(x.size(-1), dim=-1)
+        q, k, v = [z.view(b, t, self.heads, -1).transpose(1, 2) for z in (q, k, v)]
+        x = self.ln1(x + self.proj(attend(q, k, v, mask, False).transpose(1, 2).reshape(b, t, -1)))
+        x = self.ln2(x + self.out(F.gelu(self.fc(x))))
+        h = self.ln_head(F.gelu(self.dense(x)))
+        return F.linear(h, self.word.weight, self.bias)
+
+
 # name -> (module class, forward inputs: ("float", shape) or ("long", shape, high))
 NETS = {
     "conv1d": (Conv1d, [("float", (2, 4, 16))]),
@@ -709,6 +857,9 @@ NETS = {
     "gather_scatter": (GatherScatter, [("float", (3, 4)), ("float", (3, 4))]),
     "pads_grid": (PadsGrid, [("float", (2, 3, 6, 7))]),
     "fallback": (Fallback, [("float", (4, 6))]),
+    "gpt_block": (GptBlock, [("long", (2, 8), 32)]),
+    "llama_block": (LlamaBlock, [("long", (2, 8), 32)]),
+    "bert_block": (BertBlock, [("long", (2, 8), 32), ("long", (2, 8), 2)]),
 }
 
 

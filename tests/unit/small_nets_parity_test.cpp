@@ -27,7 +27,8 @@ const char* const kNets[] = {"conv1d",      "conv2d",        "conv3d",          
                              "mse_loss",    "outputs",       "onnx_lowerings",   "containers",       "upsample",
                              "upsample_per_dim",
                              "indexing",    "view_writes", "fallback",         "pointwise_math",   "selections",
-                             "gather_scatter", "pads_grid",  "branches"};
+                             "gather_scatter", "pads_grid",  "branches",         "gpt_block",        "llama_block",
+                             "bert_block"};
 
 std::string modelPath(const std::string& name, const std::string& suffix = ".pt") {
   return std::string(ACTNN_TEST_MODELS_DIR) + "/" + name + suffix;

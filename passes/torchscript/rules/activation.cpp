@@ -1,4 +1,4 @@
-// Pointwise activations and math (abs, log, clamp, rounding, erf, sqrt, pow, exp),
+// Pointwise activations and math (abs, log, clamp, rounding, erf, sqrt, pow, exp, sin, cos, rsqrt),
 // softmax / log_softmax and dropout. Each backward is
 // the ATen *_backward op autograd uses, fed with the input or the result,
 // whichever autograd saves. Dropout becomes native_dropout so its keep mask
@@ -75,6 +75,21 @@ void registerActivationRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::clamp(Tensor self, Scalar? min=None, Scalar? max=None) -> Tensor", nullptr, clampRule(1, 2)});
   rules.push_back({"aten::clamp_min(Tensor self, Scalar min) -> Tensor", nullptr, clampRule(1, -1)});
   rules.push_back({"aten::clamp_max(Tensor self, Scalar max) -> Tensor", nullptr, clampRule(-1, 1)});
+  // sin, cos, rsqrt (rotary embeddings, RMSNorm's decomposition): the
+  // gradient times the derivative, made in F (cos x, -sin x, -rsqrt(x)^3 / 2)
+  // so that B's product is linear in the saved value, as for log.
+  rules.push_back({"aten::sin", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::mul, {c.grad(0), c.save(c.forwardOp(aten::cos, {c.input(0)}))}));
+  }});
+  rules.push_back({"aten::cos", nullptr, [](RuleContext& c) {
+    Value* slope = c.forwardOp(aten::neg, {c.forwardOp(aten::sin, {c.input(0)})});
+    c.setGrad(0, c.op(aten::mul, {c.grad(0), c.save(slope)}));
+  }});
+  rules.push_back({"aten::rsqrt", nullptr, [](RuleContext& c) {
+    Value* cube = c.forwardOpAfter(aten::pow, {c.output(0), 3});
+    Value* slope = c.forwardOpAfter(aten::mul, {cube, -0.5});
+    c.setGrad(0, c.op(aten::mul, {c.grad(0), c.save(slope)}));
+  }});
   // d exp(x) = g exp(x), from the result as autograd does.
   rules.push_back({"aten::exp", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::mul, {c.grad(0), c.save(c.output(0))}));

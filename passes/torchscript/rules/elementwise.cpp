@@ -1,4 +1,4 @@
-// Casts between floating-point types (to, type_as), where; add, sub, rsub, mul, div, neg, maximum, minimum,
+// Casts between floating-point types (to, type_as), where, tril / triu; add, sub, rsub, mul, div, neg, maximum, minimum,
 // masked_fill with broadcasting: each gradient is summed
 // back to its operand's shape (sum_to_size is free when shapes agree).
 #include "rules.h"
@@ -40,6 +40,12 @@ BackwardFn addSub(bool subtract) {
 
 void registerElementwiseRules(std::vector<RuleSpec>& rules) {
   using namespace c10;
+  // tril / triu keep a triangle: the gradient keeps the same one.
+  for (const char* op : {"aten::tril", "aten::triu"}) {
+    rules.push_back({op, nullptr, [](RuleContext& c) {
+      c.setGrad(0, c.op(c.node()->kind(), {c.grad(0), c.save(c.input(1))}));
+    }});
+  }
   // A cast between floating-point types: the gradient is cast back.
   rules.push_back({"aten::to.dtype", nullptr, [](RuleContext& c) {
     Value* dtype = c.save(c.forwardOp(prim::dtype, {c.input(0)}));

@@ -1,5 +1,5 @@
 // Views, reshapes, padding (constant, reflection, replication, circular),
-// roll, repeat_interleave, index_select, advanced indexing (index,
+// roll, flip, repeat_interleave, index_select, advanced indexing (index,
 // index_put), writes into slices (slice_scatter, select_scatter),
 // concatenation, stacking and splitting. Gradients of tensor lists are lists
 // in B: ListConstruct's backward unpacks them, ListUnpack's builds one (zeros
@@ -118,6 +118,10 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::roll", nullptr, [](RuleContext& c) {
     if (!c.needsGrad(0)) return;
     c.setGrad(0, c.helper("roll_backward", {c.grad(0), c.save(c.input(1)), c.save(c.input(2))}));
+  }});
+  // flip is its own inverse.
+  rules.push_back({"aten::flip", nullptr, [](RuleContext& c) {
+    c.setGrad(0, c.op(aten::flip, {c.grad(0), c.save(c.input(1))}));
   }});
   // Padding is undone by padding with the negated widths (a slice); the
   // widths are constants wherever the ONNX importer and scripting produce it.
