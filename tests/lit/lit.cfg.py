@@ -23,3 +23,7 @@ config.substitutions.append(("%runpython", config.run_python_executable))
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%actnn_lib", config.actnn_lib_dir))
 config.substitutions.append(("%actnn_src", config.actnn_src_root))
+# REQUIRES: torch2 -- ops that LibTorch 1.13 does not have
+# (scaled_dot_product_attention, rms_norm).
+if int(config.torch_version.split(".")[0] or 0) >= 2:
+    config.available_features.add("torch2")
