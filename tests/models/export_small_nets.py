@@ -524,7 +524,8 @@ class PointwiseMath(nn.Module):
     round, floor, ceil, trunc (zero gradient),
     maximum / minimum and max / min of two tensors (with broadcasting and
     ties), masked_fill by a scalar and by a tensor that requires grad; sin,
-    cos, rsqrt, tril, triu, flip."""
+    cos, rsqrt, tril, triu, flip; the spellings of to() that name a device
+    or another tensor."""
 
     def __init__(self):
         super().__init__()
@@ -541,7 +542,8 @@ class PointwiseMath(nn.Module):
         f = x.masked_fill(x > 0.5, 1.5) + (x * 3.0).masked_fill(self.keep, self.fill)
         r = torch.floor(x) + torch.ceil(x * 2.0) * torch.trunc(x * 3.0) + x
         t = torch.sin(x) * torch.cos(x * 0.5) + torch.rsqrt(x * x + 1.0) + x.tril() + (x * 2.0).triu(1) + x.flip([-1])
-        return a, b * c, d + e, f, r, t
+        u = x.to(y) + x.to(x.device) + x.to(device=x.device, dtype=torch.float32) + x.to(x.device, torch.float32)
+        return a, b * c, d + e, f, r, t, u
 
 
 class Selections(nn.Module):

@@ -145,6 +145,28 @@ def test_errors_name_the_op_and_the_models_source_line():
     assert "test_export.py:%d" % (Erfcx.forward.__code__.co_firstlineno + 1) in message, message
 
 
+class Moves(nn.Module):
+    """to(device) as transformers' models write it (position_embeds.to(
+    inputs_embeds.device)): torch.export records aten.to.dtype_layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x).to(x.device) * 2.0 + self.fc(x).to(device=x.device, dtype=x.dtype)
+
+
+def test_moves_between_devices_have_rules():
+    model = Moves().train()
+    eager = copy.deepcopy(model)
+    compiled = actnn.compile(model, "L0", example_inputs=torch.randn(2, 4), capture="export", fallback=False)
+    x = torch.randn(3, 4)
+    compiled(x).sum().backward()
+    eager(x).sum().backward()
+    assert max_rel(model.fc.weight.grad, eager.fc.weight.grad) <= 1e-6
+
+
 class Conditional(nn.Module):
     def forward(self, x):
         return torch.cond(x.sum() > 0, lambda t: t * 2, lambda t: t - 1, (x,))

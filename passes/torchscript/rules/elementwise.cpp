@@ -56,6 +56,14 @@ void registerElementwiseRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::type_as", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::type_as, {c.grad(0), c.saveShapeOnly(c.input(0))}));
   }});
+  // The other spellings of a cast or a move (to(device), to(other),
+  // to(dtype=, device=), ...): the gradient goes back to self's dtype and
+  // device, from an empty stand-in with self's metadata.
+  for (const char* op : {"aten::to.device", "aten::to.other", "aten::to.dtype_layout", "aten::to.prim_Device"}) {
+    rules.push_back({op, nullptr, [](RuleContext& c) {
+      c.setGrad(0, c.op(aten::type_as, {c.grad(0), c.saveShapeOnly(c.input(0))}));
+    }});
+  }
   // where(cond, a, b): the gradient goes to a where cond holds, to b elsewhere.
   rules.push_back({"aten::where.self", nullptr, [](RuleContext& c) {
     Value* cond = c.save(c.input(0));
