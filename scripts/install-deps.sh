@@ -47,13 +47,15 @@ fi
 # PyPI's newest torch and torchvision (a CUDA build: ~4 GB with its nvidia-*
 # wheels; no GPU needed) for the second build, against LibTorch 2.x
 # (scripts/test.sh), and the Python package under torch 2.x: pytest, and
-# scikit-build-core and ninja for `pip install --no-build-isolation .`. A venv
-# of Debian's python3 without its site packages (whose torch is 1.13), kept
-# outside the checkout like the one above.
+# scikit-build-core and ninja for `pip install --no-build-isolation .`;
+# transformers and timm for the transformer models' tests (configs only,
+# random weights: nothing is downloaded from a model hub). A venv of Debian's
+# python3 without its site packages (whose torch is 1.13), kept outside the
+# checkout like the one above; an existing venv gets what it lacks.
 TORCH2_VENV=${ACTNN_TORCH2_VENV:-$HOME/.cache/actnn/torch2-venv}
-if ! "$TORCH2_VENV/bin/python3" -c 'import torch, torchvision, numpy, pytest, scikit_build_core, ninja' 2>/dev/null; then
-  echo "install-deps: making $TORCH2_VENV with PyPI's torch and torchvision"
+if ! "$TORCH2_VENV/bin/python3" -c 'import torch, torchvision, numpy, pytest, scikit_build_core, ninja, transformers, timm' 2>/dev/null; then
+  echo "install-deps: making $TORCH2_VENV with PyPI's torch, torchvision, transformers and timm"
   mkdir -p "$(dirname "$TORCH2_VENV")"
-  /usr/bin/python3 -m venv "$TORCH2_VENV"
-  "$TORCH2_VENV/bin/pip" install -q torch torchvision numpy pytest 'scikit-build-core>=0.10' ninja
+  [ -x "$TORCH2_VENV/bin/pip" ] || /usr/bin/python3 -m venv "$TORCH2_VENV"
+  "$TORCH2_VENV/bin/pip" install -q torch torchvision numpy pytest 'scikit-build-core>=0.10' ninja transformers timm
 fi

@@ -50,6 +50,29 @@ class Report:
         return Report(values, summary["full_bytes"], summary["stored_bytes"], summary["ratio"], summary["rule_ops"],
                       summary["fallback_ops"], summary["branch_ops"], summary.get("arena_bytes", 0), summary)
 
+    def breakdown(self):
+        """The saved set grouped by kind and producing op (softmax outputs,
+        linear-layer inputs made by layer norm, GELU inputs, ...), largest
+        first: [(kind, producer, count, full_bytes, stored_bytes)]."""
+        groups = {}
+        for v in self.values:
+            key = (v.kind, v.value.split(" ")[0] if v.value else "-")
+            count, full, stored = groups.get(key, (0, 0, 0))
+            groups[key] = (count + 1, full + v.full_bytes, stored + v.stored_bytes)
+        rows = [(kind, producer, c, f, s) for (kind, producer), (c, f, s) in groups.items()]
+        return sorted(rows, key=lambda r: (-r[3], -r[4], r[0], r[1]))
+
+    def breakdown_table(self):
+        """breakdown() as a Markdown table."""
+        lines = ["| kind | made by | values | full precision | stored | ratio |", "|---|---|---|---|---|---|"]
+        for kind, producer, count, full, stored in self.breakdown():
+            ratio = "%.1fx" % (full / stored) if full and stored else "-"
+            lines.append("| %s | %s | %d | %.1f MiB | %.1f MiB | %s |"
+                         % (kind, producer, count, full / 2**20, stored / 2**20, ratio))
+        lines.append("| all | | %d | %.1f MiB | %.1f MiB | %.2fx |" % (
+            len(self.values), self.full_bytes / 2**20, self.stored_bytes / 2**20, self.ratio))
+        return "\n".join(lines)
+
     def __str__(self):
         def mib(b):
             return "%.2f MiB" % (b / 2**20)

@@ -174,3 +174,14 @@ def test_strict_mode_names_the_op_and_source_line():
     y = x.detach().clone().requires_grad_()
     torch.special.erfcx(y).sum().backward()
     assert max_rel(x.grad, y.grad) <= 1e-6
+
+
+def test_report_breakdown_adds_up():
+    model = small_resnet()
+    report = actnn.report(model, torch.randn(4, 3, 32, 32), "L3")
+    rows = report.breakdown()
+    assert sum(r[2] for r in rows) == len(report.values)
+    assert sum(r[3] for r in rows) == report.full_bytes
+    assert sum(r[4] for r in rows) == report.stored_bytes
+    assert ("activation", "aten::relu") in {(r[0], r[1]) for r in rows}
+    assert report.breakdown_table().splitlines()[-1].startswith("| all |")

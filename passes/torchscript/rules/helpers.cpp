@@ -151,6 +151,12 @@ def roll_backward(grad: Tensor, shifts: List[int], dims: List[int]) -> Tensor:
         back.append(-s)
     return torch.roll(grad, back, dims)
 
+def pad_backward(grad: Tensor, pad: List[int]) -> Tensor:
+    back: List[int] = []
+    for p in pad:
+        back.append(-p)
+    return torch.constant_pad_nd(grad, back, 0.0)
+
 def sum_backward(grad: Tensor, sizes: List[int], dims: List[int], keepdim: bool) -> Tensor:
     if not keepdim:
         grad = grad.reshape(reduce_shape(sizes, dims))

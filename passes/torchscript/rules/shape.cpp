@@ -123,16 +123,17 @@ void registerShapeRules(std::vector<RuleSpec>& rules) {
   rules.push_back({"aten::flip", nullptr, [](RuleContext& c) {
     c.setGrad(0, c.op(aten::flip, {c.grad(0), c.save(c.input(1))}));
   }});
-  // Padding is undone by padding with the negated widths (a slice); the
-  // widths are constants wherever the ONNX importer and scripting produce it.
+  // Padding is undone by padding with the negated widths (a slice).
   rules.push_back({"aten::constant_pad_nd", nullptr, [](RuleContext& c) {
     auto pad = torch::jit::toIValue(c.input(1));
-    TORCH_CHECK(pad && pad->isIntList(), "aten::constant_pad_nd: the padding widths must be constants");
+    if (!pad) {  // computed from sizes (Swin's pad to the window): negated in B
+      c.setGrad(0, c.helper("pad_backward", {c.grad(0), c.save(c.input(1))}));
+      return;
+    }
     std::vector<int64_t> negated = pad->toIntVector();
     for (int64_t& p : negated) p = -p;
     c.setGrad(0, c.op(aten::constant_pad_nd, {c.grad(0), c.constant(negated), c.constant(0)}));
-  },
-                   needsConstant(1, "the padding widths")});
+  }});
   rules.push_back({"prim::ListConstruct", nullptr, [](RuleContext& c) {
     Node* n = c.node();
     Node* unpack = c.backward().insertNode(c.backward().create(prim::ListUnpack, {c.grad(0)}, n->inputs().size()));
