@@ -24,5 +24,8 @@ echo "test: torch $("$TORCH2_PYTHON" -c 'import torch; print(torch.__version__)'
 cmake -S . -B "$BUILD_DIR-torch2" -G Ninja -DACTNN_TORCH=python -DACTNN_PYTHON="$TORCH2_PYTHON"
 cmake --build "$BUILD_DIR-torch2"
 ctest --test-dir "$BUILD_DIR-torch2" --output-on-failure -j "$(nproc)"
-"$TORCH2_VENV/bin/pip" install -q --no-build-isolation .
+# CC/CXX as the builds above use them: scikit-build-core otherwise takes
+# Python's sysconfig compiler (x86_64-linux-gnu-g++), which ccache hashes as
+# another compiler, so a cold cache compiled everything a third time.
+CC=cc CXX=c++ "$TORCH2_VENV/bin/pip" install -q --no-build-isolation .
 (cd "${TMPDIR:-/tmp}" && "$TORCH2_PYTHON" "$OLDPWD/tests/python/installed_package.py")
