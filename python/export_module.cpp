@@ -8,11 +8,13 @@
 //                      str[][] graph_state, Dict(str, str)[] locations) -> Any
 //
 // state: the program's parameters, buffers and lifted constants, with their
-// state_dict names and kinds (PARAMETER, BUFFER, CONSTANT_TENSOR). Parameters
-// and buffers are registered under their dotted names (one submodule per
-// prefix), the very tensors given, so the built module's state_dict keys are
-// the original model's and its gradients land in the original parameters;
-// lifted constants become constants of the graph.
+// state_dict names and kinds (PARAMETER, BUFFER, NONPERSISTENT_BUFFER,
+// CONSTANT_TENSOR). Parameters and buffers are registered under their dotted
+// names (one submodule per prefix), the very tensors given, so the built
+// module's state_dict keys are the original model's and its gradients land
+// in the original parameters; a non-persistent buffer is a plain tensor
+// attribute (read by forward, outside the state_dict); lifted constants
+// become constants of the graph.
 // graphs: one graph per mode — the train-mode program and, when given, the
 // eval-mode one. Each takes the user inputs, then the state named by its
 // graph_state entry. forward runs graphs[0] when the module is training and
@@ -62,14 +64,18 @@ class ExportModuleBuilder {
       constants_[name] = value;
       return;
     }
-    TORCH_CHECK(kind == "PARAMETER" || kind == "BUFFER", "actnn::module_from_export: state '", name,
-                "' has kind '", kind, "' (expected PARAMETER, BUFFER or CONSTANT_TENSOR)");
+    TORCH_CHECK(kind == "PARAMETER" || kind == "BUFFER" || kind == "NONPERSISTENT_BUFFER",
+                "actnn::module_from_export: state '", name, "' has kind '", kind,
+                "' (expected PARAMETER, BUFFER, NONPERSISTENT_BUFFER or CONSTANT_TENSOR)");
     std::vector<std::string> path = splitDotted(name);
     TORCH_CHECK(!path.empty(), "actnn::module_from_export: a state tensor has an empty name");
     torch::jit::Module owner = module_;
     for (size_t i = 0; i + 1 < path.size(); ++i) owner = submodule(owner, path[i], name);
     TORCH_CHECK(!owner.hasattr(path.back()), "actnn::module_from_export: '", name, "' names an existing attribute");
-    owner.register_parameter(path.back(), value, /*is_buffer=*/kind == "BUFFER");
+    if (kind == "NONPERSISTENT_BUFFER")
+      owner.register_attribute(path.back(), c10::TensorType::get(), value);  // read, but not in state_dict
+    else
+      owner.register_parameter(path.back(), value, /*is_buffer=*/kind == "BUFFER");
     paths_[name] = path;
   }
 

@@ -125,7 +125,7 @@ def _capture_export(model, example_inputs, who):
                 raise CompileError("%s: torch.export of %s in %s mode failed: %s"
                                    % (who, name, mode, str(e).strip().splitlines()[0])) from e
             try:
-                programs.append((program,) + export.translate(program, "%s (%s mode)" % (name, mode)))
+                programs.append(export.translate(program, "%s (%s mode)" % (name, mode)))
             except export.ExportError as e:
                 raise CompileError("%s: %s" % (who, e)) from None
     finally:
@@ -133,20 +133,28 @@ def _capture_export(model, example_inputs, who):
     state = dict(model.state_dict(keep_vars=True))
     state.update(dict(model.named_buffers(remove_duplicate=False)))  # non-persistent ones too
     names, kinds, tensors = [], [], []
-    for program, _, graph_state, _, _ in programs:  # (program, text, state, locations, input names)
-        for target, kind in graph_state:
+    for t in programs:
+        for target, kind in t.state:
             if target in names:
                 continue
-            value = program.constants[target] if kind == "CONSTANT_TENSOR" else state.get(target)
+            value = t.program.constants[target] if kind == "CONSTANT_TENSOR" else state.get(target)
             if value is None:
                 raise CompileError("%s: the exported program reads '%s', which %s does not hold"
                                    % (who, target, name))
             names.append(target)
             kinds.append(kind)
             tensors.append(value)
-    built = _call(torch.ops.actnn.module_from_export, who, name, programs[0][4], names, kinds, tensors,
-                  [p[1] for p in programs], [[target for target, _ in p[2]] for p in programs],
-                  [{k: "\n".join(v) for k, v in p[3].items()} for p in programs])
+    # What the programs do not read (the second name of a tied weight, an
+    # unused head) is registered too: the module's state_dict keys are the
+    # model's.
+    for target, value in model.state_dict(keep_vars=True).items():
+        if target not in names:
+            names.append(target)
+            kinds.append("PARAMETER" if isinstance(value, torch.nn.Parameter) else "BUFFER")
+            tensors.append(value)
+    built = _call(torch.ops.actnn.module_from_export, who, name, programs[0].input_names, names, kinds, tensors,
+                  [t.text for t in programs], [[target for target, _ in t.state] for t in programs],
+                  [{k: "\n".join(v) for k, v in t.locations.items()} for t in programs])
     return torch.jit._recursive.wrap_cpp_module(built)
 
 

@@ -219,6 +219,8 @@ class _Translator:
                                       "takes tensor inputs only" % (self.what, node.name))
                 self.user_inputs.append(node)
             elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+                if kind == "BUFFER" and spec.persistent is False:
+                    kind = "NONPERSISTENT_BUFFER"  # not in the state_dict (BERT's position_ids)
                 state_inputs.append((node, kind, spec.target))
             else:
                 raise ExportError("%s: input '%s' is a %s, which actnn cannot translate"
@@ -367,10 +369,13 @@ class _Translator:
         return name, out_type
 
 
+# One ExportedProgram as TorchScript IR: text, the graph; state, [(state_dict
+# name, kind)] of its inputs after the user inputs; locations, {IR value name:
+# (path, line, code)}; input_names, the user inputs'.
+Translation = collections.namedtuple("Translation", "program text state locations input_names")
+
+
 def translate(program, what):
-    """(IR text, [(state_dict name, kind)] of the graph inputs after the
-    user inputs, {IR value name: (path, line, code)}, the user inputs' names)
-    for one ExportedProgram."""
     t = _Translator(program, what)
     text = t.run()
-    return text, t.state, t.w.locations, [node.name for node in t.user_inputs]
+    return Translation(program, text, t.state, t.w.locations, [node.name for node in t.user_inputs])

@@ -88,6 +88,7 @@ def test_model_matches_eager_autograd_at_l0(name, build, capture):
     model.train()
     eager = copy.deepcopy(model)
     compiled = actnn.compile(model, "L0", example_inputs=inputs, capture=capture, fallback=False)
+    assert sorted(compiled.state_dict()) == sorted(model.state_dict())  # tied LM heads included
     torch.manual_seed(1)
     out_c = compiled(*inputs)
     torch.manual_seed(1)
