@@ -14,6 +14,8 @@ libpython3.11-stdlib), concatenated in name order, as bytes (vocabulary 256);
 the last 5% is held out. Model: pre-norm decoder blocks (causal attention,
 GELU MLP, LayerNorm), learned positions, LM head tied to the byte embedding;
 AdamW (lr 1e-3, cosine decay, weight decay 0.1), gradient clipping at 1.0.
+A level may also be NAME=PIPELINE (actnn-opt --passes, for ablations; ';'
+separates levels then): --levels "L3-nodebias=lower-module,...,insert-compression{bits=2,mixed=true},reuse-buffers".
 Writes OUT/gpt_bytes.jsonl (one line per 10 steps and level: the mean
 training loss of those steps; a summary line per level with the mean of the
 last 100 steps and the held-out loss) and OUT/gpt_bytes.png (gnuplot).
@@ -99,7 +101,11 @@ def loss_of(model, window):
 def train(level, args, train_data, held_out, out):
     torch.manual_seed(0)
     model = Gpt(args.layers, args.dim, args.heads, args.seq).train()
-    step_module = model if level == "fp" else actnn.compile(model, level)
+    if "=" in level:  # name=pipeline: an explicit actnn-opt pipeline (ablations)
+        level, pipeline = level.split("=", 1)
+        step_module = actnn.compile(model, passes=pipeline)
+    else:
+        step_module = model if level == "fp" else actnn.compile(model, level)
     decay = [p for p in model.parameters() if p.dim() > 1]
     rest = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
@@ -171,14 +177,14 @@ def main():
     print("corpus: %d bytes from %d files of /usr/lib/python3.11" % (data.numel(), files), flush=True)
     os.makedirs(args.out, exist_ok=True)
     jsonl = os.path.join(args.out, "gpt_bytes.jsonl")
-    levels = args.levels.split(",")
+    levels = args.levels.split(";" if "=" in args.levels else ",")
     with open(jsonl, "w") as out:
         summaries = [train(level, args, data[:split], data[split:], out) for level in levels]
     base = summaries[0]["final_train_loss"]
     for s in summaries[1:]:
         print("%s: final training loss %.4f vs %s %.4f (%+.2f%%)" % (
             s["level"], s["final_train_loss"], levels[0], base, 100 * (s["final_train_loss"] / base - 1)))
-    plot(jsonl, os.path.join(args.out, "gpt_bytes.png"), levels)
+    plot(jsonl, os.path.join(args.out, "gpt_bytes.png"), [s["level"] for s in summaries])
 
 
 if __name__ == "__main__":
