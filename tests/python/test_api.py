@@ -16,15 +16,12 @@ import torch.nn.functional as F
 import torchvision
 
 import actnn
+from parity import max_rel, assert_grads_match
 
 
 def small_resnet():
     torch.manual_seed(0)
     return torchvision.models.resnet18(num_classes=10).train()
-
-
-def max_rel(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
 def test_compile_at_l0_matches_eager_autograd():
@@ -39,10 +36,7 @@ def test_compile_at_l0_matches_eager_autograd():
     loss_e.backward()
     assert max_rel(loss_c.detach(), loss_e.detach()) <= 1e-5
     assert max_rel(xa.grad, xb.grad) <= 1e-5
-    params = dict(eager.named_parameters())
-    for name, p in model.named_parameters():  # the gradients land in the original model
-        assert p.grad is not None, name
-        assert max_rel(p.grad, params[name].grad) <= 1e-5, name
+    assert_grads_match(model, eager)  # the gradients land in the original model
     buffers = dict(eager.named_buffers())
     for name, b in model.named_buffers():
         if b.is_floating_point():

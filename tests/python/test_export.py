@@ -19,12 +19,9 @@ import torch.nn.functional as F
 import torchvision
 
 import actnn
+from parity import max_rel, assert_grads_match
 
 pytestmark = pytest.mark.skipif(not hasattr(torch, "export"), reason="torch.export needs PyTorch 2.x")
-
-
-def max_rel(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "convnext_tiny"])
@@ -44,10 +41,7 @@ def test_exported_torchvision_model_matches_eager_autograd_at_l0(name):
     loss_e.backward()
     assert max_rel(loss_c.detach(), loss_e.detach()) <= 1e-5
     assert max_rel(xa.grad, xb.grad) <= 1e-5
-    params = dict(eager.named_parameters())
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, pname
-        assert max_rel(p.grad, params[pname].grad) <= 1e-5, pname
+    assert_grads_match(model, eager)
     buffers = dict(eager.named_buffers())
     for bname, b in model.named_buffers():
         assert max_rel(b, buffers[bname]) <= 1e-5, bname

@@ -15,14 +15,11 @@ import torch
 import torchvision
 
 import actnn
+from parity import max_rel
 
 pytestmark = pytest.mark.skipif(not hasattr(torch, "export"), reason="needs PyTorch 2.x")
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
-
-
-def max_rel(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
 class Logits(torch.nn.Module):

@@ -18,16 +18,13 @@ import torch
 import torch.nn.functional as F
 
 import actnn
+from parity import max_rel, assert_grads_match
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
 import export_small_nets as nets  # noqa: E402
 
 CAPTURES = ["script"] + (["export"] if hasattr(torch, "export") else [])
 NETS = ["gpt_block", "llama_block", "bert_block"]
-
-
-def max_rel(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
 def make(name, batch=2):
@@ -55,10 +52,7 @@ def test_transformer_net_matches_eager_autograd_at_l0(name, capture):
     loss_c.backward()
     loss_e.backward()
     assert max_rel(loss_c.detach(), loss_e.detach()) <= 1e-5
-    params = dict(eager.named_parameters())
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, pname
-        assert max_rel(p.grad, params[pname].grad) <= 1e-5, pname
+    assert_grads_match(model, eager)
 
 
 @pytest.mark.parametrize("name", NETS)
