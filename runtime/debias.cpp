@@ -53,4 +53,34 @@ at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_outp
   return grad_input + correction;
 }
 
+// A reader of a bounded output (softmax, tanh, sigmoid) decodes plainly: the
+// values that sit on a level -- softmax's zeros and its row maximum, a
+// saturated tanh -- then round-trip exactly, where dither would give each
+// noise of step^2 / 12 (on a causally masked attention row that noise swamps
+// the gradient). Such a reader's only biased term is dy * x'^2 (the self term
+// of softmax's sum, tanh's 1 - y^2, sigmoid's y - y^2): E[x'^2] = x^2 + v
+// with v = step^2 t (1 - t), unknown. The dithered decoding of the same codes
+// x~ has E[x~^2] = x^2 + step^2 / 12 exactly, so swapping the term for
+// x~^2 - step^2 / 12 makes it unbiased, and the other terms keep plain
+// decoding's noise. (Where the site is dithered anyway x' = x~ and this is
+// debias_grad's dy * step^2 / 12.)
+at::Tensor debias_square_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const at::Tensor& decoded,
+                              const PackedActivation& p, const at::Tensor& coeff, bool donate_input) {
+  TORCH_CHECK(grad_input.sizes() == at::IntArrayRef(p.shape) && grad_output.sizes() == grad_input.sizes() &&
+                  decoded.sizes() == grad_input.sizes(),
+              "actnn::debias_square_grad: the gradients have shapes ", grad_input.sizes(), " and ",
+              grad_output.sizes(), ", the decoded value ", decoded.sizes(), ", the rounded value ",
+              at::IntArrayRef(p.shape));
+  PackedActivation dithered_form = p;
+  dithered_form.dither = true;
+  const at::Tensor dithered = dequantize(dithered_form).to(at::kFloat);
+  const at::Tensor plain = decoded.to(at::kFloat);
+  at::Tensor correction = perValue(rounding_variance(dithered_form), p);
+  correction.add_(plain * plain).sub_(dithered * dithered).mul_(grad_output);
+  if (coeff.defined()) correction.mul_(coeff);
+  correction = correction.to(grad_input.scalar_type());
+  if (donate_input && overwritable(grad_input)) return grad_input.add_(correction);
+  return grad_input + correction;
+}
+
 }  // namespace actnn

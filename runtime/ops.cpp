@@ -296,6 +296,13 @@ TORCH_LIBRARY(actnn, m) {
         " Tensor? coeff=None, bool donate_input=False) -> Tensor",
         [](const at::Tensor& gi, const at::Tensor& go, const PackedPtr& p, const c10::optional<at::Tensor>& coeff,
            bool donate) { return debias_grad(gi, go, *p, coeff ? *coeff : at::Tensor(), donate); });
+  m.def("debias_square_grad(Tensor grad_input, Tensor grad_output, Tensor decoded,"
+        " __torch__.torch.classes.actnn.PackedActivation rounded, Tensor? coeff=None, bool donate_input=False)"
+        " -> Tensor",
+        [](const at::Tensor& gi, const at::Tensor& go, const at::Tensor& decoded, const PackedPtr& p,
+           const c10::optional<at::Tensor>& coeff, bool donate) {
+          return debias_square_grad(gi, go, decoded, *p, coeff ? *coeff : at::Tensor(), donate);
+        });
   m.def("pack_mask.arena(Tensor mask, __torch__.torch.classes.actnn.Arena arena, int slot) -> Tensor",
         pack_mask_arena_op);
   m.def("observe_grad(Tensor(a) grad, __torch__.torch.classes.actnn.CompressionState state, int site)"

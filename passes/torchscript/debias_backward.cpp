@@ -9,28 +9,44 @@
 //
 // v must be right value by value, and plain stochastic rounding's noise
 // variance, step^2 t (1 - t), depends on where x sat between two levels,
-// which B does not know. So every site these readers read is marked for
-// subtractive dither (CompressionConfig::Site::dither): dequantize subtracts
-// the uniform that rounded the value, and the noise becomes uniform on
-// (-step/2, step/2] whatever x was, v = step^2 / 12 exactly (quant_math.h,
-// "Dithered decoding"). That also halves the average noise of these values,
-// which is where most of the gradient's variance comes from (ResNet-18 at L3:
-// one pass's deviation 0.70 of |g| uncorrected, 0.53 corrected and dithered).
-// Sites read only by linear readers keep plain decoding: a ReLU output's zeros
-// decode exactly there, and dither would add step^2 / 12 to each.
+// which B does not know. Two ways around it, by what the reader reads:
+//
+// Normalization inputs (batch, layer, group norm) are dense, rarely on a
+// level: their site is marked for subtractive dither
+// (CompressionConfig::Site::dither): dequantize subtracts the uniform that
+// rounded the value, and the noise becomes uniform on (-step/2, step/2]
+// whatever x was, v = step^2 / 12 exactly (quant_math.h, "Dithered
+// decoding"). That also halves the average noise of these values, which is
+// where most of the gradient's variance comes from (ResNet-18 at L3: one
+// pass's deviation 0.70 of |g| uncorrected, 0.53 corrected and dithered).
+//
+// Bounded outputs (softmax, tanh, sigmoid) often sit on a level -- a masked
+// or negligible attention weight is 0, a row's maximum is the group's top, a
+// saturated tanh is +-1 -- and plain decoding returns those exactly, where
+// dither would give each noise of step^2 / 12: on a causal attention row the
+// masked zeros' noise enters every weight's gradient through softmax's sum
+// (a GPT trained at L3 with dithered softmax outputs diverged from step ~230;
+// README "Transformers"). Their one biased term is dy * y'^2, so B keeps
+// plain decoding and actnn::debias_square_grad replaces that term's y'^2 by
+// the dithered decoding's square minus step^2 / 12, unbiased value by value
+// (runtime/debias.cpp). Sites read only by linear readers keep plain decoding
+// too: a ReLU output's zeros decode exactly there.
 //
 //   %x = actnn::dequantize(%p)                %x = actnn::dequantize(%p)
 //   %gx, %gw, %gb = aten::native_batch_norm_backward(%dy, %x, ..., %train, ...)
 //       ->  %gx, %gw, %gb = actnn::batch_norm_backward(%dy, %x, ..., False, %p)
-//   %gx = aten::tanh_backward(%dy, %x)   ->  %g = aten::tanh_backward(%dy, %x)
-//                                            %gx = actnn::debias_grad(%g, %dy, %p, None, True)
+//   %gx = aten::tanh_backward(%dy, %y)   ->  %g = aten::tanh_backward(%dy, %y)
+//                                            %gx = actnn::debias_square_grad(%g, %dy, %y, %p, None, True)
 //
-// Readers and their factor on dy * v:
-//   batch norm (training)  w_c invstd_c^3 / M      (fused in our CPU kernel)
-//   layer norm             w rstd^3 / N            (N values per row)
-//   group norm             w_c rstd^3 / (C/G HxW)
-//   softmax, tanh, sigmoid 1                        (they read their output y:
+// Readers and their factor on the corrected term:
+//   batch norm (training)  w_c invstd_c^3 / M      (dy * v; fused in our CPU kernel)
+//   layer norm             w rstd^3 / N            (dy * v; N values per row)
+//   group norm             w_c rstd^3 / (C/G HxW)  (dy * v)
+//   softmax, tanh, sigmoid 1                        (dy * (y'^2 - y~^2 + v); they read their output y:
 //                          softmax y (dy - sum dy y); tanh 1 - y^2; sigmoid y (1 - y))
+//
+// The `readers` option narrows the kinds corrected (ablations: which
+// reader's correction a result depends on).
 //
 // GELU and SiLU backward compute dy * f'(x'), biased by f's curvature, which
 // no function of the codes removes. When that backward is the value's only
@@ -44,6 +60,10 @@
 // Left alone: readers whose bias has no such form (log-softmax's exp, a GELU
 // input that another rule also reads, ...), readers of values that are not
 // dequantized, and batch norm in eval mode (linear in its input).
+#include <algorithm>
+#include <set>
+#include <sstream>
+
 #include "actnn/passes/ir_builder.h"
 #include "actnn/passes/pass.h"
 
@@ -119,12 +139,19 @@ Value* coefficient(Node* n, Graph& b) {
   return b.insertConstant(c10::IValue());  // 1
 }
 
-// The others: the input gradient (output 0) plus dy * v * coeff, right after n.
+// Readers of a bounded output (softmax, tanh, sigmoid): their value keeps
+// plain decoding, their square term is corrected from the dithered one.
+bool readsBoundedOutput(Node* n) { return n->kind() == c10::aten::_softmax_backward_data; }
+
+// The others: the input gradient (output 0) plus its correction, right after n.
 void addCorrection(Node* n, Value* packed, Graph& b) {
   Value* gx = n->output(0);
   torch::jit::WithInsertPoint guard(n->next());
   Value* coeff = coefficient(n, b);
-  Value* fixed = insertValue(b, actnnOp("debias_grad"), {gx, n->input(0), packed, coeff, true}, n->sourceRange());
+  Value* fixed = readsBoundedOutput(n)
+                     ? insertValue(b, actnnOp("debias_square_grad"), {gx, n->input(0), n->input(1), packed, coeff, true},
+                                   n->sourceRange())
+                     : insertValue(b, actnnOp("debias_grad"), {gx, n->input(0), packed, coeff, true}, n->sourceRange());
   fixed->setType(gx->type());
   gx->replaceAllUsesAfterNodeWith(fixed->node(), fixed);
 }
@@ -171,9 +198,53 @@ bool saveDerivative(Node* n, TrainingIR& ir) {
   return true;
 }
 
+// The reader kinds the `readers` option names, and the backward ops of each.
+struct ReaderKind {
+  const char* name;
+  c10::Symbol op;
+};
+const std::vector<ReaderKind>& readerKinds() {
+  static const std::vector<ReaderKind> kinds = {
+      {"batch-norm", c10::aten::native_batch_norm_backward}, {"layer-norm", c10::aten::native_layer_norm_backward},
+      {"group-norm", c10::aten::native_group_norm_backward}, {"softmax", c10::aten::_softmax_backward_data},
+      {"tanh", c10::aten::tanh_backward},                     {"sigmoid", c10::aten::sigmoid_backward},
+      {"gelu", c10::aten::gelu_backward},                     {"silu", c10::aten::silu_backward}};
+  return kinds;
+}
+
+// "all" or names joined by '+' -> the backward ops to rewrite.
+std::set<c10::Symbol> selectedReaders(const std::string& text) {
+  std::set<c10::Symbol> ops;
+  if (text == "all") {
+    for (const auto& k : readerKinds()) ops.insert(k.op);
+    return ops;
+  }
+  if (text == "none") return ops;
+  std::stringstream items(text);
+  std::string item;
+  while (std::getline(items, item, '+')) {
+    auto it = std::find_if(readerKinds().begin(), readerKinds().end(),
+                           [&](const ReaderKind& k) { return item == k.name; });
+    if (it == readerKinds().end()) {
+      std::string known;
+      for (const auto& k : readerKinds()) known += std::string(known.empty() ? "" : ", ") + k.name;
+      throw CompileError("unknown reader '" + item + "' in readers=" + text + " (known: " + known +
+                         "; or all, none)");
+    }
+    ops.insert(it->op);
+  }
+  return ops;
+}
+
 class DebiasBackward : public Pass {
  public:
+  DebiasBackward() {
+    options_.declare("readers", "all",
+                     "all | none | reader kinds joined by '+' (batch-norm, layer-norm, group-norm, softmax, tanh, "
+                     "sigmoid, gelu, silu): which backward readers are corrected");
+  }
   bool run(TrainingIR& ir, Diagnostics& diag) override {
+    const std::set<c10::Symbol> selected = selectedReaders(options_.str("readers"));
     if (!ir.backward || !ir.compression) {
       diag.error("nothing is dequantized in B yet; run insert-compression first");
       return false;
@@ -181,12 +252,7 @@ class DebiasBackward : public Pass {
     Graph& b = *ir.backward;
     std::vector<Node*> readers;
     for (Node* n : b.block()->nodes()) {
-      const auto kind = n->kind();
-      if (kind == c10::aten::native_batch_norm_backward || kind == c10::aten::native_layer_norm_backward ||
-          kind == c10::aten::native_group_norm_backward || kind == c10::aten::_softmax_backward_data ||
-          kind == c10::aten::tanh_backward || kind == c10::aten::sigmoid_backward ||
-          kind == c10::aten::gelu_backward || kind == c10::aten::silu_backward)
-        readers.push_back(n);
+      if (selected.count(n->kind())) readers.push_back(n);
     }
     bool changed = false;
     for (Node* n : readers) {
@@ -204,7 +270,7 @@ class DebiasBackward : public Pass {
       } else {
         addCorrection(n, packed, b);
       }
-      dither(packed, ir);
+      if (!readsBoundedOutput(n)) dither(packed, ir);
       changed = true;
     }
     return changed;

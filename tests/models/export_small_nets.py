@@ -948,9 +948,28 @@ class StatsTransformer(nn.Module):
         return self.fc3(h.mean([1, 2]))
 
 
+class StatsAttention(nn.Module):
+    """Causal self-attention, as in a GPT block after some training: scores
+    scaled up so rows are peaked; most of a softmax row is a masked zero or
+    negligible, so its values sit on a quantization level."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(16, 48)
+        self.proj = nn.Linear(16, 10)
+
+    def forward(self, x):                  # x: (4, 32, 16), 32 tokens of 16 per sample
+        q, k, v = self.qkv(x).split(16, dim=-1)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * 3.0
+        keep = torch.ones(32, 32, dtype=torch.bool).tril()
+        attn = torch.softmax(scores.masked_fill(keep.logical_not(), float("-inf")), -1)
+        return self.proj(torch.matmul(attn, v).mean(1))
+
+
 STAT_NETS = {
     "stats_norms": (StatsNorms, [("float", (4, 3, 6, 6))]),
     "stats_transformer": (StatsTransformer, [("float", (4, 2, 16, 16))]),
+    "stats_attention": (StatsAttention, [("float", (4, 32, 16))]),
     "stats_masks": (StatsMasks, [("float", (4, 3, 32, 32))]),
     "stats_convnet": (StatsConvNet, [("float", (8, 3, 12, 12))]),
     "stats_linear": (StatsLinear, [("float", (8, 640))]),

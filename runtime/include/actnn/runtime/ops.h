@@ -45,6 +45,13 @@ at::Tensor rounding_variance(const PackedActivation& p);
 // donate_input is set and it is overwritable.
 at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const PackedActivation& p,
                        const at::Tensor& coeff, bool donate_input);
+// grad_input + grad_output * coeff * (decoded^2 - d^2 + step^2 / 12), with d
+// p decoded with dither and `decoded` what the backward read (p decoded as
+// its site says): a backward whose one biased term is grad_output * decoded^2
+// gets that term from the dithered square, which is unbiased, while its other
+// terms keep the plain decoding (runtime/debias.cpp says why).
+at::Tensor debias_square_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const at::Tensor& decoded,
+                              const PackedActivation& p, const at::Tensor& coeff, bool donate_input);
 
 // 1 bit per element (set where mask != 0), uint8 of ceil(numel / 8) bytes,
 // written into `out` when given.
