@@ -49,13 +49,14 @@ fi
 # (scripts/test.sh), and the Python package under torch 2.x: pytest, and
 # scikit-build-core and ninja for `pip install --no-build-isolation .`;
 # transformers and timm for the transformer models' tests (configs only,
-# random weights: nothing is downloaded from a model hub). A venv of Debian's
+# random weights: nothing is downloaded from a model hub), onnx for their
+# ONNX exports (torch.onnx.export needs it). A venv of Debian's
 # python3 without its site packages (whose torch is 1.13), kept outside the
 # checkout like the one above; an existing venv gets what it lacks.
 TORCH2_VENV=${ACTNN_TORCH2_VENV:-$HOME/.cache/actnn/torch2-venv}
-if ! "$TORCH2_VENV/bin/python3" -c 'import torch, torchvision, numpy, pytest, scikit_build_core, ninja, transformers, timm' 2>/dev/null; then
-  echo "install-deps: making $TORCH2_VENV with PyPI's torch, torchvision, transformers and timm"
+if ! "$TORCH2_VENV/bin/python3" -c 'import torch, torchvision, numpy, pytest, scikit_build_core, ninja, transformers, timm, onnx' 2>/dev/null; then
+  echo "install-deps: making $TORCH2_VENV with PyPI's torch, torchvision, transformers, timm and onnx"
   mkdir -p "$(dirname "$TORCH2_VENV")"
   [ -x "$TORCH2_VENV/bin/pip" ] || /usr/bin/python3 -m venv "$TORCH2_VENV"
-  "$TORCH2_VENV/bin/pip" install -q torch torchvision numpy pytest 'scikit-build-core>=0.10' ninja transformers timm
+  "$TORCH2_VENV/bin/pip" install -q torch torchvision numpy pytest 'scikit-build-core>=0.10' ninja transformers timm onnx
 fi

@@ -651,6 +651,87 @@ void gather(NodeContext& c) {
   c.setOutput(0, c.op(aten::reshape, {picked, out}));
 }
 
+// Indices that may count from the end (-size..size-1) made non-negative, as
+// int64 (aten::gather's index type): folded when constant (and checked
+// against the axis size), a where() otherwise.
+Value* wrapIndices(NodeContext& c, size_t i, int64_t size) {
+  if (auto idx = c.constantInput(i)) {
+    at::Tensor t = idx->to(at::kLong);
+    t = at::where(t < 0, t + size, t);
+    if (t.numel() > 0 && ((t < 0).any().item<bool>() || (t >= size).any().item<bool>()))
+      c.fail("an index is out of range for an axis of size " + std::to_string(size));
+    return c.constant(t);
+  }
+  Value* t = c.op(aten::to, {c.input(i), static_cast<int64_t>(at::kLong), false, false});
+  return c.op(aten::where, {c.op(aten::lt, {t, int64_t{0}}), c.op(aten::add, {t, size}), t});
+}
+
+// GatherElements: out[i][j][k] = data[index[i][j][k]][j][k] along `axis`
+// (aten::gather; its rule scatters the gradient back with accumulation).
+void gatherElements(NodeContext& c) {
+  Shape shape = c.shapeOf(0, "GatherElements normalizes negative indices by the axis size");
+  const int64_t axis = normAxis(c, c.attrInt("axis", 0), static_cast<int64_t>(shape.size()));
+  c.setOutput(0, c.op(aten::gather, {c.input(0), axis, wrapIndices(c, 1, shape[axis])}));
+}
+
+// CumSum along a constant axis; `reverse` sums from the end, `exclusive`
+// leaves each element out of its own sum (the operand shifted by one along
+// the axis, a zero first).
+void cumSum(NodeContext& c) {
+  const std::vector<int64_t> axis_operand = c.constantInts(1, "CumSum's axis");
+  if (axis_operand.size() != 1)
+    c.fail("CumSum's axis must hold one value, it has " + std::to_string(axis_operand.size()));
+  Shape shape = c.shapeOf(0, "CumSum's axis is normalized against the operand's rank");
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  const int64_t axis = normAxis(c, axis_operand[0], rank);
+  const std::vector<int64_t> dims{axis};
+  Value* x = c.input(0);
+  if (c.attrInt("reverse", 0)) x = c.op(aten::flip, {x, dims});
+  if (c.attrInt("exclusive", 0) && shape[axis] > 0) {
+    x = c.op(aten::narrow, {x, axis, int64_t{0}, shape[axis] - 1});
+    std::vector<int64_t> pads(2 * (rank - axis), 0);  // last dimension first
+    pads[pads.size() - 2] = 1;
+    x = c.op(aten::constant_pad_nd, {x, pads, 0.0});
+  }
+  Value* y = c.op(aten::cumsum, {x, axis});
+  if (c.attrInt("reverse", 0)) y = c.op(aten::flip, {y, dims});
+  c.setOutput(0, y);
+}
+
+// Trilu: the upper (default) or lower triangle, diagonal k (input 1, 0 when
+// absent) and above / below; batched over the leading dimensions.
+void trilu(NodeContext& c) {
+  int64_t k = 0;
+  if (c.hasInput(1)) {
+    const std::vector<int64_t> ks = c.constantInts(1, "Trilu's k");
+    if (ks.size() != 1) c.fail("Trilu's k must hold one value, it has " + std::to_string(ks.size()));
+    k = ks[0];
+  }
+  c.setOutput(0, c.op(c.attrInt("upper", 1) ? aten::triu : aten::tril, {c.input(0), k}));
+}
+
+// Range(start, limit, delta): 0-d operands of one type; constant operands
+// (the usual case: sizes) are evaluated at import like every all-constant op.
+void range(NodeContext& c) {
+  std::vector<NamedValue> bounds;
+  for (size_t i = 0; i < 3; ++i) {
+    if (auto shape = c.maybeShapeOf(i); shape && !shape->empty())
+      c.fail("Range's operand " + std::to_string(i) + " must be a scalar (rank 0), it has rank " +
+             std::to_string(shape->size()));
+    bounds.emplace_back(c.op(aten::item, {c.input(i)}));
+  }
+  c.setOutput(0, c.op(aten::arange, bounds, {NamedValue("dtype", static_cast<int64_t>(c.dtypeOf(0)))}));
+}
+
+// Mod: fmod=0 is integer modulo whose result takes the divisor's sign
+// (aten::remainder, Python's %); fmod=1 takes the dividend's (aten::fmod, C's
+// fmod), which ONNX requires for floating-point operands.
+void mod(NodeContext& c) {
+  const bool fmod = c.attrInt("fmod", 0) != 0;
+  if (!fmod && isFloating(c.dtypeOf(0))) c.fail("Mod of floating-point operands needs fmod=1");
+  c.setOutput(0, c.op(fmod ? aten::fmod : aten::remainder, {c.input(0), c.input(1)}));
+}
+
 std::vector<int64_t> axesOperand(NodeContext& c, const std::string& op) {
   if (c.opset() < 13) return c.attrInts("axes");
   return c.hasInput(1) ? c.constantInts(1, op + "'s axes") : std::vector<int64_t>{};
@@ -673,6 +754,22 @@ void squeeze(NodeContext& c) {
 void unsqueeze(NodeContext& c) {
   std::vector<int64_t> axes = axesOperand(c, "Unsqueeze");
   if (axes.empty()) c.fail("Unsqueeze needs axes");
+  // Axes count in the result. All of one sign need no rank: non-negative ones
+  // inserted in ascending order, negative ones from -1 down, each lands where
+  // the result has it (exporters' Unsqueeze often follows a Reshape whose
+  // output shape ONNX shape inference lost).
+  const bool all_non_negative = std::all_of(axes.begin(), axes.end(), [](int64_t a) { return a >= 0; });
+  const bool all_negative = std::all_of(axes.begin(), axes.end(), [](int64_t a) { return a < 0; });
+  if ((all_non_negative || all_negative) && !c.maybeShapeOf(0)) {
+    std::set<int64_t> distinct(axes.begin(), axes.end());
+    if (distinct.size() != axes.size()) c.fail("Unsqueeze's axes repeat an axis");
+    if (all_negative) std::sort(axes.rbegin(), axes.rend());
+    else std::sort(axes.begin(), axes.end());
+    Value* x = c.input(0);
+    for (int64_t a : axes) x = c.op(aten::unsqueeze, {x, a});
+    c.setOutput(0, x);
+    return;
+  }
   const int64_t out_rank = rankOf(c, 0, "Unsqueeze's axes are relative to the result's rank") +
                            static_cast<int64_t>(axes.size());
   for (int64_t& a : axes) a = normAxis(c, a, out_rank);
@@ -783,9 +880,23 @@ const std::map<std::string, OpLowering>& opTable() {
     t["Erf"] = {un(aten::erf)};
     t["Sqrt"] = {un(aten::sqrt)};
     t["Not"] = {un(aten::logical_not)};
+    t["Floor"] = {un(aten::floor)};
+    t["Ceil"] = {un(aten::ceil)};
     t["Equal"] = {bin(aten::eq)};
     t["Less"] = {bin(aten::lt)};
     t["Greater"] = {bin(aten::gt)};
+    t["LessOrEqual"] = {bin(aten::le)};
+    t["GreaterOrEqual"] = {bin(aten::ge)};
+    t["And"] = {bin(aten::logical_and)};
+    t["Or"] = {bin(aten::logical_or)};
+    t["Xor"] = {bin(aten::logical_xor)};
+    t["Neg"] = {un(aten::neg)};
+    t["Abs"] = {un(aten::abs)};
+    t["Exp"] = {un(aten::exp)};
+    t["Log"] = {un(aten::log)};
+    t["Reciprocal"] = {un(aten::reciprocal)};
+    t["Sin"] = {un(aten::sin)};
+    t["Cos"] = {un(aten::cos)};
     t["Pow"] = {pow};
     t["Where"] = {where};
     t["LayerNormalization"] = {layerNorm};
@@ -821,6 +932,11 @@ const std::map<std::string, OpLowering>& opTable() {
     t["Shape"] = {shape};
     t["Cast"] = {cast};
     t["ConstantOfShape"] = {constantOfShape, {0}};
+    t["GatherElements"] = {gatherElements};
+    t["CumSum"] = {cumSum, {1}};
+    t["Trilu"] = {trilu, {1}};
+    t["Range"] = {range};
+    t["Mod"] = {mod};
     return t;
   }();
   return table;

@@ -7,8 +7,17 @@ torch 2.x (capture="script"). ctest runs it in the build against the torch
 
 L0 is exact against eager autograd on a copy of the model (dropout on, both
 sides from one seed): the output and every parameter gradient agree to rel
-<= 1e-5, with every op differentiated by a rule (fallback=False)."""
+<= 1e-5, with every op differentiated by a rule (fallback=False).
+
+GPT-2 and BERT also go through ONNX as a user of torch.onnx.export would
+(training mode, TorchScript exporter, dropout off so both sides are
+deterministic): actnn-opt (ACTNN_OPT) imports and compiles the file at L0, and
+the loaded archive matches eager autograd the same way (parameters by their
+initializer names, which are the state_dict's; an initializer the exporter
+named itself by its value)."""
 import copy
+import os
+import subprocess
 
 import pytest
 import torch
@@ -36,6 +45,14 @@ class Logits(torch.nn.Module):
 def gpt2():
     config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=32,
                                      bos_token_id=0, eos_token_id=0, use_cache=False)
+    return Logits(transformers.GPT2LMHeadModel(config)), (torch.randint(0, 128, (2, 16)),)
+
+
+def gpt2_for_onnx():
+    # torch.onnx.export (TorchScript) refuses aten::diff, which transformers'
+    # mask code calls under use_cache=False or SDPA attention.
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=32,
+                                     bos_token_id=0, eos_token_id=0, attn_implementation="eager")
     return Logits(transformers.GPT2LMHeadModel(config)), (torch.randint(0, 128, (2, 16)),)
 
 
@@ -101,3 +118,55 @@ def test_model_matches_eager_autograd_at_l0(name, build, capture):
             continue
         assert p.grad is not None, pname
         assert max_rel(p.grad, params[pname].grad) <= 1e-5, pname
+
+
+ONNX_MODELS = [("gpt2", gpt2_for_onnx), ("bert", bert)]
+
+
+@pytest.mark.parametrize("name,build", ONNX_MODELS, ids=[m[0] for m in ONNX_MODELS])
+def test_onnx_export_matches_eager_autograd_at_l0(name, build, tmp_path):
+    pytest.importorskip("onnx")
+    actnn_opt = os.environ.get("ACTNN_OPT")
+    if not actnn_opt:
+        pytest.skip("ACTNN_OPT (the actnn-opt binary) is not set")
+    torch.manual_seed(0)
+    model, inputs = build()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    model.train()
+    path = str(tmp_path / (name + ".onnx"))
+    torch.onnx.export(model, inputs, path, dynamo=False, opset_version=14, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.TRAINING)
+    archive = str(tmp_path / (name + ".pt"))
+    run = subprocess.run([actnn_opt, "--level=L0", "--emit=module", "-o", archive, path],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    imported = torch.jit.load(archive)
+    imported.train()
+    out_i = imported(*inputs)
+    out_e = model(*inputs)
+    assert max_rel(out_i, out_e) <= 1e-5
+    weights = torch.linspace(-1.0, 1.0, out_e.numel()).view_as(out_e)
+    (out_i * weights).sum().backward()
+    (out_e * weights).sum().backward()
+    eager = list(model.named_parameters())
+    by_name = dict(eager)
+    largest = max(q.grad.abs().max().item() for _, q in eager if q.grad is not None)
+    matched = set()
+    for pname, p in imported.named_parameters():
+        if pname in by_name:
+            ename, q = pname, by_name[pname]
+            assert torch.equal(q.detach(), p.detach()), pname
+        else:  # an initializer the exporter named itself
+            same = [(n, q) for n, q in eager if q.shape == p.shape and torch.equal(q.detach(), p.detach())]
+            assert len(same) == 1, "%s: %d eager parameters hold its value" % (pname, len(same))
+            ename, q = same[0]
+        matched.add(ename)
+        assert p.grad is not None and q.grad is not None, pname
+        # Relative to the parameter's own gradient, or to 1e-4 of the largest
+        # where that is round-off (a key bias's gradient is 0 in exact arithmetic).
+        scale = max(q.grad.abs().max().item(), 1e-4 * largest)
+        assert (p.grad - q.grad).abs().max().item() <= 1e-5 * scale, "%s (%s)" % (pname, ename)
+    unmatched = [n for n, q in eager if n not in matched and q.grad is not None and q.grad.any()]
+    assert not unmatched, "parameters with a gradient the import lost: %s" % unmatched
