@@ -45,6 +45,17 @@ c10::optional<int64_t> constantInt(const Value* v) {
   return c && c->isInt() ? c10::optional<int64_t>(c->toInt()) : c10::nullopt;
 }
 
+bool sizesReadValues(const Node* n) {
+  static const char* const kNames[] = {"nonzero", "nonzero_numpy", "argwhere", "masked_select", "unique",
+                                       "_unique", "_unique2", "unique_consecutive", "unique_dim",
+                                       "repeat_interleave", "bincount", "index", "index_put", "index_put_",
+                                       "histc", "multinomial", "masked_scatter"};
+  const std::string name = n->kind().toUnqualString();
+  for (const char* k : kNames)
+    if (name == k) return true;
+  return name == "where" && n->inputs().size() == 1;  // where(cond) is nonzero; where(c, a, b) broadcasts
+}
+
 bool returnsAlias(const Node* n) {
   const auto* schema = n->maybeSchema();
   if (!schema || schema->returns().empty() || schema->arguments().empty()) return false;

@@ -157,7 +157,7 @@ Shape NodeContext::shapeOf(size_t i, const std::string& what) {
   auto s = maybeShapeOf(i);
   if (!s)
     unsupported("the shape of input " + std::to_string(i) + " '" + (hasInput(i) ? node_.input(i) : "") +
-                "' is needed (" + what + ") but is not static after ONNX shape inference");
+                "' is needed (" + what + ") but is not known: neither ONNX shape inference nor the import's own propagation found static sizes for it");
   return *s;
 }
 

@@ -11,6 +11,15 @@
 // (torch::jit::runNodeIfInputsAreConstant) and replaced by constants: this is
 // what folds Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains, and
 // what lets a later op that needs a constant operand find one.
+//
+// Shapes: a lowering that needs an operand's shape (a rank for Unsqueeze's
+// or Expand's axes, sizes for Gather's negative indices) takes it from ONNX
+// shape inference, and where that lost it (libonnx 1.12 gives up on many
+// Reshape -> Transpose chains of exporters) from our own propagation: every
+// ATen node emitted is also run on meta tensors -- the declared input shapes,
+// the initializers' shapes, constants -- which gives each result's sizes and
+// dtype without computing anything. Where both know a shape they must agree,
+// or the import stops naming the value (a bug on one side).
 #include "actnn/passes/onnx_import.h"
 
 #include <algorithm>
@@ -304,6 +313,7 @@ class Importer {
       auto path = registerState(init.name(), t, role);
       Value* v = self;
       for (const auto& attr : path) v = graph_->insertGetAttr(v, attr);
+      meta_[v] = c10::IValue(at::empty(t.sizes(), t.options().device(at::kMeta)));
       v->setDebugName(identifier(init.name()));
       env_[init.name()] = v;
     }
@@ -317,6 +327,7 @@ class Importer {
       if (auto s = staticShape(in.type())) {
         type = type->withSizes(*s);
         input_shapes_.emplace_back(v, *s);
+        meta_[v] = c10::IValue(at::empty(*s, at::TensorOptions().dtype(dtype).device(at::kMeta)));
       }
       v->setType(type);
       env_[in.name()] = v;
@@ -356,19 +367,150 @@ class Importer {
     }
   }
 
+  // The meta stand-in of a graph value: a constant's (tensors as meta), or
+  // what propagate() recorded.
+  c10::optional<c10::IValue> metaOf(Value* v) const {
+    if (auto c = torch::jit::toIValue(v)) return toMeta(*c);
+    auto it = meta_.find(v);
+    if (it == meta_.end()) return c10::nullopt;
+    return it->second;
+  }
+
+  // Tensors (also in lists) as meta tensors of their sizes and dtype.
+  static c10::IValue toMeta(const c10::IValue& v) {
+    if (v.isTensor()) {
+      const at::Tensor& t = v.toTensor();
+      return t.is_meta() ? t : at::empty(t.sizes(), t.options().device(at::kMeta));
+    }
+    if (v.isTensorList()) {
+      c10::List<at::Tensor> out;
+      for (const at::Tensor& t : v.toTensorVector()) out.push_back(toMeta(t).toTensor());
+      return out;
+    }
+    return v;
+  }
+
+  // The sizes and dtype of a value propagate() knows as a tensor.
+  c10::optional<at::Tensor> metaTensor(const Value* v) const {
+    auto it = meta_.find(v);
+    if (it == meta_.end() || !it->second.isTensor()) return c10::nullopt;
+    return it->second.toTensor();
+  }
+
+  // Runs n on `stack` (meta tensors); an op without a meta kernel (LibTorch's
+  // convolutions) runs on zero-filled CPU tensors of the same sizes instead,
+  // unless what it returns would depend on those zeros (a number read from a
+  // tensor, sizes that depend on values).
+  static bool runOnStandIns(torch::jit::Node* n, torch::jit::Stack& stack) {
+    // The list and tuple nodes the lowerings emit have no operator to run.
+    if (n->kind() == c10::prim::ListConstruct) {
+      c10::IValue list;
+      if (std::all_of(stack.begin(), stack.end(), [](const c10::IValue& v) { return v.isTensor(); })) {
+        c10::List<at::Tensor> tensors;
+        for (const auto& v : stack) tensors.push_back(v.toTensor());
+        list = tensors;
+      } else if (std::all_of(stack.begin(), stack.end(), [](const c10::IValue& v) { return v.isInt(); })) {
+        c10::List<int64_t> ints;
+        for (const auto& v : stack) ints.push_back(v.toInt());
+        list = ints;
+      } else {
+        return false;
+      }
+      stack = {list};
+      return true;
+    }
+    if (n->kind() == c10::prim::ListUnpack) {
+      if (stack.size() != 1 || !stack[0].isList()) return false;
+      const auto elements = stack[0].toListRef();
+      if (elements.size() != n->outputs().size()) return false;
+      stack.assign(elements.begin(), elements.end());
+      return true;
+    }
+    if (n->kind() == c10::prim::TupleConstruct) {
+      stack = {c10::ivalue::Tuple::create(std::vector<c10::IValue>(stack.begin(), stack.end()))};
+      return true;
+    }
+    const torch::jit::Stack inputs = stack;
+    try {
+      n->getOperation()(stack);
+      return stack.size() == n->outputs().size();
+    } catch (const std::exception&) {
+    }
+    const bool returns_tensors = std::all_of(n->outputs().begin(), n->outputs().end(), [](const Value* o) {
+      return o->type()->kind() == c10::TypeKind::TensorType;
+    });
+    if (!returns_tensors || sizesReadValues(n)) return false;
+    stack.clear();
+    for (const auto& v : inputs)
+      stack.push_back(v.isTensor() && v.toTensor().is_meta() ? c10::IValue(at::zeros(v.toTensor().sizes(), v.toTensor().options().device(at::kCPU))) : v);
+    try {
+      n->getOperation()(stack);
+      return stack.size() == n->outputs().size();
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
+  // Runs the nodes after `last` on meta tensors, recording their tensor
+  // results' sizes and dtypes. A node that cannot run there (an operand of
+  // unknown shape, an op reading values such as aten::item, an op without a
+  // meta kernel) leaves its results unknown.
+  void propagate(torch::jit::Node* last) {
+    for (torch::jit::Node* n = last->next(); n != graph_->return_node(); n = n->next()) {
+      if (n->kind() == c10::prim::Constant) continue;
+      torch::jit::Stack stack;
+      bool known = true;
+      for (Value* in : n->inputs()) {
+        auto m = metaOf(in);
+        if (!m) {
+          known = false;
+          break;
+        }
+        stack.push_back(*m);
+      }
+      if (!known) continue;
+      if (!runOnStandIns(n, stack)) continue;
+      for (size_t i = 0; i < stack.size(); ++i) meta_[n->output(i)] = toMeta(stack[i]);
+    }
+  }
+
+  // An ONNX value's sizes: from ONNX shape inference, else from propagate().
+  c10::optional<Shape> shapeOf(const std::string& name) const {
+    auto it = shapes_.find(name);
+    if (it != shapes_.end()) return it->second;
+    Value* v = lookup(name);
+    auto m = v ? metaTensor(v) : c10::nullopt;
+    if (!m) return c10::nullopt;
+    return m->sizes().vec();
+  }
+
+  // Where ONNX shape inference and propagate() both know an output, they agree.
+  void crossCheck(const NodeContext& ctx, const std::string& name, Value* v) const {
+    auto onnx_shape = shapes_.find(name);
+    auto ours = metaTensor(v);
+    if (onnx_shape == shapes_.end() || !ours) return;
+    if (ours->sizes().vec() == onnx_shape->second) return;
+    auto str = [](at::IntArrayRef s) {
+      std::string out;
+      for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
+      return out.empty() ? std::string("a scalar") : out;
+    };
+    ctx.fail("output '" + name + "' has shape " + str(onnx_shape->second) + " by ONNX shape inference but " +
+             str(ours->sizes()) + " as imported (please report this model)");
+  }
+
   void lowerNode(const ::onnx::NodeProto& node, int index) {
     const OpLowering& lowering = opTable().at(node.op_type());
     NodeContext ctx(
         *graph_, node, index, opset_, origin_, [this](const std::string& n) { return lookup(n); },
-        [this](const std::string& n) -> c10::optional<Shape> {
-          auto it = shapes_.find(n);
-          if (it == shapes_.end()) return c10::nullopt;
-          return it->second;
-        },
+        [this](const std::string& n) { return shapeOf(n); },
         [this](const std::string& n) -> c10::optional<at::ScalarType> {
           auto it = dtypes_.find(n);
-          if (it == dtypes_.end()) return c10::nullopt;
-          return it->second;
+          if (it != dtypes_.end()) return it->second;
+          Value* v = lookup(n);
+          auto m = v ? metaTensor(v) : c10::nullopt;
+          if (!m) return c10::nullopt;
+          return m->scalar_type();
         },
         [this](const std::string& n) { return used_.count(n) > 0; });
     for (int i = 0; i < node.input_size(); ++i)
@@ -381,6 +523,7 @@ class Importer {
     std::vector<Value*> outputs;
     for (size_t i = 0; i < ctx.numOutputs(); ++i) outputs.push_back(ctx.outputValue(i));
     if (!lowering.random) foldFrom(last, outputs);
+    propagate(last);
     for (size_t i = 0; i < outputs.size(); ++i) {
       const std::string& name = node.output(i);
       if (name.empty()) continue;
@@ -388,6 +531,7 @@ class Importer {
         if (ctx.outputUsed(i)) ctx.unsupported("output " + std::to_string(i) + " '" + name + "' is not supported");
         continue;
       }
+      crossCheck(ctx, name, outputs[i]);
       if (outputs[i]->node()->kind() != c10::prim::Constant && !outputs[i]->hasDebugName())
         outputs[i]->setDebugName(identifier(name));
       env_[name] = outputs[i];
@@ -403,6 +547,7 @@ class Importer {
   std::unordered_map<std::string, Value*> env_;
   std::unordered_map<std::string, Shape> shapes_;
   std::unordered_map<std::string, at::ScalarType> dtypes_;
+  std::unordered_map<const Value*, c10::IValue> meta_;  // propagate()'s results: tensors as meta
   std::unordered_set<std::string> used_;
   bool shapes_evaluated_ = false;  // a Shape of a computed value was folded
   std::vector<std::pair<Value*, Shape>> input_shapes_;  // static shapes of forward's inputs

@@ -130,19 +130,6 @@ bool notSpecialized(const Node* n) {
   return n->inputs().empty();
 }
 
-// Ops whose result's sizes depend on the input's values: not evaluated on
-// stand-in data.
-bool sizesReadData(const Node* n) {
-  static const char* const kNames[] = {"nonzero", "nonzero_numpy", "argwhere", "masked_select", "unique",
-                                       "_unique", "_unique2", "unique_consecutive", "unique_dim",
-                                       "repeat_interleave", "bincount", "index", "index_put", "index_put_",
-                                       "where", "histc", "multinomial", "masked_scatter"};
-  const std::string name = n->kind().toUnqualString();
-  for (const char* k : kNames)
-    if (name == k) return true;
-  return false;
-}
-
 // A meta tensor as a CPU tensor of zeros (and back), through lists and tuples.
 c10::IValue convert(const c10::IValue& v, bool to_meta) {
   if (v.isTensor()) {
@@ -275,7 +262,7 @@ class Evaluator {
       for (auto& r : stack) r = convert(r, /*to_meta=*/true);
       return true;
     };
-    if (!run(true) && (sizesReadData(n) || !run(false))) return false;
+    if (!run(true) && (sizesReadValues(n) || !run(false))) return false;
     if (stack.size() != n->outputs().size()) return false;
     bool changed = false;
     for (size_t i = 0; i < n->outputs().size(); ++i) changed |= record(n, n->outputs()[i], stack[i]);

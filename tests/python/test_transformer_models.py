@@ -9,7 +9,8 @@ L0 is exact against eager autograd on a copy of the model (dropout on, both
 sides from one seed): the output and every parameter gradient agree to rel
 <= 1e-5, with every op differentiated by a rule (fallback=False).
 
-GPT-2 and BERT also go through ONNX as a user of torch.onnx.export would
+GPT-2, BERT, Llama, timm's ViT-S and torchvision's vit_b_16 also go through
+ONNX as a user of torch.onnx.export would
 (training mode, TorchScript exporter, dropout off so both sides are
 deterministic): actnn-opt (ACTNN_OPT) imports and compiles the file at L0, and
 the loaded archive matches eager autograd the same way (parameters by their
@@ -50,10 +51,18 @@ def gpt2():
 
 def gpt2_for_onnx():
     # torch.onnx.export (TorchScript) refuses aten::diff, which transformers'
-    # mask code calls under use_cache=False or SDPA attention.
+    # mask code calls under use_cache=False or SDPA attention (Llama too).
     config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=32,
                                      bos_token_id=0, eos_token_id=0, attn_implementation="eager")
     return Logits(transformers.GPT2LMHeadModel(config)), (torch.randint(0, 128, (2, 16)),)
+
+
+def llama_for_onnx():
+    config = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                      num_key_value_heads=2, intermediate_size=128, vocab_size=128,
+                                      max_position_embeddings=32, bos_token_id=0, eos_token_id=0,
+                                      attn_implementation="eager")
+    return Logits(transformers.LlamaForCausalLM(config)), (torch.randint(0, 128, (2, 16)),)
 
 
 def bert():
@@ -120,7 +129,13 @@ def test_model_matches_eager_autograd_at_l0(name, build, capture):
         assert max_rel(p.grad, params[pname].grad) <= 1e-5, pname
 
 
-ONNX_MODELS = [("gpt2", gpt2_for_onnx), ("bert", bert)]
+ONNX_MODELS = [
+    ("gpt2", gpt2_for_onnx),
+    ("bert", bert),
+    ("llama", llama_for_onnx),
+    ("vit_small_patch16_224", timm_model("vit_small_patch16_224")),
+    ("vit_b_16", vit_b_16),
+]
 
 
 @pytest.mark.parametrize("name,build", ONNX_MODELS, ids=[m[0] for m in ONNX_MODELS])

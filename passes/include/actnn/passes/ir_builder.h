@@ -45,6 +45,11 @@ bool returnsAlias(const torch::jit::Node* n);
 // such as list unpacking, which only read).
 bool writesOperand(const torch::jit::Use& use);
 
+// Ops whose results' sizes depend on their operands' values (nonzero,
+// unique, masked_select, ...): not to be run on stand-in tensors of the
+// right sizes when computing shapes.
+bool sizesReadValues(const torch::jit::Node* n);
+
 // Whether a value of type t holds tensors: a tensor, or a list, tuple,
 // dict or optional with tensors somewhere inside.
 bool carriesTensors(const c10::TypePtr& t);
