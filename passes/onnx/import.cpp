@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include <ATen/ATen.h>
 #include <onnx/checker.h>
 #include <onnx/defs/parser.h>
 #include <onnx/shape_inference/implementation.h>
@@ -441,8 +442,10 @@ class Importer {
     });
     if (!returns_tensors || sizesReadValues(n)) return false;
     stack.clear();
-    for (const auto& v : inputs)
-      stack.push_back(v.isTensor() && v.toTensor().is_meta() ? c10::IValue(at::zeros(v.toTensor().sizes(), v.toTensor().options().device(at::kCPU))) : v);
+    for (const auto& v : inputs) {
+      const bool meta = v.isTensor() && v.toTensor().is_meta();
+      stack.push_back(meta ? c10::IValue(at::zeros(v.toTensor().sizes(), v.toTensor().options().device(at::kCPU))) : v);
+    }
     try {
       n->getOperation()(stack);
       return stack.size() == n->outputs().size();
