@@ -107,6 +107,9 @@ class Rewriter {
     group_size_ = options.integer("group-size");
     if (group_size_ <= 0 || group_size_ % 32 != 0)
       diag.error("option group-size must be a positive multiple of 32, got " + std::to_string(group_size_));
+    softmax_floor_ = options.integer("softmax-floor");
+    if (!(softmax_floor_ == 1 || softmax_floor_ == 2 || softmax_floor_ == 4 || softmax_floor_ == 8))
+      diag.error("option softmax-floor must be 1, 2, 4 or 8, got " + options.str("softmax-floor"));
     const std::string& bits = options.str("bits");
     budget_ = options.number("bits");  // throws naming the option
     if (mixed_ ? !(budget_ >= 1 && budget_ <= 8)
@@ -350,7 +353,10 @@ class Rewriter {
     }
     if (conv_only_ && !weight) return false;  // L1: convolution inputs only
     const int64_t site = int64_t(sites_.size());
-    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), noiseStaysInWeightGrad(i) ? 1 : 2, false, batch_norm});
+    int64_t floor = noiseStaysInWeightGrad(i) ? 1 : 2;
+    const auto producer = v->node()->kind();
+    if (producer == c10::aten::softmax || producer == c10::aten::_softmax) floor = std::max(floor, softmax_floor_);
+    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), floor, false, batch_norm});
     Value* packed;
     {
       WithInsertPoint guard(v->node()->next());
@@ -404,6 +410,7 @@ class Rewriter {
   bool mixed_ = false, masks_ = true, conv_only_ = false;
   int64_t group_size_ = 256;
   double budget_ = 4;
+  int64_t softmax_floor_ = 2;
   Value* state_f_ = nullptr;
   Value* state_b_ = nullptr;
   std::vector<CompressionConfig::Site> sites_;
@@ -417,6 +424,7 @@ class InsertCompression : public Pass {
     options_.declare("only", "all", "all | conv-inputs: which activations are quantized");
     options_.declare("group-size", "256", "values per quantization group (a multiple of 32)");
     options_.declare("masks", "true", "store relu / hardtanh / leaky_relu readers' operands as 1-bit masks");
+    options_.declare("softmax-floor", "2", "fewest bits (1, 2, 4, 8) a softmax output gets under mixed precision");
   }
 
   bool run(TrainingIR& ir, Diagnostics& diag) override {
