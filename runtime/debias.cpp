@@ -53,13 +53,12 @@ at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_outp
   return grad_input + correction;
 }
 
-// A reader of a bounded output (softmax, tanh, sigmoid) decodes plainly: the
-// values that sit on a level -- softmax's zeros and its row maximum, a
-// saturated tanh -- then round-trip exactly, where dither would give each
-// noise of step^2 / 12 (on a causally masked attention row that noise swamps
-// the gradient). Such a reader's only biased term is dy * x'^2 (the self term
-// of softmax's sum, tanh's 1 - y^2, sigmoid's y - y^2): E[x'^2] = x^2 + v
-// with v = step^2 t (1 - t), unknown. The dithered decoding of the same codes
+// Softmax's backward decodes its output plainly: the values that sit on a
+// level -- its zeros and its row maximum -- then round-trip exactly, where
+// dither would give each noise of step^2 / 12 (on a causally masked attention
+// row that noise swamps the gradient). Its only biased term is dy * x'^2 (the
+// self term of its sum; tanh's 1 - y^2 and sigmoid's y - y^2 have the same
+// form): E[x'^2] = x^2 + v with v = step^2 t (1 - t), unknown. The dithered decoding of the same codes
 // x~ has E[x~^2] = x^2 + step^2 / 12 exactly, so swapping the term for
 // x~^2 - step^2 / 12 makes it unbiased, and the other terms keep plain
 // decoding's noise. (Where the site is dithered anyway x' = x~ and this is

@@ -12,7 +12,8 @@
 // which B does not know. Two ways around it, by what the reader reads:
 //
 // Normalization inputs (batch, layer, group norm) are dense, rarely on a
-// level: their site is marked for subtractive dither
+// level, and so are tanh's and sigmoid's outputs in the nets measured: their
+// site is marked for subtractive dither
 // (CompressionConfig::Site::dither): dequantize subtracts the uniform that
 // rounded the value, and the noise becomes uniform on (-step/2, step/2]
 // whatever x was, v = step^2 / 12 exactly (quant_math.h, "Dithered
@@ -20,30 +21,38 @@
 // where most of the gradient's variance comes from (ResNet-18 at L3: one
 // pass's deviation 0.70 of |g| uncorrected, 0.53 corrected and dithered).
 //
-// Bounded outputs (softmax, tanh, sigmoid) often sit on a level -- a masked
-// or negligible attention weight is 0, a row's maximum is the group's top, a
-// saturated tanh is +-1 -- and plain decoding returns those exactly, where
-// dither would give each noise of step^2 / 12: on a causal attention row the
-// masked zeros' noise enters every weight's gradient through softmax's sum
-// (a GPT trained at L3 with dithered softmax outputs diverged from step ~230;
-// README "Transformers"). Their one biased term is dy * y'^2, so B keeps
-// plain decoding and actnn::debias_square_grad replaces that term's y'^2 by
-// the dithered decoding's square minus step^2 / 12, unbiased value by value
-// (runtime/debias.cpp). Sites read only by linear readers keep plain decoding
-// too: a ReLU output's zeros decode exactly there.
+// Softmax outputs mostly sit on a level -- a masked or negligible attention
+// weight is 0, a row's maximum is the group's top -- and plain decoding
+// returns those exactly, where dither would give each noise of step^2 / 12:
+// on a causal attention row the masked zeros' noise enters every weight's
+// gradient through softmax's sum (a GPT trained at L3 with dithered softmax
+// outputs diverged from step ~230; README "Transformers"). Softmax's one
+// biased term is dy * y'^2, so B keeps plain decoding and
+// actnn::debias_square_grad replaces that term's y'^2 by the dithered
+// decoding's square minus step^2 / 12, unbiased value by value
+// (runtime/debias.cpp). (The same form would do for tanh and sigmoid, whose
+// biased term is also dy * y'^2; on stats_transformer their dense outputs
+// gave one pass's deviation 0.066 of |g| that way against 0.057 dithered.)
+// Sites read only by linear readers keep plain decoding too: a ReLU output's
+// zeros decode exactly there.
 //
 //   %x = actnn::dequantize(%p)                %x = actnn::dequantize(%p)
 //   %gx, %gw, %gb = aten::native_batch_norm_backward(%dy, %x, ..., %train, ...)
 //       ->  %gx, %gw, %gb = actnn::batch_norm_backward(%dy, %x, ..., False, %p)
 //   %gx = aten::tanh_backward(%dy, %y)   ->  %g = aten::tanh_backward(%dy, %y)
-//                                            %gx = actnn::debias_square_grad(%g, %dy, %y, %p, None, True)
+//                                            %gx = actnn::debias_grad(%g, %dy, %p, None, True)
+//   %gx = aten::_softmax_backward_data(%dy, %y, ...)
+//       ->  %g = aten::_softmax_backward_data(%dy, %y, ...)
+//           %gx = actnn::debias_square_grad(%g, %dy, %y, %p, None, True)
 //
 // Readers and their factor on the corrected term:
 //   batch norm (training)  w_c invstd_c^3 / M      (dy * v; fused in our CPU kernel)
 //   layer norm             w rstd^3 / N            (dy * v; N values per row)
 //   group norm             w_c rstd^3 / (C/G HxW)  (dy * v)
-//   softmax, tanh, sigmoid 1                        (dy * (y'^2 - y~^2 + v); they read their output y:
-//                          softmax y (dy - sum dy y); tanh 1 - y^2; sigmoid y (1 - y))
+//   tanh, sigmoid          1                        (dy * v; they read their output y:
+//                          tanh 1 - y^2; sigmoid y (1 - y))
+//   softmax                1                        (dy * (y'^2 - y~^2 + v), y~ dithered;
+//                          y (dy - sum dy y))
 //
 // The `readers` option narrows the kinds corrected (ablations: which
 // reader's correction a result depends on).
@@ -139,16 +148,16 @@ Value* coefficient(Node* n, Graph& b) {
   return b.insertConstant(c10::IValue());  // 1
 }
 
-// Readers of a bounded output (softmax, tanh, sigmoid): their value keeps
-// plain decoding, their square term is corrected from the dithered one.
-bool readsBoundedOutput(Node* n) { return n->kind() == c10::aten::_softmax_backward_data; }
+// Softmax's backward: its value keeps plain decoding, its square term is
+// corrected from the dithered one.
+bool correctsSquareTerm(Node* n) { return n->kind() == c10::aten::_softmax_backward_data; }
 
 // The others: the input gradient (output 0) plus its correction, right after n.
 void addCorrection(Node* n, Value* packed, Graph& b) {
   Value* gx = n->output(0);
   torch::jit::WithInsertPoint guard(n->next());
   Value* coeff = coefficient(n, b);
-  Value* fixed = readsBoundedOutput(n)
+  Value* fixed = correctsSquareTerm(n)
                      ? insertValue(b, actnnOp("debias_square_grad"), {gx, n->input(0), n->input(1), packed, coeff, true},
                                    n->sourceRange())
                      : insertValue(b, actnnOp("debias_grad"), {gx, n->input(0), packed, coeff, true}, n->sourceRange());
@@ -270,7 +279,7 @@ class DebiasBackward : public Pass {
       } else {
         addCorrection(n, packed, b);
       }
-      if (!readsBoundedOutput(n)) dither(packed, ir);
+      if (!correctsSquareTerm(n)) dither(packed, ir);
       changed = true;
     }
     return changed;
