@@ -1,5 +1,8 @@
 #include "actnn/passes/ir_builder.h"
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <mutex>
@@ -54,6 +57,51 @@ bool sizesReadValues(const Node* n) {
   for (const char* k : kNames)
     if (name == k) return true;
   return name == "where" && n->inputs().size() == 1;  // where(cond) is nonzero; where(c, a, b) broadcasts
+}
+
+c10::IValue standIn(const c10::IValue& v, bool to_meta) {
+  if (v.isTensor()) {
+    const at::Tensor& t = v.toTensor();
+    if (to_meta) return t.is_meta() ? t : at::empty(t.sizes(), t.options().device(at::kMeta));
+    return t.is_meta() ? at::zeros(t.sizes(), t.options().device(at::kCPU)) : t;
+  }
+  if (v.isTensorList()) {
+    c10::List<at::Tensor> out;
+    for (const at::Tensor& t : v.toTensorVector()) out.push_back(standIn(t, to_meta).toTensor());
+    return out;
+  }
+  if (v.isTuple()) {
+    std::vector<c10::IValue> out;
+    for (const auto& e : v.toTupleRef().elements()) out.push_back(standIn(e, to_meta));
+    return c10::ivalue::Tuple::create(std::move(out));
+  }
+  return v;
+}
+
+bool runOnStandIns(Node* n, const std::vector<c10::IValue>& inputs, torch::jit::Stack& results) {
+  auto run = [&](bool meta) {
+    results.clear();
+    for (const auto& v : inputs) {
+      c10::IValue x = standIn(v, meta);
+      // A copy (free for a meta tensor): an in-place op must not write the
+      // stand-in of a value other uses read too.
+      if (meta && x.isTensor()) x = x.toTensor().clone();
+      results.push_back(std::move(x));
+    }
+    try {
+      n->getOperation()(results);
+    } catch (const std::exception&) {
+      return false;
+    }
+    for (auto& r : results) r = standIn(r, /*to_meta=*/true);
+    return results.size() == n->outputs().size();
+  };
+  if (run(true)) return true;
+  const auto outs = n->outputs();
+  const bool returns_tensors = std::all_of(outs.begin(), outs.end(), [](const Value* o) {
+    return o->type()->kind() == c10::TypeKind::TensorType;
+  });
+  return returns_tensors && !sizesReadValues(n) && run(false);
 }
 
 bool returnsAlias(const Node* n) {

@@ -371,24 +371,10 @@ class Importer {
   // The meta stand-in of a graph value: a constant's (tensors as meta), or
   // what propagate() recorded.
   c10::optional<c10::IValue> metaOf(Value* v) const {
-    if (auto c = torch::jit::toIValue(v)) return toMeta(*c);
+    if (auto c = torch::jit::toIValue(v)) return standIn(*c, /*to_meta=*/true);
     auto it = meta_.find(v);
     if (it == meta_.end()) return c10::nullopt;
     return it->second;
-  }
-
-  // Tensors (also in lists) as meta tensors of their sizes and dtype.
-  static c10::IValue toMeta(const c10::IValue& v) {
-    if (v.isTensor()) {
-      const at::Tensor& t = v.toTensor();
-      return t.is_meta() ? t : at::empty(t.sizes(), t.options().device(at::kMeta));
-    }
-    if (v.isTensorList()) {
-      c10::List<at::Tensor> out;
-      for (const at::Tensor& t : v.toTensorVector()) out.push_back(toMeta(t).toTensor());
-      return out;
-    }
-    return v;
   }
 
   // The sizes and dtype of a value propagate() knows as a tensor.
@@ -398,12 +384,10 @@ class Importer {
     return it->second.toTensor();
   }
 
-  // Runs n on `stack` (meta tensors); an op without a meta kernel (LibTorch's
-  // convolutions) runs on zero-filled CPU tensors of the same sizes instead,
-  // unless what it returns would depend on those zeros (a number read from a
-  // tensor, sizes that depend on values).
-  static bool runOnStandIns(torch::jit::Node* n, torch::jit::Stack& stack) {
-    // The list and tuple nodes the lowerings emit have no operator to run.
+  // Runs n on `stack` (meta stand-ins, ir_builder.h's runOnStandIns); the
+  // list and tuple nodes the lowerings emit have no operator to run, and are
+  // built here.
+  static bool evaluateOnStandIns(torch::jit::Node* n, torch::jit::Stack& stack) {
     if (n->kind() == c10::prim::ListConstruct) {
       c10::IValue list;
       if (std::all_of(stack.begin(), stack.end(), [](const c10::IValue& v) { return v.isTensor(); })) {
@@ -431,27 +415,8 @@ class Importer {
       stack = {c10::ivalue::Tuple::create(std::vector<c10::IValue>(stack.begin(), stack.end()))};
       return true;
     }
-    const torch::jit::Stack inputs = stack;
-    try {
-      n->getOperation()(stack);
-      return stack.size() == n->outputs().size();
-    } catch (const std::exception&) {
-    }
-    const bool returns_tensors = std::all_of(n->outputs().begin(), n->outputs().end(), [](const Value* o) {
-      return o->type()->kind() == c10::TypeKind::TensorType;
-    });
-    if (!returns_tensors || sizesReadValues(n)) return false;
-    stack.clear();
-    for (const auto& v : inputs) {
-      const bool meta = v.isTensor() && v.toTensor().is_meta();
-      stack.push_back(meta ? c10::IValue(at::zeros(v.toTensor().sizes(), v.toTensor().options().device(at::kCPU))) : v);
-    }
-    try {
-      n->getOperation()(stack);
-      return stack.size() == n->outputs().size();
-    } catch (const std::exception&) {
-      return false;
-    }
+    const std::vector<c10::IValue> inputs(stack.begin(), stack.end());
+    return actnn::runOnStandIns(n, inputs, stack);
   }
 
   // Runs the nodes after `last` on meta tensors, recording their tensor
@@ -472,8 +437,8 @@ class Importer {
         stack.push_back(*m);
       }
       if (!known) continue;
-      if (!runOnStandIns(n, stack)) continue;
-      for (size_t i = 0; i < stack.size(); ++i) meta_[n->output(i)] = toMeta(stack[i]);
+      if (!evaluateOnStandIns(n, stack)) continue;
+      for (size_t i = 0; i < stack.size(); ++i) meta_[n->output(i)] = standIn(stack[i], /*to_meta=*/true);
     }
   }
 

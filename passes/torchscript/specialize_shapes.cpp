@@ -130,26 +130,6 @@ bool notSpecialized(const Node* n) {
   return n->inputs().empty();
 }
 
-// A meta tensor as a CPU tensor of zeros (and back), through lists and tuples.
-c10::IValue convert(const c10::IValue& v, bool to_meta) {
-  if (v.isTensor()) {
-    const at::Tensor& t = v.toTensor();
-    if (to_meta) return t.is_meta() ? t : at::empty(t.sizes(), t.options().device(at::kMeta));
-    return t.is_meta() ? at::zeros(t.sizes(), t.options().device(at::kCPU)) : t;
-  }
-  if (v.isTensorList()) {
-    c10::List<at::Tensor> out;
-    for (const at::Tensor& t : v.toTensorVector()) out.push_back(convert(t, to_meta).toTensor());
-    return out;
-  }
-  if (v.isTuple()) {
-    std::vector<c10::IValue> out;
-    for (const auto& e : v.toTupleRef().elements()) out.push_back(convert(e, to_meta));
-    return c10::ivalue::Tuple::create(std::move(out));
-  }
-  return v;
-}
-
 // An op that writes one of its inputs in place; with `containers`, only a
 // list or dict input counts.
 bool writesInput(const Node* n, bool containers = false) {
@@ -240,29 +220,10 @@ class Evaluator {
           if (o->type()->kind() != c10::TypeKind::TensorType) return false;
     if (n->kind() != c10::prim::dtype && prim_ok) return containers(n, inputs);
     if (auto repeated = repeatInterleaveBy(n, inputs)) return record(n, n->output(), *repeated);
-    // On meta tensors; an op without a meta kernel (LibTorch's C++ has none
-    // for convolution) on CPU zeros of the same sizes, unless its result's
-    // sizes depend on the values. Results are kept as meta tensors.
-    const bool in_place = writesInput(n);
+    // On stand-ins (ir_builder.h: meta tensors, or CPU zeros for an op
+    // without a meta kernel); results are kept as meta tensors.
     torch::jit::Stack stack;
-    auto run = [&](bool meta) {
-      stack.clear();
-      for (const auto& v : inputs) {
-        c10::IValue x = convert(v, meta);
-        // An in-place op works on a copy: the meta tensor stands for the
-        // value at every other use too.
-        if (in_place && meta && x.isTensor()) x = x.toTensor().clone();
-        stack.push_back(std::move(x));
-      }
-      try {
-        n->getOperation()(stack);
-      } catch (const std::exception&) {
-        return false;  // reads data, or has no kernel for these inputs: stays as it is
-      }
-      for (auto& r : stack) r = convert(r, /*to_meta=*/true);
-      return true;
-    };
-    if (!run(true) && (sizesReadValues(n) || !run(false))) return false;
+    if (!runOnStandIns(n, inputs, stack)) return false;
     if (stack.size() != n->outputs().size()) return false;
     bool changed = false;
     for (size_t i = 0; i < n->outputs().size(); ++i) changed |= record(n, n->outputs()[i], stack[i]);

@@ -50,6 +50,18 @@ bool writesOperand(const torch::jit::Use& use);
 // right sizes when computing shapes.
 bool sizesReadValues(const torch::jit::Node* n);
 
+// Shape computation on stand-ins. standIn: every tensor in v (also inside
+// lists and tuples) as a meta tensor of its sizes and dtype (to_meta), or a
+// meta tensor as zeros on the CPU (!to_meta; other tensors stay).
+c10::IValue standIn(const c10::IValue& v, bool to_meta);
+// Runs n on stand-ins of `inputs`: meta tensors first; an op without a meta
+// kernel (LibTorch's C++ has none for convolution) on CPU zeros of the same
+// sizes, unless its results' sizes depend on values (sizesReadValues) or it
+// returns anything but tensors (that would be read from the zeros).
+// `results` gets n's outputs, tensors as meta tensors; false when neither
+// ran (an op that reads values, or has no kernel for these inputs).
+bool runOnStandIns(torch::jit::Node* n, const std::vector<c10::IValue>& inputs, torch::jit::Stack& results);
+
 // Whether a value of type t holds tensors: a tensor, or a list, tuple,
 // dict or optional with tensors somewhere inside.
 bool carriesTensors(const c10::TypePtr& t);
