@@ -15,6 +15,8 @@
 
 #include <ATen/ATen.h>
 
+#include <torch/csrc/jit/ir/constants.h>
+
 #include "actnn/passes/onnx_import.h"
 #include "context.h"
 
@@ -618,39 +620,6 @@ void slice(NodeContext& c) {
   c.setOutput(0, x);
 }
 
-void gather(NodeContext& c) {
-  Shape shape = c.shapeOf(0, "Gather normalizes negative indices by the axis size");
-  const int64_t axis = normAxis(c, c.attrInt("axis", 0), static_cast<int64_t>(shape.size()));
-  Value* x = c.input(0);
-  if (auto idx = c.constantInput(1)) {
-    at::Tensor i = idx->to(at::kLong);
-    i = at::where(i < 0, i + shape[axis], i);
-    if ((i < 0).any().item<bool>() || (i >= shape[axis]).any().item<bool>())
-      c.fail("an index is out of range for an axis of size " + std::to_string(shape[axis]));
-    if (i.dim() == 0) {
-      c.setOutput(0, c.op(aten::select, {x, axis, i.item<int64_t>()}));
-      return;
-    }
-    Value* picked = c.op(aten::index_select, {x, axis, c.constant(i.reshape({-1}))});
-    Shape out(shape.begin(), shape.begin() + axis);
-    out.insert(out.end(), i.sizes().begin(), i.sizes().end());
-    out.insert(out.end(), shape.begin() + axis + 1, shape.end());
-    c.setOutput(0, c.op(aten::reshape, {picked, out}));
-    return;
-  }
-  // Run-time indices: negative ones count from the end (ONNX allows
-  // -size..size-1); index_select rejects anything still out of range.
-  Shape ishape = c.shapeOf(1, "Gather with run-time indices reshapes to the indices' shape");
-  Value* flat = c.op(aten::to, {c.op(aten::reshape, {c.input(1), std::vector<int64_t>{-1}}),
-                                static_cast<int64_t>(at::kLong), false, false});
-  Value* wrapped = c.op(aten::where, {c.op(aten::lt, {flat, int64_t{0}}), c.op(aten::add, {flat, shape[axis]}), flat});
-  Value* picked = c.op(aten::index_select, {x, axis, wrapped});
-  Shape out(shape.begin(), shape.begin() + axis);
-  out.insert(out.end(), ishape.begin(), ishape.end());
-  out.insert(out.end(), shape.begin() + axis + 1, shape.end());
-  c.setOutput(0, c.op(aten::reshape, {picked, out}));
-}
-
 // Indices that may count from the end (-size..size-1) made non-negative, as
 // int64 (aten::gather's index type): folded when constant (and checked
 // against the axis size), a where() otherwise.
@@ -730,6 +699,30 @@ void mod(NodeContext& c) {
   const bool fmod = c.attrInt("fmod", 0) != 0;
   if (!fmod && isFloating(c.dtypeOf(0))) c.fail("Mod of floating-point operands needs fmod=1");
   c.setOutput(0, c.op(fmod ? aten::fmod : aten::remainder, {c.input(0), c.input(1)}));
+}
+
+void gather(NodeContext& c) {
+  Shape shape = c.shapeOf(0, "Gather normalizes negative indices by the axis size");
+  const int64_t axis = normAxis(c, c.attrInt("axis", 0), static_cast<int64_t>(shape.size()));
+  Value* x = c.input(0);
+  Value* index = wrapIndices(c, 1, shape[axis]);
+  Shape ishape;
+  if (auto i = torch::jit::toIValue(index)) {
+    if (i->toTensor().dim() == 0) {
+      c.setOutput(0, c.op(aten::select, {x, axis, i->toTensor().item<int64_t>()}));
+      return;
+    }
+    ishape = i->toTensor().sizes().vec();
+  } else {
+    ishape = c.shapeOf(1, "Gather with run-time indices reshapes to the indices' shape");
+  }
+  // index_select takes a vector of indices (and rejects anything out of
+  // range at run time); the result is reshaped to the indices' shape.
+  Value* picked = c.op(aten::index_select, {x, axis, c.op(aten::reshape, {index, std::vector<int64_t>{-1}})});
+  Shape out(shape.begin(), shape.begin() + axis);
+  out.insert(out.end(), ishape.begin(), ishape.end());
+  out.insert(out.end(), shape.begin() + axis + 1, shape.end());
+  c.setOutput(0, c.op(aten::reshape, {picked, out}));
 }
 
 std::vector<int64_t> axesOperand(NodeContext& c, const std::string& op) {

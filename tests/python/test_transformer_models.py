@@ -93,6 +93,15 @@ def swin_t():
     return torchvision.models.swin_t(num_classes=10), (torch.randn(2, 3, 64, 64),)
 
 
+def backward_from_matching_outputs(out, eager_out):
+    """The outputs agree to rel 1e-5; both then run backward from the same
+    weighted sum (a different weight per element, so no gradient cancels)."""
+    assert max_rel(out, eager_out) <= 1e-5
+    weights = torch.linspace(-1.0, 1.0, eager_out.numel()).view_as(eager_out)
+    (out * weights).sum().backward()
+    (eager_out * weights).sum().backward()
+
+
 MODELS = [
     ("gpt2", gpt2, "export"),
     ("bert", bert, "export"),
@@ -116,10 +125,7 @@ def test_model_matches_eager_autograd_at_l0(name, build, capture):
     out_c = compiled(*inputs)
     torch.manual_seed(1)
     out_e = eager(*inputs)
-    assert max_rel(out_c, out_e) <= 1e-5
-    weights = torch.linspace(-1.0, 1.0, out_e.numel()).view_as(out_e)
-    (out_c * weights).sum().backward()
-    (out_e * weights).sum().backward()
+    backward_from_matching_outputs(out_c, out_e)
     params = dict(eager.named_parameters())
     for pname, p in model.named_parameters():
         if params[pname].grad is None:
@@ -161,10 +167,7 @@ def test_onnx_export_matches_eager_autograd_at_l0(name, build, tmp_path):
     imported.train()
     out_i = imported(*inputs)
     out_e = model(*inputs)
-    assert max_rel(out_i, out_e) <= 1e-5
-    weights = torch.linspace(-1.0, 1.0, out_e.numel()).view_as(out_e)
-    (out_i * weights).sum().backward()
-    (out_e * weights).sum().backward()
+    backward_from_matching_outputs(out_i, out_e)
     eager = list(model.named_parameters())
     by_name = dict(eager)
     largest = max(q.grad.abs().max().item() for _, q in eager if q.grad is not None)
