@@ -116,7 +116,7 @@ void setAttribute(torch::jit::Module& m, const std::string& name, const c10::Typ
 
 c10::IValue makeCompressionState(const CompressionConfig& config) {
   std::vector<CompressionState::SiteConfig> sites;
-  for (const auto& s : config.sites) sites.emplace_back(s.name, s.bits, s.floor, s.dither, s.batch_norm);
+  for (const auto& s : config.sites) sites.emplace_back(s.name, s.bits, s.floor, s.dither, s.batch_norm, s.normalized);
   return c10::IValue(c10::make_intrusive<CompressionState>(config.budget_bits, config.group_size, std::move(sites)));
 }
 

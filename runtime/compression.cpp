@@ -60,6 +60,34 @@ double kappa(const at::Tensor& x, int64_t channel_dim, const c10::optional<at::T
   return taps / double(std::max<int64_t>(per_sample / std::max<int64_t>(channels, 1), 1));
 }
 
+// A site read only by normalizations: per sample, the mean over the
+// normalizer's units (a layer norm's rows, a batch norm's channels) of
+// 1 / (variance + eps), the factor that turns the squared ranges of x into
+// those of the normalized value x_hat the normalization's backward reads.
+std::vector<double> normalizedUnits(const at::Tensor& x, int64_t normalized) {
+  const int64_t n = sampleCount(x.sizes());
+  std::vector<double> out(size_t(n), 1.0);
+  if (x.numel() == 0 || x.dim() < 2) return out;
+  const at::Tensor f = x.detach().to(at::kFloat);
+  const double eps = CompressionState::kNormalizerEps;
+  if (normalized > 0) {
+    if (normalized >= x.dim()) return out;  // no sample dim outside the normalized ones
+    int64_t d = 1;
+    for (int64_t i = x.dim() - normalized; i < x.dim(); ++i) d *= x.size(i);
+    const at::Tensor inv = (at::var(f.reshape({n, -1, d}), at::IntArrayRef{2}, /*unbiased=*/false, /*keepdim=*/false) + eps).reciprocal().mean(1);
+    const at::Tensor h = inv.to(at::kDouble).cpu().contiguous();
+    std::copy(h.data_ptr<double>(), h.data_ptr<double>() + n, out.begin());
+  } else {
+    std::vector<int64_t> dims{0};
+    for (int64_t i = 2; i < x.dim(); ++i) dims.push_back(i);
+    const double inv = (at::var(f, at::IntArrayRef(dims), /*unbiased=*/false, /*keepdim=*/false) + eps).reciprocal().mean().item<double>();
+    std::fill(out.begin(), out.end(), inv);
+  }
+  for (double& v : out)
+    if (!std::isfinite(v)) v = 1e300;
+  return out;
+}
+
 // SplitMix64's finalizer: a bijective mix of 64 bits.
 uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -72,11 +100,13 @@ uint64_t mix64(uint64_t z) {
 CompressionState::CompressionState(double budget, int64_t group, std::vector<SiteConfig> list)
     : budget_bits(budget), group_size(group) {
   TORCH_CHECK(budget >= 1 && budget <= 8, "actnn: the bit budget must be in [1, 8], got ", budget);
-  for (auto& [name, bits, floor, dither, batch_norm] : list) {
+  for (auto& [name, bits, floor, dither, batch_norm, normalized] : list) {
     TORCH_CHECK(bits == 0 || bits == 1 || bits == 2 || bits == 4 || bits == 8, "actnn: site '", name,
                 "' has width ", bits, "; widths are 1, 2, 4, 8 or 0 (mixed)");
     TORCH_CHECK(floor == 1 || floor == 2 || floor == 4 || floor == 8, "actnn: site '", name, "' has floor ",
                 floor, "; floors are 1, 2, 4 or 8");
+    TORCH_CHECK(normalized >= -1, "actnn: site '", name, "' is normalized over ", normalized,
+                " dims; -1 (per channel), 0 (not normalized) or a dim count");
     Site s;
     s.name = std::move(name);
     s.bits = bits;
@@ -85,6 +115,7 @@ CompressionState::CompressionState(double budget, int64_t group, std::vector<Sit
     s.budget = budget;
     s.dither = dither;
     s.batch_norm = batch_norm;
+    s.normalized = normalized;
     sites.push_back(std::move(s));
   }
 }
@@ -150,13 +181,14 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
     p->restore_dtype = int64_t(at::kDouble);
     return p;
   }
-  int64_t width;
+  int64_t width, normalized;
   {
     std::lock_guard<std::mutex> lock(mutex);
     const Site& s = site(k);
     TORCH_CHECK(x.is_floating_point(), "actnn::compress: site ", k, " (", s.name, ") holds a ", x.scalar_type(),
                 " tensor; only floating-point activations are quantized");
     width = s.bits;
+    normalized = s.normalized;
   }
   // Mixed sites: the range statistics are computed outside the lock.
   std::vector<double> range_cost;
@@ -165,6 +197,10 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
     const double scale = kappa(x, channel_dim, weight) * double(group_size) / 4;
     range_cost = groupRangeSquares(x, group_size, &ranges);
     for (double& c : range_cost) c = std::min(c * scale, 1e300);
+    if (normalized != 0) {
+      const std::vector<double> units = normalizedUnits(x, normalized);
+      for (size_t i = 0; i < range_cost.size(); ++i) range_cost[i] = std::min(range_cost[i] * units[i], 1e300);
+    }
   }
   std::vector<int64_t> bits;
   uint64_t step_seed;
@@ -261,7 +297,8 @@ CompressionState::Pickled CompressionState::pickle() {
     bits.push_back(s.bits);
     floors.push_back(s.floor);
     budgets.push_back(s.budget);
-    flags.push_back((s.dither ? 1 : 0) | (s.batch_norm ? 2 : 0));
+    const int64_t norm = s.normalized == -1 ? 1 : s.normalized == 0 ? 0 : s.normalized + 1;
+    flags.push_back((s.dither ? 1 : 0) | (s.batch_norm ? 2 : 0) | (norm << 2));
   }
   return {budget_bits, group_size, names, bits, floors, budgets, flags, steps};
 }
@@ -274,9 +311,11 @@ c10::intrusive_ptr<CompressionState> CompressionState::unpickle(Pickled p) {
               floors.size(), " floors, ", budgets.size(), " budgets, ", flags.size(), " site flags)");
   std::vector<SiteConfig> list;
   for (size_t i = 0; i < names.size(); ++i) {
-    TORCH_CHECK(flags[i] >= 0 && flags[i] <= 3, "actnn: corrupted CompressionState (site ", i, " has flags ", flags[i],
-                "; 1 = dither, 2 = batch norm)");
-    list.emplace_back(names[i], bits[i], floors[i], (flags[i] & 1) != 0, (flags[i] & 2) != 0);
+    TORCH_CHECK(flags[i] >= 0 && flags[i] < (int64_t(1) << 20), "actnn: corrupted CompressionState (site ", i,
+                " has flags ", flags[i], "; 1 = dither, 2 = batch norm, 4 and up = normalized)");
+    const int64_t norm = flags[i] >> 2;
+    list.emplace_back(names[i], bits[i], floors[i], (flags[i] & 1) != 0, (flags[i] & 2) != 0,
+                      norm == 1 ? -1 : norm == 0 ? 0 : norm - 1);
   }
   auto state = c10::make_intrusive<CompressionState>(budget, group, std::move(list));
   for (size_t i = 0; i < budgets.size(); ++i) state->sites[i].budget = budgets[i];

@@ -353,10 +353,11 @@ class Rewriter {
     }
     if (conv_only_ && !weight) return false;  // L1: convolution inputs only
     const int64_t site = int64_t(sites_.size());
+    const int64_t normalized = normalizedBy(i);
     int64_t floor = noiseStaysInWeightGrad(i) ? 1 : 2;
     const auto producer = v->node()->kind();
     if (producer == c10::aten::softmax || producer == c10::aten::_softmax) floor = std::max(floor, softmax_floor_);
-    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), floor, false, batch_norm});
+    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), floor, false, batch_norm, normalized});
     Value* packed;
     {
       WithInsertPoint guard(v->node()->next());
@@ -391,6 +392,28 @@ class Rewriter {
       return false;
     }
     return true;
+  }
+
+  // How the runtime measures a site's ranges for the bit allocator: a value
+  // read only as the input of batch norms (-1) or of layer norms over the
+  // same k trailing dims (k) is weighed in units of the normalized value,
+  // which is what those backwards read; otherwise 0 (absolute units).
+  int64_t normalizedBy(size_t i) {
+    Value* v = savedF(i);
+    int64_t mode = 0;
+    for (const auto& u : ir_.saved_uses[i]) {
+      Node* n = u.consumer;
+      int64_t m = 0;
+      if (n->kind() == c10::aten::native_batch_norm && n->input(0) == v) {
+        m = -1;
+      } else if (n->kind() == c10::aten::native_layer_norm && n->input(0) == v) {
+        const auto shape = constantOf(n->input(1));
+        if (shape && shape->isIntList()) m = int64_t(shape->toIntVector().size());
+      }
+      if (m == 0 || (mode != 0 && m != mode)) return 0;
+      mode = m;
+    }
+    return mode;
   }
 
   void observeGrads(size_t i, int64_t site) {

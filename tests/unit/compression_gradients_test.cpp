@@ -341,6 +341,9 @@ TEST(CompressionGradients, SmallCountBatchNormSitesGetFourBits) {
   for (const auto& site : state->sites) {
     const bool read_by_bn = site.name.find("-> aten::native_batch_norm") != std::string::npos;
     EXPECT_EQ(site.batch_norm, read_by_bn) << site.name;
+    // Read by batch norms only (every conv output here): weighed per channel
+    // in x_hat units by the allocator.
+    EXPECT_EQ(site.normalized, read_by_bn ? -1 : 0) << site.name;
     flagged += site.batch_norm;
   }
   EXPECT_GT(flagged, 10);
@@ -358,6 +361,24 @@ TEST(CompressionGradients, SmallCountBatchNormSitesGetFourBits) {
   }
   EXPECT_GT(raised, 0);
   EXPECT_LT(raised, flagged);  // bn1 and layer1 (16x16, 8x8: 1024 and 256 values) keep floor 2
+}
+
+// A value read only by a layer norm (stats_transformer's fc1 output) is a
+// site the allocator weighs in x_hat units over the norm's one trailing dim;
+// the others (linear, GELU, softmax, tanh and sigmoid readers) in absolute
+// units.
+TEST(CompressionGradients, LayerNormInputSiteIsNormalized) {
+  torch::jit::Module m = compileNet("stats_transformer", "L3");
+  auto state = stateOf(m);
+  int64_t normalized = 0;
+  for (const auto& site : state->sites) {
+    const std::string suffix = "-> aten::native_layer_norm";
+    const bool layer_norm_only = site.name.size() > suffix.size() &&
+                                 site.name.compare(site.name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    EXPECT_EQ(site.normalized, layer_norm_only ? 1 : 0) << site.name;
+    normalized += layer_norm_only;
+  }
+  EXPECT_EQ(normalized, 1);
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ using Sites = std::vector<std::tuple<std::string, int64_t, int64_t>>;
 
 c10::intrusive_ptr<CompressionState> makeState(double budget, const Sites& sites, int64_t group_size = 256) {
   std::vector<CompressionState::SiteConfig> config;
-  for (const auto& [name, bits, floor] : sites) config.emplace_back(name, bits, floor, false, false);
+  for (const auto& [name, bits, floor] : sites) config.emplace_back(name, bits, floor, false, false, 0);
   return c10::make_intrusive<CompressionState>(budget, group_size, std::move(config));
 }
 
@@ -229,10 +229,10 @@ TEST(CompressionState, FloorsAreRespected) {
 // means over few values); with more values, or read by something else, its
 // own floor holds. The raised floor also holds across sites.
 TEST(CompressionState, SmallCountBatchNormInputHasFloorFour) {
-  std::vector<CompressionState::SiteConfig> config = {{"bn.small", 0, 2, false, true},
-                                                      {"bn.large", 0, 2, false, true},
-                                                      {"silu.small", 0, 2, false, false},
-                                                      {"conv.large", 0, 1, false, false}};
+  std::vector<CompressionState::SiteConfig> config = {{"bn.small", 0, 2, false, true, 0},
+                                                      {"bn.large", 0, 2, false, true, 0},
+                                                      {"silu.small", 0, 2, false, false, 0},
+                                                      {"conv.large", 0, 1, false, false, 0}};
   auto state = c10::make_intrusive<CompressionState>(2, 256, std::move(config));
   at::Generator gen = at::detail::createCPUGenerator(4);
   const std::vector<at::Tensor> x = {at::randn({8, 64, 2, 2}, gen),  // 32 values per channel
@@ -263,6 +263,39 @@ TEST(CompressionState, SmallCountBatchNormInputHasFloorFour) {
   EXPECT_EQ(state->sites[0].active_floor, 2);
 }
 
+// A site read only by layer norms is weighed in units of the normalized
+// value: a residual stream 100x larger than another costs the same, since
+// the layer norm's backward reads x_hat, whose rounding error is the same
+// share of the same range. In absolute units it would take the other's bits.
+TEST(CompressionState, LayerNormInputCostsAreInNormalizedUnits) {
+  std::vector<CompressionState::SiteConfig> config = {{"ln.small", 0, 2, false, false, 1},
+                                                      {"ln.large", 0, 2, false, false, 1},
+                                                      {"linear.large", 0, 1, false, false, 0}};
+  auto state = c10::make_intrusive<CompressionState>(2, 256, std::move(config));
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  const at::Tensor x = at::randn({4, 16, 64}, gen);
+  state->beginStep();
+  state->compress(x, 0, -1, c10::nullopt);
+  state->compress(x * 100, 1, -1, c10::nullopt);
+  state->compress(x * 100, 2, -1, c10::nullopt);
+  const std::vector<double> small = state->sites[0].range_cost;
+  ASSERT_EQ(small.size(), 4u);
+  // The absolute cost over the normalized one is the mean over the sample's
+  // rows of 1 / (variance + eps): about 1e-4 for the scaled copy.
+  const at::Tensor var = (x * 100).var(-1, /*unbiased=*/false);
+  for (size_t n = 0; n < 4; ++n) {
+    EXPECT_NEAR(state->sites[1].range_cost[n] / small[n], 1.0, 1e-3) << n;
+    const double inv = (var[int64_t(n)] + CompressionState::kNormalizerEps).reciprocal().mean().item<double>();
+    EXPECT_NEAR(state->sites[1].range_cost[n] / state->sites[2].range_cost[n], inv, 1e-5 * inv) << n;
+  }
+  // Within a site, a sample's scale and offset do not change its cost.
+  at::Tensor shifted = x.clone();
+  shifted[0].mul_(0.1).add_(5);
+  state->compress(shifted, 0, -1, c10::nullopt);
+  EXPECT_NEAR(state->sites[0].range_cost[0] / small[0], 1.0, 1e-2);
+  EXPECT_NEAR(state->sites[0].range_cost[1] / small[1], 1.0, 1e-9);
+}
+
 TEST(CompressionState, ConstructorChecksWidthsFloorsAndBudget) {
   test::expect_error([] { makeState(0.5, {}); }, "bit budget must be in [1, 8], got 0.5");
   test::expect_error([] { makeState(9, {}); }, "got 9");
@@ -282,6 +315,7 @@ void expectSameConfiguration(CompressionState& a, CompressionState& b) {
     EXPECT_EQ(a.sites[k].budget, b.sites[k].budget) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].dither, b.sites[k].dither) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].batch_norm, b.sites[k].batch_norm) << a.sites[k].name;
+    EXPECT_EQ(a.sites[k].normalized, b.sites[k].normalized) << a.sites[k].name;
   }
 }
 
@@ -296,6 +330,8 @@ c10::intrusive_ptr<CompressionState> solvedState() {
   EXPECT_NE(state->sites[0].budget, 2.5);
   state->sites[1].dither = true;
   state->sites[1].batch_norm = true;
+  state->sites[1].normalized = -1;
+  state->sites[3].normalized = 2;
   return state;
 }
 
@@ -352,20 +388,26 @@ TEST(CompressionState, CorruptedPickleIsReported) {
   std::get<3>(p)[1] = 5;
   test::expect_error([&] { CompressionState::unpickle(p); }, "site 'bn1.input' has width 5");
   p = state->pickle();
-  std::get<6>(p)[2] = 4;
-  test::expect_error([&] { CompressionState::unpickle(p); }, "site 2 has flags 4; 1 = dither, 2 = batch norm");
+  std::get<6>(p)[2] = -4;
+  test::expect_error([&] { CompressionState::unpickle(p); }, "site 2 has flags -4; 1 = dither, 2 = batch norm");
 }
 
 // Archives saved before the batch-norm flag hold dither flags 0 / 1 in the
-// same field: they load, with no batch-norm site.
+// same field, and those before normalized sites at most 3: they load, with
+// no batch-norm or normalized site.
 TEST(CompressionState, PickleOfDitherFlagsOnlyLoads) {
   auto state = solvedState();
   auto p = state->pickle();
-  EXPECT_EQ(std::get<6>(p), (std::vector<int64_t>{0, 3, 0, 0}));
+  // Site 1: dither, batch norm, normalized per channel (1 << 2); site 3: a
+  // layer norm over 2 dims ((2 + 1) << 2).
+  EXPECT_EQ(std::get<6>(p), (std::vector<int64_t>{0, 7, 0, 12}));
   std::get<6>(p) = {0, 1, 0, 0};
   auto loaded = CompressionState::unpickle(p);
   EXPECT_TRUE(loaded->sites[1].dither);
-  for (const auto& site : loaded->sites) EXPECT_FALSE(site.batch_norm) << site.name;
+  for (const auto& site : loaded->sites) {
+    EXPECT_FALSE(site.batch_norm) << site.name;
+    EXPECT_EQ(site.normalized, 0) << site.name;
+  }
 }
 
 TEST(CompressionState, NonFloatingInputThrowsNamingTheSite) {

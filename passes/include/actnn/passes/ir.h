@@ -63,6 +63,7 @@ struct CompressionConfig {
     int64_t floor = 1;  // mixed: narrowest width
     bool dither = false;  // decoded with subtractive dither (set by debias-backward)
     bool batch_norm = false;  // read by a batch norm (small counts raise the floor at run time)
+    int64_t normalized = 0;  // read only as normalizations' input: -1 batch norm, k > 0 layer norm over k dims
   };
   std::vector<Site> sites;
 };

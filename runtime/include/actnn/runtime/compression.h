@@ -40,6 +40,18 @@
 // SiLU sites (which hold SiLU's derivative, debias-backward): 1.4x with
 // those at 4 bits too (not done: no floor for them; see the README's zoo).
 //
+// A site read only as the input of batch norms or layer norms (a
+// transformer's residual stream before each LayerNorm, a conv output before
+// its BatchNorm) is weighed in units of the normalized value x_hat, which is
+// what those backwards read: its squared ranges are multiplied, per sample,
+// by the mean over the normalizer's units (layer-norm rows, batch-norm
+// channels) of 1 / (variance + kNormalizerEps). In absolute units a residual
+// stream that has grown large looks sensitive out of all proportion: on the
+// 6-layer GPT of tools/studies/gpt_bytes.py it took 4 bits per LayerNorm
+// input and the last one 8, paid for with 1-bit linear inputs, and the
+// 1000-step training loss ended 7.9% above full precision's; weighed in
+// x_hat units, 5.3% (the README's "Training quality").
+//
 // Seeds: each step's 64-bit seed mixes the seed of LibTorch's default CPU
 // generator with the state's step count (so at::manual_seed /
 // torch.manual_seed reproduces a run, and nothing is drawn from the stream
@@ -68,6 +80,10 @@ struct CompressionState : torch::CustomClassHolder {
     double budget = 0;  // mixed: average bits per value for the next compress
     bool dither = false;  // packed values decode with subtractive dither (PackedActivation::dither)
     bool batch_norm = false;  // read by a batch norm: floor 4 below kSmallCount values per channel
+    // Read only as the input of normalizations: 0 no; -1 batch norms (per
+    // channel); k > 0 layer norms over the last k dims. Costs are then in
+    // units of the normalized value (see kNormalizerEps).
+    int64_t normalized = 0;
     int64_t active_floor = 1;  // mixed: the floor of the last compress call (floor, or 4 for a small count)
     // The last step's statistics (mixed sites).
     int64_t sample_numel = 0;
@@ -82,9 +98,13 @@ struct CompressionState : torch::CustomClassHolder {
   // to at least 4 bits (see above).
   static constexpr int64_t kSmallCount = 256;
 
-  // sites: (name, bits, floor, dither, batch_norm); bits 0 = mixed under
-  // `budget_bits`.
-  using SiteConfig = std::tuple<std::string, int64_t, int64_t, bool, bool>;
+  // The variance floor of the normalized-units cost (LayerNorm's and
+  // BatchNorm's default epsilon).
+  static constexpr double kNormalizerEps = 1e-5;
+
+  // sites: (name, bits, floor, dither, batch_norm, normalized); bits 0 =
+  // mixed under `budget_bits`.
+  using SiteConfig = std::tuple<std::string, int64_t, int64_t, bool, bool, int64_t>;
   CompressionState(double budget_bits, int64_t group_size, std::vector<SiteConfig> sites);
 
   // Called by the runtime before each forward: sets the step's seed and, when
@@ -110,7 +130,8 @@ struct CompressionState : torch::CustomClassHolder {
 
   // Pickled: configuration and site budgets (statistics are gathered again):
   // budget, group size, per site name / width / floor / budget / flags
-  // (1: dither, 2: batch_norm; archives from before batch_norm hold 0 or 1),
+  // (1: dither, 2: batch_norm, bits 2 and up: normalized as 0 none, 1 batch
+  // norm, k + 1 layer norm over k dims; older archives hold 0 to 3),
   // steps.
   using Pickled = std::tuple<double, int64_t, std::vector<std::string>, std::vector<int64_t>,
                              std::vector<int64_t>, std::vector<double>, std::vector<int64_t>, int64_t>;
