@@ -25,7 +25,8 @@
 //
 // Options: bits (fixed width 1/2/4/8, or with mixed=true the average budget),
 // mixed, only=all|conv-inputs (L1 quantizes convolution inputs only),
-// group-size, masks=true|false.
+// group-size, masks=true|false, softmax-floor (a softmax output's fewest bits under
+// mixed precision, 4 by default).
 #include <torch/custom_class.h>
 
 #include <algorithm>
@@ -433,7 +434,7 @@ class Rewriter {
   bool mixed_ = false, masks_ = true, conv_only_ = false;
   int64_t group_size_ = 256;
   double budget_ = 4;
-  int64_t softmax_floor_ = 2;
+  int64_t softmax_floor_ = 4;
   Value* state_f_ = nullptr;
   Value* state_b_ = nullptr;
   std::vector<CompressionConfig::Site> sites_;
@@ -447,7 +448,11 @@ class InsertCompression : public Pass {
     options_.declare("only", "all", "all | conv-inputs: which activations are quantized");
     options_.declare("group-size", "256", "values per quantization group (a multiple of 32)");
     options_.declare("masks", "true", "store relu / hardtanh / leaky_relu readers' operands as 1-bit masks");
-    options_.declare("softmax-floor", "2", "fewest bits (1, 2, 4, 8) a softmax output gets under mixed precision");
+    // 4: see the README's "Training quality" (a causal softmax row is mostly
+    // near-zero weights, stored at a step of a third of the row's maximum
+    // at 2 bits; the allocator's cost bounds a linear consumer's weight
+    // gradient, not softmax's backward).
+    options_.declare("softmax-floor", "4", "fewest bits (1, 2, 4, 8) a softmax output gets under mixed precision");
   }
 
   bool run(TrainingIR& ir, Diagnostics& diag) override {
