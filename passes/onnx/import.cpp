@@ -564,7 +564,15 @@ void checkModel(const ::onnx::ModelProto& model, const std::string& origin) {
 
 ::onnx::ModelProto parseModelText(const std::string& text, const std::string& origin) {
   ::onnx::ModelProto model;
-  auto status = ::onnx::OnnxParser::Parse(model, text.c_str());
+  ::onnx::Common::Status status;
+  try {
+    status = ::onnx::OnnxParser::Parse(model, text.c_str());
+  } catch (const std::exception& e) {
+    // ONNX's parser reads numbers with std::stoll / std::stof, whose
+    // exceptions name only the function.
+    throw ImportError(origin + ": not valid ONNX text syntax: a number is malformed or out of range (" + e.what() +
+                      ")");
+  }
   if (!status.IsOK()) throw ImportError(origin + ": not valid ONNX text syntax: " + status.ErrorMessage());
   return model;
 }

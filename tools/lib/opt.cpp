@@ -5,6 +5,10 @@
 #include <torch/csrc/jit/ir/irparser.h>
 #include <torch/csrc/jit/serialization/import.h>
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -17,6 +21,7 @@
 #include "actnn/passes/onnx_training.h"
 #include "actnn/passes/registry.h"
 #include "args.h"
+#include "output.h"
 #include "saved_report.h"
 
 namespace actnn {
@@ -87,6 +92,22 @@ TrainingIR load(const std::string& path) {
       throw CompileError(path + ": not a loadable TorchScript archive: " + e.what_without_backtrace());
     }
   }
+  // The parser stops after the first graph: a second one would be dropped
+  // without a word.
+  std::vector<int> headers;
+  std::istringstream lines(text);
+  int number = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++number;
+    const size_t start = line.find_first_not_of(" \t");
+    if (start != std::string::npos && line.compare(start, 6, "graph(") == 0) headers.push_back(number);
+  }
+  if (headers.size() > 1) {
+    std::string where;
+    for (int h : headers) where += (where.empty() ? "" : ", ") + std::to_string(h);
+    throw CompileError(path + ": holds " + std::to_string(headers.size()) + " graphs (at lines " + where +
+                       "); actnn-opt reads one graph per file");
+  }
   auto graph = std::make_shared<torch::jit::Graph>();
   try {
     torch::jit::parseIR(text, graph.get());
@@ -98,14 +119,7 @@ TrainingIR load(const std::string& path) {
 
 // Writes `text` to -o FILE, or to `out` when there is none.
 void writeText(const std::string& output, std::ostream& out, const std::string& text) {
-  if (output.empty()) {
-    out << text;
-    return;
-  }
-  std::ofstream file(output);
-  file << text;
-  file.flush();
-  if (!file) throw UsageError("cannot write '" + output + "'");
+  writeOutputOr(output, out, [&](std::ostream& os) { os << text; });
 }
 
 // The nodes the rewrite inserted (named "<value>_actnn_..."), checked one by
@@ -175,9 +189,9 @@ int rewriteOnnxTraining(::onnx::ModelProto& model, const std::string& input, con
     return 0;
   }
   if (emit == "onnx") {
-    std::ofstream file(output, std::ios::binary);
-    const bool written = file && model.SerializeToOstream(&file) && file.flush();
-    if (!written) throw UsageError("cannot write '" + output + "'");
+    writeOutput(output, [&](std::ostream& os) {
+      if (!model.SerializeToOstream(&os)) throw OutputError("cannot write '" + output + "': the model does not serialize");
+    });
     return 0;
   }
   writeText(output, out, onnxModelText(model));
@@ -213,18 +227,28 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
       .alias("-o", "output");
   try {
     if (!args.parse(argc, argv, 1)) {
-      out << usage() << "options:\n" << args.help() << passList();
+      writeOutputOr("", out, [&](std::ostream& os) { os << usage() << "options:\n" << args.help() << passList(); });
       return 0;
     }
     const std::string input = args.str("INPUT");
     if (input.empty()) throw UsageError("no INPUT given");
+    struct stat input_stat;
+    if (::stat(input.c_str(), &input_stat) != 0)
+      throw UsageError("cannot open input file '" + input + "': " + std::strerror(errno));
+    if (S_ISDIR(input_stat.st_mode)) throw UsageError("INPUT '" + input + "' is a directory, not a model file");
     const std::string emit = args.str("emit");
     const bool onnx_emit = emit == "onnx" || emit == "onnxtxt";
     if (emit != "module" && emit != "forward" && emit != "backward" && emit != "training" && !onnx_emit)
       throw UsageError("--emit expects module, forward, backward, training, onnx or onnxtxt, got '" + emit + "'");
     const bool all = args.str("print-ir-after-all") == "true";
     const std::string after = args.str("print-ir-after");
-    if (!after.empty()) createPass(after);  // names an existing pass
+    // A pass, option or level the registry does not know is a bad command
+    // line (exit 2), found before any input is read.
+    try {
+      if (!after.empty()) createPass(after);
+    } catch (const CompileError& e) {
+      throw UsageError(e.what());
+    }
 
     TrainingIR ir;
     if (onnx::isModelPath(input)) {
@@ -246,7 +270,12 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     options.fallback = args.str("no-fallback") != "true";
     if (!options.fallback && !options.passes.empty())
       throw UsageError("--no-fallback applies to --level pipelines; with --passes write autodiff{fallback=false}");
-    auto steps = parsePipeline(pipelineFor(options));
+    std::vector<PipelineStep> steps;
+    try {
+      steps = parsePipeline(pipelineFor(options));
+    } catch (const CompileError& e) {
+      throw UsageError(e.what());
+    }
     runPipeline(steps, ir, [&](const std::string& flag, const TrainingIR& current) {
       if (!all && flag != after) return;
       err << "// -----// IR Dump After " << flag << " //----- //\n";
@@ -258,32 +287,26 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     if (!report.empty()) {
       if (report != "text" && report != "json") throw UsageError("--report expects text or json, got '" + report + "'");
       const SavedReport rows = savedSetReport(ir, shapes);
-      if (output.empty()) {
-        printReport(out, rows, report == "json");
-      } else {
-        std::ofstream file(output);
-        if (!file) throw UsageError("cannot write '" + output + "'");
-        printReport(file, rows, report == "json");
-      }
+      writeOutputOr(output, out, [&](std::ostream& os) { printReport(os, rows, report == "json"); });
       return 0;
     }
     if (emit == "module") {
       if (output.empty()) throw UsageError("--emit=module writes an archive; give -o FILE");
       if (!ir.module) throw UsageError("--emit=module needs a module input (.pt, .onnx, .onnxtxt), not graph text");
-      buildTrainingModule(ir).save(output);
+      // Into memory first: LibTorch's archive writer cannot report a failed
+      // write (it throws from its destructor), writeOutput can.
+      const torch::jit::Module trained = buildTrainingModule(ir);
+      writeOutput(output, [&](std::ostream& os) { trained.save(os); });
       return 0;
     }
-    if (output.empty()) {
-      printIR(out, ir, emit);
-    } else {
-      std::ofstream file(output);
-      if (!file) throw UsageError("cannot write '" + output + "'");
-      printIR(file, ir, emit);
-    }
+    writeOutputOr(output, out, [&](std::ostream& os) { printIR(os, ir, emit); });
     return 0;
   } catch (const UsageError& e) {
     err << "actnn-opt: error: " << e.what() << "\n";
     return 2;
+  } catch (const OutputError& e) {
+    err << "actnn-opt: error: " << e.what() << "\n";
+    return 1;
   } catch (const CompileError& e) {
     // Pass diagnostics come as "error: <pass>: ..." lines already.
     const std::string what = e.what();
