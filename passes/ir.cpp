@@ -1,8 +1,72 @@
 #include "actnn/passes/ir.h"
 
+#include <torch/csrc/jit/runtime/operator.h>
+
+#include <sstream>
+
 #include "actnn/passes/pass.h"
 
 namespace actnn {
+namespace {
+
+std::string nodeText(const torch::jit::Node* n) {
+  std::ostringstream os;
+  n->print(os, 0, nullptr, /*print_source_locations=*/false, /*print_attributes=*/true, /*print_scopes=*/false,
+           /*print_body=*/false);
+  std::string text = os.str();
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  const size_t start = text.find_first_not_of(' ');
+  return start == std::string::npos ? text : text.substr(start);
+}
+
+[[noreturn]] void invalid(const torch::jit::Node* n, const std::string& why) {
+  throw CompileError("the graph text is not valid IR: `" + nodeText(n) + "`: " + why);
+}
+
+// What the passes assume of every node and LibTorch does not check when it
+// parses graph text (its own checks are internal asserts, or none: a
+// prim::GetAttr without an object crashes constant propagation).
+void lintBlock(const torch::jit::Block* block) {
+  for (const torch::jit::Node* n : block->nodes()) {
+    const c10::Symbol kind = n->kind();
+    const std::string ns = kind.ns().toUnqualString();
+    if (ns == "aten" || ns == "actnn") {
+      const auto& overloads = torch::jit::getAllOperatorsFor(kind);
+      if (overloads.empty()) invalid(n, "no operator " + std::string(kind.toQualString()) + " is registered");
+      if (!n->maybeSchema()) {
+        std::string schemas;
+        for (const auto& op : overloads) {
+          std::ostringstream os;
+          os << op->schema();
+          schemas += "\n  " + os.str();
+        }
+        invalid(n, "its operands (" + std::to_string(n->inputs().size()) + ") and their types match no schema of " +
+                       kind.toQualString() + ":" + schemas);
+      }
+    } else if (kind == c10::prim::GetAttr || kind == c10::prim::SetAttr) {
+      const size_t operands = kind == c10::prim::GetAttr ? 1 : 2;
+      if (n->inputs().size() != operands || !n->hasAttribute(c10::attr::name))
+        invalid(n, std::string(kind.toQualString()) + " needs " + std::to_string(operands) +
+                       " operand(s) and a name attribute");
+      if (!n->input(0)->type()->cast<c10::ClassType>())
+        invalid(n, std::string(kind.toQualString()) + " reads an attribute of an object; its operand is a " +
+                       n->input(0)->type()->repr_str());
+    } else if (kind == c10::prim::Constant) {
+      if (n->outputs().size() != 1) invalid(n, "a constant has one output");
+      if (!n->hasAttribute(c10::attr::value) && !n->output()->type()->cast<c10::NoneType>())
+        invalid(n, "a constant of type " + n->output()->type()->repr_str() + " needs a value attribute");
+    } else if (kind == c10::prim::If) {
+      if (n->inputs().size() != 1 || n->blocks().size() != 2 || !n->input(0)->type()->cast<c10::BoolType>())
+        invalid(n, "prim::If takes one bool condition and has two blocks");
+    } else if (kind == c10::prim::Loop) {
+      if (n->inputs().size() < 2 || n->blocks().size() != 1)
+        invalid(n, "prim::Loop takes a trip count and a condition and has one block");
+    }
+    for (const torch::jit::Block* b : n->blocks()) lintBlock(b);
+  }
+}
+
+}  // namespace
 
 const char* roleName(InputRole role) {
   switch (role) {
@@ -39,6 +103,12 @@ TrainingIR TrainingIR::fromModule(const torch::jit::Module& module, const std::s
 }
 
 TrainingIR TrainingIR::fromGraph(std::shared_ptr<torch::jit::Graph> graph) {
+  lintBlock(graph->block());
+  try {
+    graph->lint();
+  } catch (const c10::Error& e) {
+    throw CompileError(std::string("the graph text is not valid IR (LibTorch's lint): ") + e.what_without_backtrace());
+  }
   TrainingIR ir;
   ir.graph = std::move(graph);
   ir.lowered = true;

@@ -135,7 +135,13 @@ void runPipeline(std::vector<PipelineStep>& steps, TrainingIR& ir,
     try {
       step.pass->run(ir, diag);
     } catch (const c10::Error& e) {
-      diag.error(e.what_without_backtrace());
+      const std::string what = e.what_without_backtrace();
+      if (what.find("INTERNAL ASSERT FAILED") != std::string::npos)
+        throw InternalError("error: " + step.flag +
+                            ": internal error: a LibTorch assertion failed inside the pass (a bug in actnn, or an "
+                            "input its validation let through; please report it with the input): " +
+                            what.substr(0, what.find('\n')));
+      diag.error(what);
     } catch (const std::exception& e) {  // CompileError too: it gets the pass name
       diag.error(e.what());
     }

@@ -223,6 +223,7 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
       s.active_floor = small_count ? std::max<int64_t>(s.floor, 4) : s.floor;
       bits = allocateBits(s.range_cost, std::vector<double>(n, 1.0), s.budget * double(n),
                           std::vector<int64_t>(n, s.active_floor));
+      if (n == 0) bits = {s.active_floor};  // an empty batch: one width for no samples
     }
     s.last_bits = bits;
   }

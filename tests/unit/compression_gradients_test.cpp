@@ -363,6 +363,30 @@ TEST(CompressionGradients, SmallCountBatchNormSitesGetFourBits) {
   EXPECT_LT(raised, flagged);  // bn1 and layer1 (16x16, 8x8: 1024 and 256 values) keep floor 2
 }
 
+// An empty batch trains at every compressed level, as under autograd (zero
+// gradients), and the next, real batch trains after it: mixed sites had no
+// samples to give widths to (issue 19: "bits must hold one width ... got
+// none").
+TEST(CompressionGradients, EmptyBatchTrains) {
+  for (const char* level : {"L2", "L3", "L4", "L5"}) {
+    SCOPED_TRACE(level);
+    torch::jit::Module m = compileNet("stats_transformer", level);
+    const at::Tensor out = m.forward({at::zeros({0, 2, 16, 16})}).toTensor();
+    EXPECT_EQ(out.size(0), 0);
+    out.sum().backward();
+    for (const auto& p : m.parameters()) {
+      ASSERT_TRUE(p.grad().defined());
+      EXPECT_EQ(p.grad().abs().max().item<float>(), 0.0f);
+      p.mutable_grad() = at::Tensor();
+    }
+    m.forward({fixedRandn({4, 2, 16, 16}, 8)}).toTensor().sum().backward();
+    for (const auto& p : m.parameters()) {
+      ASSERT_TRUE(p.grad().defined());
+      EXPECT_TRUE(at::isfinite(p.grad()).all().item<bool>());
+    }
+  }
+}
+
 // A value read only by a layer norm (stats_transformer's fc1 output) is a
 // site the allocator weighs in x_hat units over the norm's one trailing dim;
 // the others (linear, GELU, softmax, tanh and sigmoid readers) in absolute

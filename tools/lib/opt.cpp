@@ -307,6 +307,9 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
   } catch (const OutputError& e) {
     err << "actnn-opt: error: " << e.what() << "\n";
     return 1;
+  } catch (const InternalError& e) {
+    err << "actnn-opt: " << e.what() << "\n";
+    return 3;
   } catch (const CompileError& e) {
     // Pass diagnostics come as "error: <pass>: ..." lines already.
     const std::string what = e.what();

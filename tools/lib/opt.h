@@ -1,6 +1,7 @@
 // actnn-opt's driver, callable from tests: reads a module or graph, runs a
 // pipeline, writes IR or a module archive. Returns the process exit code
-// (0 ok, 1 compile error, 2 usage error).
+// (0 ok, 1 compile error or failed output, 2 usage error, 3 internal error:
+// a LibTorch assertion failed inside a pass).
 #pragma once
 
 #include <ostream>

@@ -26,6 +26,13 @@ struct CompileError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A LibTorch internal assertion that failed inside a pass: a bug (ours, or
+// an input the validation let through), not a user error. actnn-opt exits
+// with 3 for it.
+struct InternalError : CompileError {
+  using CompileError::CompileError;
+};
+
 class Diagnostics {
  public:
   // An error about `node`: the message is followed by the node's source
