@@ -49,7 +49,7 @@ void lintBlock(const torch::jit::Block* block) {
         invalid(n, std::string(kind.toQualString()) + " needs " + std::to_string(operands) +
                        " operand(s) and a name attribute");
       if (!n->input(0)->type()->cast<c10::ClassType>())
-        invalid(n, std::string(kind.toQualString()) + " reads an attribute of an object; its operand is a " +
+        invalid(n, std::string(kind.toQualString()) + " needs an object as its first operand, not a " +
                        n->input(0)->type()->repr_str());
     } else if (kind == c10::prim::Constant) {
       if (n->outputs().size() != 1) invalid(n, "a constant has one output");

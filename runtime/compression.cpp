@@ -74,13 +74,15 @@ std::vector<double> normalizedUnits(const at::Tensor& x, int64_t normalized) {
     if (normalized >= x.dim()) return out;  // no sample dim outside the normalized ones
     int64_t d = 1;
     for (int64_t i = x.dim() - normalized; i < x.dim(); ++i) d *= x.size(i);
-    const at::Tensor inv = (at::var(f.reshape({n, -1, d}), at::IntArrayRef{2}, /*unbiased=*/false, /*keepdim=*/false) + eps).reciprocal().mean(1);
+    const at::Tensor var = at::var(f.reshape({n, -1, d}), at::IntArrayRef{2}, /*unbiased=*/false, /*keepdim=*/false);
+    const at::Tensor inv = (var + eps).reciprocal().mean(1);
     const at::Tensor h = inv.to(at::kDouble).cpu().contiguous();
     std::copy(h.data_ptr<double>(), h.data_ptr<double>() + n, out.begin());
   } else {
     std::vector<int64_t> dims{0};
     for (int64_t i = 2; i < x.dim(); ++i) dims.push_back(i);
-    const double inv = (at::var(f, at::IntArrayRef(dims), /*unbiased=*/false, /*keepdim=*/false) + eps).reciprocal().mean().item<double>();
+    const at::Tensor var = at::var(f, at::IntArrayRef(dims), /*unbiased=*/false, /*keepdim=*/false);
+    const double inv = (var + eps).reciprocal().mean().item<double>();
     std::fill(out.begin(), out.end(), inv);
   }
   for (double& v : out)

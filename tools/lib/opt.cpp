@@ -190,7 +190,8 @@ int rewriteOnnxTraining(::onnx::ModelProto& model, const std::string& input, con
   }
   if (emit == "onnx") {
     writeOutput(output, [&](std::ostream& os) {
-      if (!model.SerializeToOstream(&os)) throw OutputError("cannot write '" + output + "': the model does not serialize");
+      if (!model.SerializeToOstream(&os))
+        throw OutputError("cannot write '" + output + "': the model does not serialize");
     });
     return 0;
   }
