@@ -111,6 +111,8 @@ TrainingIR load(const std::string& path) {
   auto graph = std::make_shared<torch::jit::Graph>();
   try {
     torch::jit::parseIR(text, graph.get());
+  } catch (const c10::Error& e) {  // the parser's message, not LibTorch's C++ backtrace
+    throw CompileError(path + ": cannot parse TorchScript graph text: " + e.what_without_backtrace());
   } catch (const std::exception& e) {
     throw CompileError(path + ": cannot parse TorchScript graph text: " + e.what());
   }
