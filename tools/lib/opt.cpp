@@ -124,14 +124,20 @@ void writeText(const std::string& output, std::ostream& out, const std::string& 
   writeOutputOr(output, out, [&](std::ostream& os) { os << text; });
 }
 
-// The nodes the rewrite inserted (named "<value>_actnn_..."), checked one by
-// one: for models the ONNX checker rejects as a whole before the rewrite.
-void checkInsertedNodes(const ::onnx::ModelProto& model, const std::string& input) {
+// The checker's context for checking a model's nodes one by one.
+::onnx::checker::CheckerContext checkerContext(const ::onnx::ModelProto& model) {
   ::onnx::checker::CheckerContext ctx;
   ctx.set_ir_version(static_cast<int>(model.ir_version()));
   std::unordered_map<std::string, int> opsets;
   for (const auto& o : model.opset_import()) opsets[o.domain()] = static_cast<int>(o.version());
   ctx.set_opset_imports(opsets);
+  return ctx;
+}
+
+// The nodes the rewrite inserted (named "<value>_actnn_..."), checked one by
+// one: for models the ONNX checker rejects as a whole before the rewrite.
+void checkInsertedNodes(const ::onnx::ModelProto& model, const std::string& input) {
+  const ::onnx::checker::CheckerContext ctx = checkerContext(model);
   ::onnx::checker::LexicalScopeContext lex;
   for (const auto& node : model.graph().node()) {
     if (node.name().find("_actnn_") == std::string::npos) continue;
@@ -139,6 +145,44 @@ void checkInsertedNodes(const ::onnx::ModelProto& model, const std::string& inpu
       ::onnx::checker::check_node(node, ctx, lex);
     } catch (const std::exception& e) {
       throw CompileError(input + ": the inserted node '" + node.name() + "' fails the ONNX checker: " + e.what());
+    }
+  }
+}
+
+// ONNX Runtime's training artifacts put its gradient ops (MaxPoolGrad, ...)
+// in the default domain, where no onnx release registers them: the one
+// objection of the checker a training graph may have.
+bool isOrtGradientOp(const ::onnx::NodeProto& node) {
+  return (node.domain().empty() || node.domain() == "ai.onnx") && endsWith(node.op_type(), "Grad");
+}
+
+// The checker stops at the first bad node: every node is checked here, and
+// any objection but an unregistered ONNX Runtime gradient op refuses the
+// graph before the rewrite (whose shape inference would run on it: a Scan
+// without a body crashed libonnx's).
+void checkNodesBesideOrtGradientOps(const ::onnx::ModelProto& model, const std::string& input,
+                                    const std::string& problem) {
+  bool known = false;
+  for (const auto& node : model.graph().node())
+    known = known || (isOrtGradientOp(node) &&
+                      problem.find("No Op registered for " + node.op_type() + " with") != std::string::npos);
+  if (!known)
+    throw CompileError(problem + "\n(a training graph is rewritten only when the checker's one objection is ONNX "
+                       "Runtime's gradient ops in the default domain)");
+  const ::onnx::checker::CheckerContext ctx = checkerContext(model);
+  ::onnx::checker::LexicalScopeContext lex;
+  for (int index = 0; index < model.graph().node_size(); ++index) {
+    const ::onnx::NodeProto& node = model.graph().node(index);
+    try {
+      ::onnx::checker::check_node(node, ctx, lex);
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      if (isOrtGradientOp(node) && what.find("No Op registered for " + node.op_type()) != std::string::npos)
+        continue;
+      throw CompileError(input + ": the ONNX checker rejects node " + std::to_string(index) + " '" + node.name() +
+                         "' (op " + node.op_type() + "): " + what.substr(0, what.find('\n')) +
+                         "; a training graph is rewritten only when the checker's one objection is ONNX "
+                         "Runtime's gradient ops in the default domain");
     }
   }
 }
@@ -174,6 +218,7 @@ int rewriteOnnxTraining(::onnx::ModelProto& model, const std::string& input, con
     onnx::checkModel(model, input);
   } catch (const onnx::ImportError& e) {
     input_problem = e.what();
+    checkNodesBesideOrtGradientOps(model, input, input_problem);
   }
   const OnnxTrainingReport report = insertOnnxQuantize(model, onnxPolicyForLevel(args.str("level")));
   if (input_problem.empty()) {
