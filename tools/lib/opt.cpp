@@ -156,6 +156,10 @@ bool isOrtGradientOp(const ::onnx::NodeProto& node) {
   return (node.domain().empty() || node.domain() == "ai.onnx") && endsWith(node.op_type(), "Grad");
 }
 
+constexpr const char* kOnlyOrtObjection =
+    "a training graph is rewritten only when the checker's one objection is ONNX Runtime's gradient ops in the "
+    "default domain";
+
 // The checker stops at the first bad node: every node is checked here, and
 // any objection but an unregistered ONNX Runtime gradient op refuses the
 // graph before the rewrite (whose shape inference would run on it: a Scan
@@ -167,8 +171,7 @@ void checkNodesBesideOrtGradientOps(const ::onnx::ModelProto& model, const std::
     known = known || (isOrtGradientOp(node) &&
                       problem.find("No Op registered for " + node.op_type() + " with") != std::string::npos);
   if (!known)
-    throw CompileError(problem + "\n(a training graph is rewritten only when the checker's one objection is ONNX "
-                       "Runtime's gradient ops in the default domain)");
+    throw CompileError(problem + "\n(" + kOnlyOrtObjection + ")");
   const ::onnx::checker::CheckerContext ctx = checkerContext(model);
   ::onnx::checker::LexicalScopeContext lex;
   for (int index = 0; index < model.graph().node_size(); ++index) {
@@ -180,9 +183,8 @@ void checkNodesBesideOrtGradientOps(const ::onnx::ModelProto& model, const std::
       if (isOrtGradientOp(node) && what.find("No Op registered for " + node.op_type()) != std::string::npos)
         continue;
       throw CompileError(input + ": the ONNX checker rejects node " + std::to_string(index) + " '" + node.name() +
-                         "' (op " + node.op_type() + "): " + what.substr(0, what.find('\n')) +
-                         "; a training graph is rewritten only when the checker's one objection is ONNX "
-                         "Runtime's gradient ops in the default domain");
+                         "' (op " + node.op_type() + "): " + what.substr(0, what.find('\n')) + "; " +
+                         kOnlyOrtObjection);
     }
   }
 }
@@ -290,10 +292,20 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
       throw UsageError("--emit expects module, forward, backward, training, onnx or onnxtxt, got '" + emit + "'");
     const bool all = args.str("print-ir-after-all") == "true";
     const std::string after = args.str("print-ir-after");
+    Options options;
+    options.level = args.str("level");
+    options.passes = args.str("passes");
+    const auto shapes = parseInputShapes(args.str("input-shape"));
+    setInputShapes(options, shapes);
+    options.fallback = args.str("no-fallback") != "true";
+    if (!options.fallback && !options.passes.empty())
+      throw UsageError("--no-fallback applies to --level pipelines; with --passes write autodiff{fallback=false}");
     // A pass, option or level the registry does not know is a bad command
     // line (exit 2), found before any input is read.
+    std::vector<PipelineStep> steps;
     try {
       if (!after.empty()) createPass(after);
+      steps = parsePipeline(pipelineFor(options));
     } catch (const CompileError& e) {
       throw UsageError(e.what());
     }
@@ -309,20 +321,6 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     } else {
       if (onnx_emit) throw UsageError("--emit=" + emit + " needs an ONNX training graph (.onnx, .onnxtxt) as INPUT");
       ir = load(input);
-    }
-    Options options;
-    options.level = args.str("level");
-    options.passes = args.str("passes");
-    const auto shapes = parseInputShapes(args.str("input-shape"));
-    setInputShapes(options, shapes);
-    options.fallback = args.str("no-fallback") != "true";
-    if (!options.fallback && !options.passes.empty())
-      throw UsageError("--no-fallback applies to --level pipelines; with --passes write autodiff{fallback=false}");
-    std::vector<PipelineStep> steps;
-    try {
-      steps = parsePipeline(pipelineFor(options));
-    } catch (const CompileError& e) {
-      throw UsageError(e.what());
     }
     runPipeline(steps, ir, [&](const std::string& flag, const TrainingIR& current) {
       if (!all && flag != after) return;
