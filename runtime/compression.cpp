@@ -128,7 +128,7 @@ CompressionState::Site& CompressionState::site(int64_t k) {
   return sites[k];
 }
 
-void CompressionState::beginStep() {
+int64_t CompressionState::beginStep() {
   // The step's seed comes from the default generator's seed and this state's
   // step count, without drawing from the generator: the module's own random
   // ops (dropout) see the same stream as at L0 and in plain autograd.
@@ -138,6 +138,21 @@ void CompressionState::beginStep() {
   seed = mix64(base ^ mix64(uint64_t(steps) + 0x9e3779b97f4a7c15ULL));
   if (dirty) solve();
   dirty = false;
+  return steps;
+}
+
+void CompressionState::abandonStep(int64_t step) {
+  std::lock_guard<std::mutex> lock(mutex);
+  // A forward that threw has compressed some sites (their statistics wait for
+  // a backward that will not come; the next forward overwrites them); a
+  // backward that threw has observed some consumers' gradients and not
+  // others. Neither may reach solve().
+  for (auto& s : sites) {
+    s.grad_sq = at::Tensor();
+    s.observed = false;
+  }
+  dirty = false;
+  if (steps == step) --steps;
 }
 
 void CompressionState::solve() {
@@ -323,6 +338,74 @@ c10::intrusive_ptr<CompressionState> CompressionState::unpickle(Pickled p) {
   auto state = c10::make_intrusive<CompressionState>(budget, group, std::move(list));
   for (size_t i = 0; i < budgets.size(); ++i) state->sites[i].budget = budgets[i];
   state->steps = steps;
+  return state;
+}
+
+CompressionState::Saved CompressionState::save() {
+  auto [budget, group, names, bits, floors, budgets, flags, step_count] = pickle();
+  std::lock_guard<std::mutex> lock(mutex);
+  Statistics stats;
+  auto& [dirty_flag, numel, active_floor, observed, range_cost, grad_sq, last_bits] = stats;
+  dirty_flag = dirty ? 1 : 0;
+  for (const auto& s : sites) {
+    numel.push_back(s.sample_numel);
+    active_floor.push_back(s.active_floor);
+    observed.push_back(s.observed ? 1 : 0);
+    range_cost.push_back(s.range_cost);
+    std::vector<double> sq;
+    if (s.grad_sq.defined()) {
+      const at::Tensor host = s.grad_sq.to(at::kCPU, at::kDouble).contiguous();
+      sq.assign(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
+    }
+    grad_sq.push_back(std::move(sq));
+    last_bits.push_back(s.last_bits);
+  }
+  return {budget, group, names, bits, floors, budgets, flags, step_count, std::move(stats)};
+}
+
+c10::intrusive_ptr<CompressionState> CompressionState::load(const c10::IValue& value) {
+  TORCH_CHECK(value.isTuple(), "actnn: corrupted CompressionState (its saved state is a ", value.tagKind(),
+              ", not a tuple)");
+  const std::vector<c10::IValue> fields = value.toTupleRef().elements().vec();
+  TORCH_CHECK(fields.size() == 8 || fields.size() == 9, "actnn: corrupted CompressionState (", fields.size(),
+              " saved fields; 8 or 9)");
+  auto state = unpickle({fields[0].toDouble(), fields[1].toInt(), fields[2].to<std::vector<std::string>>(),
+                         fields[3].to<std::vector<int64_t>>(), fields[4].to<std::vector<int64_t>>(),
+                         fields[5].to<std::vector<double>>(), fields[6].to<std::vector<int64_t>>(),
+                         fields[7].toInt()});
+  if (fields.size() == 8) return state;  // an archive from before the statistics were saved
+  TORCH_CHECK(fields[8].isTuple() && fields[8].toTupleRef().elements().size() == 7,
+              "actnn: corrupted CompressionState (its statistics are not a 7-tuple)");
+  // Field by field (IValue::to of a long tuple trips GCC's -Warray-bounds).
+  const std::vector<c10::IValue> stats = fields[8].toTupleRef().elements().vec();
+  const int64_t dirty_flag = stats[0].toInt();
+  const auto numel = stats[1].to<std::vector<int64_t>>(), active_floor = stats[2].to<std::vector<int64_t>>(),
+             observed = stats[3].to<std::vector<int64_t>>();
+  const auto range_cost = stats[4].to<std::vector<std::vector<double>>>(),
+             grad_sq = stats[5].to<std::vector<std::vector<double>>>();
+  const auto last_bits = stats[6].to<std::vector<std::vector<int64_t>>>();
+  const size_t n = state->sites.size();
+  TORCH_CHECK(numel.size() == n && active_floor.size() == n && observed.size() == n && range_cost.size() == n &&
+                  grad_sq.size() == n && last_bits.size() == n,
+              "actnn: corrupted CompressionState (statistics of ", numel.size(), " sites for ", n, " sites)");
+  for (size_t k = 0; k < n; ++k) {
+    Site& s = state->sites[k];
+    const bool seen = observed[k] != 0;
+    TORCH_CHECK(!seen || grad_sq[k].size() == range_cost[k].size(), "actnn: corrupted CompressionState (site ", k,
+                " has ", range_cost[k].size(), " sample costs and ", grad_sq[k].size(), " gradient norms)");
+    TORCH_CHECK(numel[k] >= 0 && (active_floor[k] == 1 || active_floor[k] == 2 || active_floor[k] == 4 ||
+                                  active_floor[k] == 8),
+                "actnn: corrupted CompressionState (site ", k, " has ", numel[k], " values a sample, floor ",
+                active_floor[k], ")");
+    s.sample_numel = numel[k];
+    s.active_floor = active_floor[k];
+    s.observed = seen;
+    s.range_cost = range_cost[k];
+    if (seen)
+      s.grad_sq = at::tensor(c10::ArrayRef<double>(grad_sq[k]), at::TensorOptions().dtype(at::kDouble));
+    s.last_bits = last_bits[k];
+  }
+  state->dirty = dirty_flag != 0;
   return state;
 }
 

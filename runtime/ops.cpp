@@ -192,8 +192,8 @@ TORCH_LIBRARY(actnn, m) {
       .def("site_floors", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::floor); })
       .def("site_budgets", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::budget); })
       .def("last_bits", [](const StatePtr& self) { return siteField(self, &CompressionState::Site::last_bits); })
-      .def_pickle([](const StatePtr& self) { return self->pickle(); },
-                  [](CompressionState::Pickled p) { return CompressionState::unpickle(std::move(p)); });
+      .def_pickle([](const StatePtr& self) { return self->save(); },
+                  [](c10::IValue saved) { return CompressionState::load(saved); });
 
   // Static memory plan of the packed buffers (runtime/arena.cpp).
   m.class_<Arena>("Arena")

@@ -230,14 +230,28 @@ std::shared_ptr<ModulePrograms> programsFor(const c10::intrusive_ptr<c10::ivalue
   auto it = cache.find(type.get());
   if (it != cache.end() && it->second.first.lock() == type) return it->second.second;
   auto programs = loadPrograms(self);
+  // Entries of class types that no longer exist (modules compiled and
+  // dropped) go, so a process that compiles many modules does not grow.
+  for (auto stale = cache.begin(); stale != cache.end();)
+    stale = stale->second.first.expired() ? cache.erase(stale) : std::next(stale);
   cache[type.get()] = {type, programs};
   return programs;
 }
 
+// A step whose F or B threw: the compression state drops what the step began
+// (CompressionState::abandonStep) and the step's arena releases its buffer.
+void abandonStep(const c10::intrusive_ptr<Program>& program, const c10::IValue& state, const c10::IValue& arena,
+                 int64_t step) {
+  if (program->compressed) state.toCustomClass<CompressionState>()->abandonStep(step);
+  if (program->planned && arena.isCustomClass()) arena.toCustomClass<Arena>()->endStep();
+}
+
 struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
   static variable_list forward(AutogradContext* ctx, c10::IValue program_value, c10::IValue self,
-                               c10::IValue state, c10::IValue arena, at::TensorList inputs, at::TensorList lifted) {
+                               c10::IValue state, c10::IValue arena, int64_t step, at::TensorList inputs,
+                               at::TensorList lifted) {
     auto program = c10::static_intrusive_pointer_cast<Program>(program_value.toCapsule());
+    ctx->saved_data["step"] = step;
     torch::jit::Stack stack;
     stack.reserve(2 + inputs.size() + lifted.size());
     stack.emplace_back(self);
@@ -306,18 +320,49 @@ struct TrainingFunction : torch::autograd::Function<TrainingFunction> {
       saved = c10::impl::GenericList(c10::AnyType::get());
       ctx->saved_data.erase("saved");
     }
-    torch::jit::InterpreterState(*code).run(stack);
+    try {
+      torch::jit::InterpreterState(*code).run(stack);
+    } catch (...) {
+      // The step failed part way (out of memory, a failing op): its packed
+      // values go with the stack, and nothing it began may count.
+      stack.clear();
+      abandonStep(program, ctx->saved_data["state"], ctx->saved_data["arena"], ctx->saved_data["step"].toInt());
+      throw;
+    }
     auto grads = stack.back().toTupleRef().elements();
     if (program->planned) ctx->saved_data["arena"].toCustomClass<Arena>()->endStep();
 
-    // One slot per forward argument: program, self, state, arena, then the tensors.
-    constexpr size_t kLeading = 4;
+    // One slot per forward argument: program, self, state, arena, step, then the tensors.
+    constexpr size_t kLeading = 5;
     variable_list result(kLeading + num_inputs);
     for (size_t k = 0; k < program->grad_inputs.size(); ++k)
       if (needed[k] && grads[k].isTensor()) result[kLeading + program->grad_inputs[k]] = grads[k].toTensor();
     return result;
   }
 };
+
+// This step's arena (arena.h), planned per input shape.
+c10::IValue beginArena(Program& program, const c10::intrusive_ptr<c10::ivalue::Object>& self,
+                       const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>& lifted,
+                       const c10::IValue& state) {
+  std::vector<int64_t> key;
+  for (const auto& t : inputs) {
+    key.push_back(int64_t(t.scalar_type()));
+    key.push_back(t.dim());
+    for (int64_t s : t.sizes()) key.push_back(s);
+  }
+  // Packed values live where the parameters are (else the first input).
+  c10::Device device = inputs.empty() ? c10::Device(c10::kCPU) : inputs[0].device();
+  for (const auto& t : lifted)
+    if (t.is_floating_point()) {
+      device = t.device();
+      break;
+    }
+  key.push_back(int64_t(device.type()));
+  key.push_back(device.index());
+  return program.arenaOf(self).toCustomClass<Arena>()->beginStep(key, device,
+                                                                 state.toCustomClass<CompressionState>().get());
+}
 
 std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<at::Tensor> inputs) {
   TORCH_CHECK(self_value.isObject(), "actnn::run_training expects the compiled module as its first argument");
@@ -339,30 +384,17 @@ std::vector<at::Tensor> runTraining(const c10::IValue& self_value, std::vector<a
     lifted.push_back(std::move(t));
   }
   c10::IValue state = program->stateOf(self);
-  if (program->compressed) state.toCustomClass<CompressionState>()->beginStep();
+  const int64_t step = program->compressed ? state.toCustomClass<CompressionState>()->beginStep() : 0;
   c10::IValue arena;
-  if (program->planned) {
-    // The arena is planned per input shape (arena.h).
-    std::vector<int64_t> key;
-    for (const auto& t : inputs) {
-      key.push_back(int64_t(t.scalar_type()));
-      key.push_back(t.dim());
-      for (int64_t s : t.sizes()) key.push_back(s);
-    }
-    // Packed values live where the parameters are (else the first input).
-    c10::Device device = inputs.empty() ? c10::Device(c10::kCPU) : inputs[0].device();
-    for (const auto& t : lifted)
-      if (t.is_floating_point()) {
-        device = t.device();
-        break;
-      }
-    key.push_back(int64_t(device.type()));
-    key.push_back(device.index());
-    arena = program->arenaOf(self).toCustomClass<Arena>()->beginStep(
-        key, device, state.toCustomClass<CompressionState>().get());
+  try {
+    if (program->planned) arena = beginArena(*program, self, inputs, lifted, state);
+    c10::IValue capsule = c10::IValue::make_capsule(program);
+    return TrainingFunction::apply(capsule, self_value, state, arena, step, at::TensorList(inputs),
+                                   at::TensorList(lifted));
+  } catch (...) {
+    abandonStep(program, state, arena, step);
+    throw;
   }
-  c10::IValue capsule = c10::IValue::make_capsule(program);
-  return TrainingFunction::apply(capsule, self_value, state, arena, at::TensorList(inputs), at::TensorList(lifted));
 }
 
 }  // namespace

@@ -319,6 +319,21 @@ void expectSameConfiguration(CompressionState& a, CompressionState& b) {
   }
 }
 
+void expectSameStatistics(CompressionState& a, CompressionState& b) {
+  EXPECT_EQ(a.dirty, b.dirty);
+  ASSERT_EQ(a.sites.size(), b.sites.size());
+  for (size_t k = 0; k < a.sites.size(); ++k) {
+    const auto &x = a.sites[k], &y = b.sites[k];
+    EXPECT_EQ(x.sample_numel, y.sample_numel) << x.name;
+    EXPECT_EQ(x.active_floor, y.active_floor) << x.name;
+    EXPECT_EQ(x.observed, y.observed) << x.name;
+    EXPECT_EQ(x.range_cost, y.range_cost) << x.name;
+    EXPECT_EQ(x.last_bits, y.last_bits) << x.name;
+    ASSERT_EQ(x.grad_sq.defined(), y.grad_sq.defined()) << x.name;
+    if (x.grad_sq.defined()) EXPECT_TRUE(at::equal(x.grad_sq.to(at::kDouble), y.grad_sq)) << x.name;
+  }
+}
+
 // A state after a solve, so budgets differ from the global one.
 c10::intrusive_ptr<CompressionState> solvedState() {
   auto state = makeState(2.5, {{"conv1.input", 0, 1}, {"bn1.input", 0, 2}, {"fc.input", 8, 1}, {"layer4", 0, 4}}, 128);
@@ -345,9 +360,7 @@ TEST(CompressionState, PickleRoundTripKeepsTheConfiguration) {
   holder.save(archive);
   auto loaded = torch::jit::load(archive).attr("state").toCustomClass<CompressionState>();
   expectSameConfiguration(*state, *loaded);
-  // Statistics are gathered again: a loaded state has none.
-  EXPECT_TRUE(loaded->sites[0].range_cost.empty());
-  EXPECT_FALSE(loaded->dirty);
+  expectSameStatistics(*state, *loaded);
   // Through the pickler alone, the way torch::jit::load reads the class:
   // resolve the class by name, create the object, call its __setstate__.
   // (torch::jit::pickle_load resolves no custom classes in LibTorch 1.13:
@@ -377,6 +390,105 @@ TEST(CompressionState, PickleRoundTripKeepsTheConfiguration) {
       c10::nullopt);
   auto unpickled = unpickler.parse_ivalue().toCustomClass<CompressionState>();
   expectSameConfiguration(*state, *unpickled);
+}
+
+// A run saved between a backward and the next forward resumes with the
+// statistics that backward gathered: the loaded state solves the same budgets
+// and quantizes the next step bit for bit like the one that went on.
+TEST(CompressionState, SavedStatisticsResumeTheSameNextStep) {
+  auto state = makeState(2, {{"conv1.input", 0, 1}, {"bn1.input", 0, 1}, {"fc.input", 4, 1}}, 128);
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  std::vector<at::Tensor> x;
+  for (int64_t k = 0; k < 3; ++k) x.push_back(at::randn({4, 300}, gen) * std::pow(10.0, double(k)));
+  at::manual_seed(11);
+  state->beginStep();
+  for (int64_t k = 0; k < 3; ++k) state->compress(x[k], k, -1, c10::nullopt);
+  for (int64_t k = 0; k < 3; ++k) state->observeGrad(at::randn({4, 8}, gen), k);
+  ASSERT_TRUE(state->dirty);
+
+  torch::jit::Module holder("Holder");
+  holder.register_attribute("state", torch::getCustomClass("__torch__.torch.classes.actnn.CompressionState"),
+                            c10::IValue(state));
+  std::stringstream archive;
+  holder.save(archive);
+  auto loaded = torch::jit::load(archive).attr("state").toCustomClass<CompressionState>();
+  expectSameStatistics(*state, *loaded);
+
+  at::manual_seed(11);
+  state->beginStep();
+  at::manual_seed(11);
+  loaded->beginStep();
+  expectSameConfiguration(*state, *loaded);
+  EXPECT_NE(state->sites[0].budget, 2.0);  // the saved statistics were solved, not dropped
+  for (int64_t k = 0; k < 3; ++k) {
+    auto a = state->compress(x[k], k, -1, c10::nullopt);
+    auto b = loaded->compress(x[k], k, -1, c10::nullopt);
+    EXPECT_EQ(a->bits, b->bits) << k;
+    EXPECT_TRUE(at::equal(a->codes, b->codes)) << k;
+  }
+}
+
+// A step whose backward throws after observing some consumers: nothing it
+// gathered reaches the next solve, and its number is given back, so the
+// retried step quantizes bit for bit like a step that never failed.
+TEST(CompressionState, AbandonedStepLeavesNoTrace) {
+  auto make = [] { return makeState(2, {{"conv1.input", 0, 1}, {"fc.input", 0, 1}}, 128); };
+  at::Generator gen = at::detail::createCPUGenerator(8);
+  const at::Tensor x0 = at::randn({4, 300}, gen), x1 = at::randn({4, 300}, gen) * 3;
+  const at::Tensor g0 = at::randn({4, 8}, gen), g1 = at::randn({4, 8}, gen) * 5;
+  auto step = [&](CompressionState& s, bool fail) {
+    at::manual_seed(3);
+    const int64_t n = s.beginStep();
+    std::vector<c10::intrusive_ptr<PackedActivation>> packed{s.compress(x0, 0, -1, c10::nullopt),
+                                                             s.compress(x1, 1, -1, c10::nullopt)};
+    s.observeGrad(g0, 0);
+    if (fail) {
+      s.abandonStep(n);  // the backward threw before site 1's consumer
+      return packed;
+    }
+    s.observeGrad(g1, 1);
+    return packed;
+  };
+  auto clean = make(), failed = make();
+  step(*clean, false);
+  step(*failed, false);
+  step(*failed, true);
+  EXPECT_FALSE(failed->dirty);
+  EXPECT_EQ(failed->steps, 1);
+  for (const auto& site : failed->sites) EXPECT_FALSE(site.observed) << site.name;
+  // The retry of step 2 and step 3 match the run that never failed.
+  for (int i = 0; i < 2; ++i) {
+    auto a = step(*clean, false), b = step(*failed, false);
+    for (size_t k = 0; k < a.size(); ++k) {
+      EXPECT_EQ(a[k]->bits, b[k]->bits) << i << " " << k;
+      EXPECT_TRUE(at::equal(a[k]->codes, b[k]->codes)) << i << " " << k;
+    }
+  }
+  // A later step has begun: the failed one keeps its number.
+  const int64_t first = failed->beginStep();
+  failed->beginStep();
+  failed->abandonStep(first);
+  EXPECT_EQ(failed->steps, first + 1);
+}
+
+// An archive from before the statistics were saved holds the configuration
+// tuple alone: it loads and gathers statistics again.
+TEST(CompressionState, ConfigurationOnlyPickleLoads) {
+  auto state = solvedState();
+  auto loaded = CompressionState::load(c10::IValue(state->pickle()));
+  expectSameConfiguration(*state, *loaded);
+  EXPECT_TRUE(loaded->sites[0].range_cost.empty());
+  EXPECT_FALSE(loaded->dirty);
+  test::expect_error([&] { CompressionState::load(c10::IValue(int64_t(3))); },
+                     "corrupted CompressionState (its saved state is a Int, not a tuple)");
+  auto saved = state->save();
+  std::get<1>(std::get<8>(saved)).pop_back();
+  test::expect_error([&] { CompressionState::load(c10::IValue(saved)); },
+                     "corrupted CompressionState (statistics of 3 sites for 4 sites)");
+  saved = state->save();
+  std::get<5>(std::get<8>(saved))[0].push_back(1.0);
+  test::expect_error([&] { CompressionState::load(c10::IValue(saved)); },
+                     "site 0 has 4 sample costs and 5 gradient norms");
 }
 
 TEST(CompressionState, CorruptedPickleIsReported) {

@@ -109,7 +109,14 @@ struct CompressionState : torch::CustomClassHolder {
 
   // Called by the runtime before each forward: sets the step's seed and, when
   // a backward has reported gradients since, re-solves the site budgets.
-  void beginStep();
+  // Returns the step's number (for abandonStep).
+  int64_t beginStep();
+  // Called by the runtime when step `step`'s forward or backward threw (out
+  // of memory, a failing op): the statistics that step's backward had begun
+  // to gather are dropped (none is half counted) and, unless a later step has
+  // begun since, its number is given back, so that retrying it draws the
+  // same seeds as if the failed attempt had never run.
+  void abandonStep(int64_t step);
   // Quantizes x for `site`. channel_dim: the dim holding channels (1 for
   // conv-like consumers, -1 for linear-like); weight: the consumer's weight,
   // whose trailing dims give the kernel taps. arena (L5): the packed parts are
@@ -128,14 +135,27 @@ struct CompressionState : torch::CustomClassHolder {
   bool dirty = false;
   std::mutex mutex;
 
-  // Pickled: configuration and site budgets (statistics are gathered again):
-  // budget, group size, per site name / width / floor / budget / flags
-  // (1: dither, 2: batch_norm, bits 2 and up: normalized as 0 none, 1 batch
-  // norm, k + 1 layer norm over k dims; older archives hold 0 to 3),
-  // steps.
+  // Pickled: configuration and site budgets: budget, group size, per site
+  // name / width / floor / budget / flags (1: dither, 2: batch_norm, bits 2
+  // and up: normalized as 0 none, 1 batch norm, k + 1 layer norm over k
+  // dims; older archives hold 0 to 3), steps; then the last step's
+  // statistics (Statistics), so that a run saved and resumed re-solves the
+  // same budgets as one that went on. Archives from before the statistics
+  // hold the first eight fields only (unpickle(Pickled)): they load and
+  // gather statistics again.
   using Pickled = std::tuple<double, int64_t, std::vector<std::string>, std::vector<int64_t>,
                              std::vector<int64_t>, std::vector<double>, std::vector<int64_t>, int64_t>;
+  // dirty; per site: sample_numel, active_floor, observed (0 / 1),
+  // range_cost, grad_sq (as host doubles; empty when not observed), last_bits.
+  using Statistics = std::tuple<int64_t, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
+                                std::vector<std::vector<double>>, std::vector<std::vector<double>>,
+                                std::vector<std::vector<int64_t>>>;
+  using Saved = std::tuple<double, int64_t, std::vector<std::string>, std::vector<int64_t>, std::vector<int64_t>,
+                           std::vector<double>, std::vector<int64_t>, int64_t, Statistics>;
   Pickled pickle();
+  Saved save();
+  // What __setstate__ receives: a Saved tuple, or an older archive's Pickled.
+  static c10::intrusive_ptr<CompressionState> load(const c10::IValue& state);
   static c10::intrusive_ptr<CompressionState> unpickle(Pickled p);
 
  private:
