@@ -28,6 +28,7 @@ int bench_plan(int argc, char** argv);
 int bench_peak(int argc, char** argv);
 int bench_maxbatch(int argc, char** argv);
 int bench_throughput(int argc, char** argv);
+int bench_soak(int argc, char** argv);
 
 // Median wall time of `repeat` runs of f after `warmup` runs; `sync` waits
 // for queued device work before each clock reading.

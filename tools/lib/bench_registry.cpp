@@ -19,6 +19,7 @@ const std::vector<BenchCommand>& bench_commands() {
        bench_maxbatch},
       {"peak", "where a step's allocator peak is: the op running then and the live allocations by size", bench_peak},
       {"plan", "L5's arena against the peak of live packed bytes, for every model of the parity test", bench_plan},
+      {"soak", "memory over a long run: RSS and allocator live-bytes slopes per step, per level", bench_soak},
       {"step", "one training step of a compiled model against LibTorch autograd, as a time ratio", bench_step},
       {"throughput", "step time per level L0-L5 as ratios to LibTorch autograd, over batch sizes", bench_throughput},
   };
