@@ -27,6 +27,7 @@
 // sizes and a fallback-using one runs as compiled. A specialization's
 // CompressionState and Arena live in the runtime's cache, not in the archive.
 #include "actnn/actnn.h"
+#include "actnn/runtime/archive_check.h"
 
 
 #include <torch/csrc/jit/api/compilation_unit.h>
@@ -268,6 +269,7 @@ const bool kSpecializerInstalled = [] {
 
 torch::jit::Module load(const std::string& path) {
   TORCH_INTERNAL_ASSERT(kSpecializerInstalled);
+  checkArchive(path);
   return torch::jit::load(path);
 }
 

@@ -260,5 +260,13 @@ def report(model, example_inputs, level="L3", *, passes=None, fallback=True, cap
 
 def load(path):
     """torch.jit.load of a compiled archive in a process that can specialize
-    it to new input sizes (the compiler is loaded with this package)."""
-    return _quiet(torch.jit.load, os.fspath(path))
+    it to new input sizes (the compiler is loaded with this package). The
+    archive's tensor records are checked against the storages its pickles
+    declare first (actnn/runtime/archive_check.h): a truncated record raises
+    ValueError ("the archive is malformed: ...") instead of loading garbage."""
+    path = os.fspath(path)
+    try:
+        torch.ops.actnn.check_archive(path)
+    except RuntimeError as e:
+        raise ValueError(str(e).split("\n")[0]) from None
+    return _quiet(torch.jit.load, path)

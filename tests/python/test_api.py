@@ -83,6 +83,59 @@ def test_save_and_load_round_trip(tmp_path):
     assert isinstance(actnn.compile(plain, level="L2"), torch.jit.ScriptModule)
 
 
+@pytest.mark.parametrize("level", ["L0", "L3", "L5"])
+def test_training_saved_mid_run_resumes_bit_for_bit(tmp_path, level):
+    """Module + Adam state saved after 3 steps and loaded again train steps 4-6
+    exactly like the run that went on (the L3 statistics and step count travel
+    with the module; torch.manual_seed per step seeds quantization)."""
+    torch.manual_seed(5)
+    batches = [(torch.randn(8, 3, 32, 32) * (1 + i % 3), torch.randint(0, 10, (8,))) for i in range(6)]
+
+    def train(module, optimizer, steps):
+        for i in steps:
+            torch.manual_seed(100 + i)
+            loss = F.cross_entropy(module(batches[i][0]), batches[i][1])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    straight = small_resnet()
+    compiled = actnn.compile(straight, level=level)
+    opt = torch.optim.Adam(straight.parameters(), lr=1e-3)
+    train(compiled, opt, range(6))
+
+    first = small_resnet()
+    compiled = actnn.compile(first, level=level)
+    opt = torch.optim.Adam(first.parameters(), lr=1e-3)
+    train(compiled, opt, range(3))
+    path = os.path.join(tmp_path, "mid_run.pt")
+    compiled.save(path)
+    opt_state = copy.deepcopy(opt.state_dict())
+
+    resumed = actnn.load(path)
+    opt = torch.optim.Adam(resumed.parameters(), lr=1e-3)
+    opt.load_state_dict(opt_state)
+    train(resumed, opt, range(3, 6))
+    expected = dict(straight.named_parameters())
+    for name, p in resumed.named_parameters():
+        assert torch.equal(p, expected[name]), name
+
+
+def test_load_refuses_an_archive_with_a_short_tensor_record(tmp_path):
+    import zipfile
+    good = os.path.join(tmp_path, "good.pt")
+    actnn.compile(small_resnet(), level="L3").save(good)
+    bad = os.path.join(tmp_path, "short.pt")
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(bad, "w", zipfile.ZIP_STORED) as zout:
+        largest = max((i for i in zin.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info, data[: len(data) // 2] if info.filename == largest.filename else data)
+    with pytest.raises(ValueError, match=r"short\.pt: the archive is malformed: record data/\d+ holds \d+ bytes"):
+        actnn.load(bad)
+    assert isinstance(actnn.load(good), torch.jit.ScriptModule)
+
+
 def test_report_lists_the_saved_set():
     model = small_resnet()
     x = torch.randn(8, 3, 32, 32)

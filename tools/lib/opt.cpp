@@ -5,7 +5,10 @@
 #include <torch/csrc/jit/ir/irparser.h>
 #include <torch/csrc/jit/serialization/import.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -20,6 +23,7 @@
 #include "actnn/passes/onnx_text.h"
 #include "actnn/passes/onnx_training.h"
 #include "actnn/passes/registry.h"
+#include "actnn/runtime/archive_check.h"
 #include "args.h"
 #include "output.h"
 #include "saved_report.h"
@@ -82,14 +86,55 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
+// Untrusted archives: records checked against the pickles (checkArchive),
+// then one load and re-save in a child process, so that code or debug
+// records that crash LibTorch's own loader end the child, not actnn-opt. A
+// child that fails with an exception is left to the real load below, which
+// reports it.
+void loadInChildProcess(const std::string& path) {
+  std::cout.flush();
+  std::cerr.flush();
+  const pid_t pid = fork();
+  if (pid < 0) return;  // no child to be had: the load below runs unguarded
+  if (pid == 0) {
+    const int null = open("/dev/null", O_WRONLY);
+    if (null >= 0) dup2(null, STDERR_FILENO);
+    try {
+      torch::jit::Module m = torch::jit::load(path);
+      std::ostringstream sink;
+      m.save(sink);
+    } catch (...) {
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status))
+    throw CompileError(path + ": the archive is malformed: LibTorch's loader died of signal " +
+                       std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) +
+                       ") loading and saving it in a child process");
+}
+
 TrainingIR load(const std::string& path) {
   std::string text = readFile(path);
   bool archive = endsWith(path, ".pt") || (text.size() >= 2 && text[0] == 'P' && text[1] == 'K');
   if (archive) {
     try {
+      checkArchive(path);
+    } catch (const std::runtime_error& e) {
+      throw CompileError(e.what());
+    }
+    loadInChildProcess(path);
+    try {
       return TrainingIR::fromModule(torch::jit::load(path));
     } catch (const c10::Error& e) {
       throw CompileError(path + ": not a loadable TorchScript archive: " + e.what_without_backtrace());
+    } catch (const CompileError&) {
+      throw;
+    } catch (const std::exception& e) {  // the TorchScript compiler's ErrorReport on archived code
+      throw CompileError(path + ": not a loadable TorchScript archive: " + e.what());
     }
   }
   // The parser stops after the first graph: a second one would be dropped

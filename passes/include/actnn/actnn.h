@@ -57,7 +57,11 @@ torch::jit::Module compile(const torch::jit::Module& module, const Options& opti
 
 // torch::jit::load, and the guarantee that this process can specialize what
 // it loads (a program that links the compiler but never calls compile()
-// would otherwise not link the code that does).
+// would otherwise not link the code that does). The archive's tensor records
+// are checked against its pickles first (actnn/runtime/archive_check.h:
+// std::runtime_error "the archive is malformed: ..."); a crash inside
+// LibTorch's own loader is not contained here (actnn-opt loads in a child
+// process first; see the README's "Untrusted archives").
 torch::jit::Module load(const std::string& path);
 
 // The pieces compile() is made of, for tools and tests.
