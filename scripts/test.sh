@@ -2,13 +2,16 @@
 # Installs what actnn needs (Debian packages; the venv of PyPI's torch 2.x),
 # builds it and runs every test, in both configurations:
 #  1. against Debian's LibTorch 1.13 (build/): the GoogleTest suites, the
-#     examples, the lit suite and the Python tests, all through ctest;
+#     examples, the lit suite and the Python tests, all through ctest; then
+#     the lit suite and the runtime's unit tests again under AddressSanitizer
+#     + UBSan (scripts/sanitize.sh, build-sanitize/);
 #  2. against the LibTorch inside PyPI's torch 2.x (build-torch2/, from
 #     install-deps' venv): the same ctest suite, the Python tests under that
 #     torch; then `pip install --no-build-isolation .` into that venv and a
 #     few training steps of the installed package, outside the checkout.
 # Usage: bash scripts/test.sh   (BUILD_DIR=... to build elsewhere;
-# ACTNN_SKIP_TORCH2=1 runs the first configuration only)
+# ACTNN_SKIP_TORCH2=1 runs the first configuration only, ACTNN_SKIP_SANITIZE=1
+# leaves out the sanitizer run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -16,6 +19,9 @@ BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -G Ninja
 cmake --build "$BUILD_DIR"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
+
+# The lit suite and the runtime's unit tests under AddressSanitizer + UBSan.
+if [ "${ACTNN_SKIP_SANITIZE:-0}" != "1" ]; then bash scripts/sanitize.sh; fi
 
 if [ "${ACTNN_SKIP_TORCH2:-0}" = "1" ]; then exit 0; fi
 TORCH2_VENV=${ACTNN_TORCH2_VENV:-$HOME/.cache/actnn/torch2-venv}

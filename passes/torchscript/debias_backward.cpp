@@ -272,14 +272,14 @@ class DebiasBackward : public Pass {
       // Every one of them reads the rounded value as its second operand.
       Value* packed = roundedFrom(n->input(1));
       if (!packed || !n->output(0)->hasUses()) continue;
-      const auto kind = n->kind();
-      if (kind == c10::aten::native_batch_norm_backward) {
+      const bool square_term = correctsSquareTerm(n);  // asked before n may be destroyed
+      if (n->kind() == c10::aten::native_batch_norm_backward) {
         if (!isTrainingBatchNorm(n)) continue;
         rewriteBatchNorm(n, packed, b);  // destroys n
       } else {
         addCorrection(n, packed, b);
       }
-      if (!correctsSquareTerm(n)) dither(packed, ir);
+      if (!square_term) dither(packed, ir);
       changed = true;
     }
     return changed;

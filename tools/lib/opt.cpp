@@ -89,9 +89,11 @@ std::string readFile(const std::string& path) {
 // Untrusted archives: records checked against the pickles (checkArchive),
 // then one load and re-save in a child process, so that code or debug
 // records that crash LibTorch's own loader end the child, not actnn-opt. A
-// child that fails with an exception is left to the real load below, which
-// reports it.
+// child that fails with an exception (exit status kChildThrew) is left to
+// the real load below, which reports it; any other ending but 0 — a signal,
+// or a sanitizer's report and exit — is a crash.
 void loadInChildProcess(const std::string& path) {
+  constexpr int kChildThrew = 86;
   std::cout.flush();
   std::cerr.flush();
   const pid_t pid = fork();
@@ -104,7 +106,7 @@ void loadInChildProcess(const std::string& path) {
       std::ostringstream sink;
       m.save(sink);
     } catch (...) {
-      _exit(1);
+      _exit(kChildThrew);
     }
     _exit(0);
   }
@@ -115,6 +117,9 @@ void loadInChildProcess(const std::string& path) {
     throw CompileError(path + ": the archive is malformed: LibTorch's loader died of signal " +
                        std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) +
                        ") loading and saving it in a child process");
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != kChildThrew)
+    throw CompileError(path + ": the archive is malformed: LibTorch's loader ended with exit status " +
+                       std::to_string(WEXITSTATUS(status)) + " loading and saving it in a child process");
 }
 
 TrainingIR load(const std::string& path) {
