@@ -17,6 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${SANITIZE_BUILD_DIR:-build-sanitize}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DACTNN_SANITIZE=ON
+# The sanitizer build carries line tables (-g1), so ccache would hash the
+# build folder and a clone elsewhere would compile everything again.
+export CCACHE_NOHASHDIR=1
 # What the lit suite and the unit tests run, not the whole tree (the compiler
 # tests, examples and Python bindings would add a third of the build).
 cmake --build "$BUILD_DIR" --target actnn-opt actnn-bench actnn_runtime actnn_unit_tests
