@@ -219,22 +219,27 @@ std::shared_ptr<ModulePrograms> loadPrograms(const c10::intrusive_ptr<c10::ivalu
   return programs;
 }
 
-// One ModulePrograms per compiled class type, built on first use.
+// One ModulePrograms per compiled class type, built on first use. The
+// programs' graphs take the class as their `self` input, so they keep the
+// ClassType alive themselves; an entry goes once the compilation unit that
+// defines the class is gone (every module of that unit dropped), so a
+// process that compiles and drops many modules does not grow.
 std::shared_ptr<ModulePrograms> programsFor(const c10::intrusive_ptr<c10::ivalue::Object>& self) {
+  struct Entry {
+    std::weak_ptr<c10::ClassType> type;
+    std::weak_ptr<torch::jit::CompilationUnit> unit;
+    std::shared_ptr<ModulePrograms> programs;
+  };
   static std::mutex mutex;
-  static std::unordered_map<const c10::ClassType*,
-                            std::pair<std::weak_ptr<c10::ClassType>, std::shared_ptr<ModulePrograms>>>
-      cache;
+  static std::unordered_map<const c10::ClassType*, Entry> cache;
   std::lock_guard<std::mutex> lock(mutex);
   const auto& type = self->type();
   auto it = cache.find(type.get());
-  if (it != cache.end() && it->second.first.lock() == type) return it->second.second;
+  if (it != cache.end() && it->second.type.lock() == type) return it->second.programs;
   auto programs = loadPrograms(self);
-  // Entries of class types that no longer exist (modules compiled and
-  // dropped) go, so a process that compiles many modules does not grow.
   for (auto stale = cache.begin(); stale != cache.end();)
-    stale = stale->second.first.expired() ? cache.erase(stale) : std::next(stale);
-  cache[type.get()] = {type, programs};
+    stale = stale->second.unit.expired() ? cache.erase(stale) : std::next(stale);
+  cache[type.get()] = {type, self->compilation_unit(), programs};
   return programs;
 }
 
