@@ -94,7 +94,7 @@ int bench_soak(int argc, char** argv) {
       m = compile(m, options);
     }
     std::vector<double> at_step, rss, live;
-    int64_t rss_start = 0;
+    int64_t rss_start = residentBytes();  // again after the warm-up, when there is one
     MemoryTracker tracker;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t step = 1; step <= steps; ++step) {
