@@ -319,6 +319,17 @@ void expectSameConfiguration(CompressionState& a, CompressionState& b) {
   }
 }
 
+// The state as an attribute of a module saved and loaded again (its
+// def_pickle, the way a compiled module carries it).
+c10::intrusive_ptr<CompressionState> throughModuleArchive(const c10::intrusive_ptr<CompressionState>& state) {
+  torch::jit::Module holder("Holder");
+  holder.register_attribute("state", torch::getCustomClass("__torch__.torch.classes.actnn.CompressionState"),
+                            c10::IValue(state));
+  std::stringstream archive;
+  holder.save(archive);
+  return torch::jit::load(archive).attr("state").toCustomClass<CompressionState>();
+}
+
 void expectSameStatistics(CompressionState& a, CompressionState& b) {
   EXPECT_EQ(a.dirty, b.dirty);
   ASSERT_EQ(a.sites.size(), b.sites.size());
@@ -353,12 +364,7 @@ c10::intrusive_ptr<CompressionState> solvedState() {
 TEST(CompressionState, PickleRoundTripKeepsTheConfiguration) {
   auto state = solvedState();
   // Through the class's def_pickle, as an attribute of a saved module.
-  torch::jit::Module holder("Holder");
-  holder.register_attribute("state", torch::getCustomClass("__torch__.torch.classes.actnn.CompressionState"),
-                            c10::IValue(state));
-  std::stringstream archive;
-  holder.save(archive);
-  auto loaded = torch::jit::load(archive).attr("state").toCustomClass<CompressionState>();
+  auto loaded = throughModuleArchive(state);
   expectSameConfiguration(*state, *loaded);
   expectSameStatistics(*state, *loaded);
   // Through the pickler alone, the way torch::jit::load reads the class:
@@ -406,12 +412,7 @@ TEST(CompressionState, SavedStatisticsResumeTheSameNextStep) {
   for (int64_t k = 0; k < 3; ++k) state->observeGrad(at::randn({4, 8}, gen), k);
   ASSERT_TRUE(state->dirty);
 
-  torch::jit::Module holder("Holder");
-  holder.register_attribute("state", torch::getCustomClass("__torch__.torch.classes.actnn.CompressionState"),
-                            c10::IValue(state));
-  std::stringstream archive;
-  holder.save(archive);
-  auto loaded = torch::jit::load(archive).attr("state").toCustomClass<CompressionState>();
+  auto loaded = throughModuleArchive(state);
   expectSameStatistics(*state, *loaded);
 
   at::manual_seed(11);
