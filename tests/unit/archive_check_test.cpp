@@ -25,7 +25,13 @@ torch::jit::Module smallModule() {
   return m;
 }
 
-std::string tempPath(const std::string& name) { return ::testing::TempDir() + "/actnn_archive_" + name + ".pt"; }
+// A file under the test temp folder, removed when the test is done.
+struct TempArchive {
+  std::string path;
+  explicit TempArchive(const std::string& name) : path(::testing::TempDir() + "/actnn_archive_" + name + ".pt") {}
+  ~TempArchive() { std::remove(path.c_str()); }
+  operator const std::string&() const { return path; }
+};
 
 // Copies the archive at `from` to `to`, record by record, passing each
 // through `edit` (which may shorten it, or return false to leave it out).
@@ -48,7 +54,7 @@ std::string dataPickle(const std::string& path) {
 }
 
 TEST(ArchiveCheck, FindsEveryStorageOfASavedModule) {
-  const std::string path = tempPath("good");
+  const TempArchive path("good");
   smallModule().save(path);
   const auto storages = pickledStorages(dataPickle(path), "data");
   ASSERT_EQ(storages.size(), 2u);
@@ -61,7 +67,7 @@ TEST(ArchiveCheck, FindsEveryStorageOfASavedModule) {
 }
 
 TEST(ArchiveCheck, ShortOrMissingRecordIsMalformed) {
-  const std::string path = tempPath("source"), shorter = tempPath("short"), missing = tempPath("missing");
+  const TempArchive path("source"), shorter("short"), missing("missing");
   smallModule().save(path);
   const std::string key = pickledStorages(dataPickle(path), "data")[0].key;
   rewrite(path, shorter, [&](const std::string& name, std::string& bytes) {
@@ -74,11 +80,11 @@ TEST(ArchiveCheck, ShortOrMissingRecordIsMalformed) {
   rewrite(path, missing, [&](const std::string& name, std::string&) { return name != "data/" + key; });
   test::expect_error([&] { checkArchive(missing); },
                      "data.pkl refers to a FloatStorage in record data/" + key + ", which the archive lacks");
-  test::expect_error([&] { checkArchive(tempPath("no_such_file")); }, "no_such_file.pt: cannot read the archive:");
+  test::expect_error([&] { checkArchive(TempArchive("no_such_file")); }, "no_such_file.pt: cannot read the archive:");
 }
 
 TEST(ArchiveCheck, DamagedPicklesAreMalformed) {
-  const std::string path = tempPath("pickles");
+  const TempArchive path("pickles");
   smallModule().save(path);
   const std::string good = dataPickle(path);
   test::expect_error([&] { pickledStorages(good.substr(0, good.size() / 2), "data"); },
