@@ -80,12 +80,7 @@ int bench_maxbatch(int argc, char** argv) {
 
   int64_t fp_batch = 0;
   for (const auto& level : levels) {
-    torch::jit::Module m = loadModel(model);
-    if (level != "fp") {
-      Options options;
-      options.level = level;
-      m = compile(m, options);
-    }
+    torch::jit::Module m = modelAtLevel(model, level);
     const int64_t fixed = stateBytes(m);
     std::map<int64_t, Probe> seen;
     auto probe = [&](int64_t b) -> const Probe& {

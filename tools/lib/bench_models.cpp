@@ -141,6 +141,14 @@ torch::jit::Module loadModel(const std::string& name) {
   return m;
 }
 
+torch::jit::Module modelAtLevel(const std::string& name, const std::string& level) {
+  torch::jit::Module m = loadModel(name);
+  if (level == "fp") return m;
+  Options options;
+  options.level = level;
+  return compile(m, options);
+}
+
 void dropGrads(torch::jit::Module& module) {
   for (const auto& p : module.parameters()) p.mutable_grad() = at::Tensor();
 }

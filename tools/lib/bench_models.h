@@ -37,6 +37,9 @@ ModelFlags readModelFlags(const Args& args, bool allow_fp = false);
 // (random weights, train mode) when missing.
 // The models dir is $ACTNN_MODELS_DIR, else the build tree's tests/models.
 torch::jit::Module loadModel(const std::string& name);
+// loadModel(name), compiled at `level` unless it is "fp" (LibTorch autograd
+// on the original module).
+torch::jit::Module modelAtLevel(const std::string& name, const std::string& level);
 
 // Compile options for a level name of the quality suites (gradients,
 // accuracy): "L0".."L5", or "L1-biased".."L5-biased", the level's pipeline

@@ -87,12 +87,7 @@ int bench_soak(int argc, char** argv) {
     }
   }
   for (const auto& level : levels) {
-    torch::jit::Module m = loadModel(model);
-    if (level != "fp") {
-      Options options;
-      options.level = level;
-      m = compile(m, options);
-    }
+    torch::jit::Module m = modelAtLevel(model, level);
     std::vector<double> at_step, rss, live;
     int64_t rss_start = residentBytes();  // again after the warm-up, when there is one
     MemoryTracker tracker;

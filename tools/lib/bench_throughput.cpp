@@ -71,13 +71,7 @@ int bench_throughput(int argc, char** argv) {
   }
   std::vector<torch::jit::Module> modules;
   for (const auto& level : levels) {
-    torch::jit::Module m = loadModel(model);
-    if (level != "fp") {
-      Options options;
-      options.level = level;  // throws naming an unknown level
-      m = compile(m, options);
-    }
-    modules.push_back(m);
+    modules.push_back(modelAtLevel(model, level));  // throws naming an unknown level
   }
   for (int64_t batch : batches) {
     at::manual_seed(0);
