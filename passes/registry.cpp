@@ -73,6 +73,11 @@ std::vector<PipelineStep> parsePipeline(const std::string& text) {
       if (j < text.size() && text[j] != ',')
         throw CompileError("expected ',' after '}' in pipeline '" + text + "'");
     }
+    try {
+      step.pass->checkOptions();
+    } catch (const CompileError& e) {
+      throw CompileError("error: " + flag + ": " + e.what());
+    }
     steps.push_back(std::move(step));
     i = j + 1;
   }
@@ -133,6 +138,7 @@ void runPipeline(std::vector<PipelineStep>& steps, TrainingIR& ir,
   for (auto& step : steps) {
     Diagnostics diag;
     try {
+      step.pass->checkOptions();
       step.pass->run(ir, diag);
     } catch (const c10::Error& e) {
       const std::string what = e.what_without_backtrace();

@@ -685,6 +685,10 @@ class Autodiff : public Pass {
     options_.declare("fallback", "true",
                      "a node with no derivative rule runs under LibTorch autograd (false: an error, as --no-fallback)");
   }
+  void checkOptions() const override {
+    options_.boolean("input-grads");  // each throws naming its option
+    options_.boolean("fallback");
+  }
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     if (ir.forward) return false;
     if (!ir.lowered) {

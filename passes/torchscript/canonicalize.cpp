@@ -698,12 +698,14 @@ class Canonicalize : public Pass {
                      "keep|remove branches that only raise (shape asserts) in the forward graph");
   }
 
+  void checkOptions() const override {
+    const std::string& checks = options_.str("shape-checks");
+    if (checks != "keep" && checks != "remove")
+      throw CompileError("option shape-checks expects keep or remove, got '" + checks + "'");
+  }
+
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     const std::string& checks = options_.str("shape-checks");
-    if (checks != "keep" && checks != "remove") {
-      diag.error("option shape-checks expects keep or remove, got '" + checks + "'");
-      return false;
-    }
     auto& graph = ir.graph;
     bool any = false;
     // Each round can unlock the next (ViT folds one encoder layer's rank

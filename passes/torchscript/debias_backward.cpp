@@ -252,6 +252,7 @@ class DebiasBackward : public Pass {
                      "all | none | reader kinds joined by '+' (batch-norm, layer-norm, group-norm, softmax, tanh, "
                      "sigmoid, gelu, silu): which backward readers are corrected");
   }
+  void checkOptions() const override { selectedReaders(options_.str("readers")); }
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     const std::set<c10::Symbol> selected = selectedReaders(options_.str("readers"));
     if (!ir.backward || !ir.compression) {

@@ -98,26 +98,14 @@ c10::optional<MaskReader> maskReader(Node* n, size_t offset, const Value* saved)
 
 class Rewriter {
  public:
-  Rewriter(TrainingIR& ir, const PassOptions& options, Diagnostics& diag)
-      : ir_(ir), f_(*ir.forward), b_(*ir.backward) {
-    const std::string& only = options.str("only");
-    if (only != "all" && only != "conv-inputs") diag.error("option only expects all or conv-inputs, got '" + only + "'");
+  // The options were checked (checkCompressionOptions) before the pass ran.
+  Rewriter(TrainingIR& ir, const PassOptions& options) : ir_(ir), f_(*ir.forward), b_(*ir.backward) {
     mixed_ = options.boolean("mixed");
     masks_ = options.boolean("masks");
-    conv_only_ = only == "conv-inputs";
+    conv_only_ = options.str("only") == "conv-inputs";
     group_size_ = options.integer("group-size");
-    if (group_size_ <= 0 || group_size_ % 32 != 0)
-      diag.error("option group-size must be a positive multiple of 32, got " + std::to_string(group_size_));
     softmax_floor_ = options.integer("softmax-floor");
-    if (!(softmax_floor_ == 1 || softmax_floor_ == 2 || softmax_floor_ == 4 || softmax_floor_ == 8))
-      diag.error("option softmax-floor must be 1, 2, 4 or 8, got " + options.str("softmax-floor"));
-    const std::string& bits = options.str("bits");
-    budget_ = options.number("bits");  // throws naming the option
-    if (mixed_ ? !(budget_ >= 1 && budget_ <= 8)
-                      : !(budget_ == 1 || budget_ == 2 || budget_ == 4 || budget_ == 8)) {
-      diag.error(mixed_ ? "option bits (the mixed-precision budget) must be in [1, 8], got " + bits
-                        : "option bits must be 1, 2, 4 or 8 (or any budget in [1, 8] with mixed=true), got " + bits);
-    }
+    budget_ = options.number("bits");
   }
 
   void run() {
@@ -455,6 +443,26 @@ class InsertCompression : public Pass {
     options_.declare("softmax-floor", "4", "fewest bits (1, 2, 4, 8) a softmax output gets under mixed precision");
   }
 
+  void checkOptions() const override {
+    const std::string& only = options_.str("only");
+    if (only != "all" && only != "conv-inputs")
+      throw CompileError("option only expects all or conv-inputs, got '" + only + "'");
+    const bool mixed = options_.boolean("mixed");  // throws naming the option
+    options_.boolean("masks");
+    const int64_t group_size = options_.integer("group-size");
+    if (group_size <= 0 || group_size % 32 != 0)
+      throw CompileError("option group-size must be a positive multiple of 32, got " + std::to_string(group_size));
+    const int64_t floor = options_.integer("softmax-floor");
+    if (!(floor == 1 || floor == 2 || floor == 4 || floor == 8))
+      throw CompileError("option softmax-floor must be 1, 2, 4 or 8, got " + options_.str("softmax-floor"));
+    const std::string& bits = options_.str("bits");
+    const double budget = options_.number("bits");
+    if (mixed ? !(budget >= 1 && budget <= 8) : !(budget == 1 || budget == 2 || budget == 4 || budget == 8))
+      throw CompileError(mixed ? "option bits (the mixed-precision budget) must be in [1, 8], got " + bits
+                               : "option bits must be 1, 2, 4 or 8 (or any budget in [1, 8] with mixed=true), got " +
+                                     bits);
+  }
+
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     if (!ir.forward) {
       diag.error("the pipeline has no training graphs yet; run autodiff and saved-set first");
@@ -468,8 +476,7 @@ class InsertCompression : public Pass {
       diag.error("the saved set is not classified; run saved-set first");
       return false;
     }
-    Rewriter rewriter(ir, options_, diag);
-    if (diag.hasErrors()) return false;
+    Rewriter rewriter(ir, options_);
     rewriter.run();
     for (auto* g : {&ir.forward, &ir.backward}) {
       torch::jit::EliminateCommonSubexpression(*g);

@@ -67,6 +67,12 @@ class PlanMemory : public Pass {
  public:
   PlanMemory() { options_.declare("alignment", "64", "byte alignment of every slot (a power of two)"); }
 
+  void checkOptions() const override {
+    const int64_t alignment = options_.integer("alignment");
+    if (alignment < 8 || (alignment & (alignment - 1)) != 0)
+      throw CompileError("option alignment must be a power of two >= 8, got " + std::to_string(alignment));
+  }
+
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     if (!ir.forward || !ir.compression) {
       diag.error("nothing is packed yet; run insert-compression (and schedule-swap) first");
@@ -77,10 +83,6 @@ class PlanMemory : public Pass {
       return false;
     }
     const int64_t alignment = options_.integer("alignment");
-    if (alignment < 8 || (alignment & (alignment - 1)) != 0) {
-      diag.error("option alignment must be a power of two >= 8, got " + std::to_string(alignment));
-      return false;
-    }
     Graph& f = *ir.forward;
     Graph& b = *ir.backward;
     Timeline time(f, b);

@@ -186,16 +186,17 @@ class ReuseBuffers : public Pass {
                      "CPU convolution backward over batch slices of at most this many input bytes (0: whole batch)");
   }
 
+  void checkOptions() const override {
+    const int64_t chunk_bytes = options_.integer("chunk-bytes");
+    if (chunk_bytes < 0) throw CompileError("option chunk-bytes must be >= 0, got " + std::to_string(chunk_bytes));
+  }
+
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     if (!ir.backward || !ir.compression) {
       diag.error("nothing is dequantized in B yet; run insert-compression first");
       return false;
     }
     const int64_t chunk_bytes = options_.integer("chunk-bytes");
-    if (chunk_bytes < 0) {
-      diag.error("option chunk-bytes must be >= 0, got " + std::to_string(chunk_bytes));
-      return false;
-    }
     Block* block = ir.backward->block();
     std::vector<Node*> convs, norms, sums;
     for (Node* n : block->nodes()) {

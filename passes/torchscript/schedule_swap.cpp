@@ -55,6 +55,11 @@ class ScheduleSwap : public Pass {
     options_.declare("prefetch", "2", "how many fetches ahead of its first use a value starts coming back (>= 0)");
   }
 
+  void checkOptions() const override {
+    const int64_t prefetch = options_.integer("prefetch");
+    if (prefetch < 0) throw CompileError("option prefetch must be >= 0, got " + std::to_string(prefetch));
+  }
+
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     if (!ir.forward || !ir.compression) {
       diag.error("nothing is packed yet; run insert-compression first");
@@ -65,10 +70,6 @@ class ScheduleSwap : public Pass {
       return false;
     }
     const int64_t prefetch = options_.integer("prefetch");
-    if (prefetch < 0) {
-      diag.error("option prefetch must be >= 0, got " + std::to_string(prefetch));
-      return false;
-    }
     auto& f = *ir.forward;
     auto& b = *ir.backward;
     for (Node* n : f.nodes())

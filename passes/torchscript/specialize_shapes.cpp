@@ -340,6 +340,20 @@ class SpecializeShapes : public Pass {
     options_.declare("shapes", "", "sizes (and dtypes) of the forward inputs, NAME:DIMxDIM...[:DTYPE];NAME:...");
   }
 
+  // The syntax; whether the names are forward inputs of the right rank and
+  // dtype is the graph's business (run).
+  void checkOptions() const override {
+    Diagnostics diag;
+    const auto shapes = parseShapes(options_.str("shapes"), diag);
+    if (diag.hasErrors()) {
+      std::string all;
+      for (const auto& e : diag.errors()) all += (all.empty() ? "" : "; ") + e;
+      throw CompileError(all);
+    }
+    if (shapes.empty())
+      throw CompileError("option shapes is empty; give the forward inputs' sizes, e.g. shapes=x:2x3x224x224");
+  }
+
   bool run(TrainingIR& ir, Diagnostics& diag) override {
     if (!ir.lowered) {
       diag.error("the module is not lowered yet; run lower-module first");
@@ -349,12 +363,7 @@ class SpecializeShapes : public Pass {
       diag.error("autodiff has run; shapes must be specialized before it");
       return false;
     }
-    const auto shapes = parseShapes(options_.str("shapes"), diag);
-    if (diag.hasErrors()) return false;
-    if (shapes.empty()) {
-      diag.error("option shapes is empty; give the forward inputs' sizes, e.g. shapes=x:2x3x224x224");
-      return false;
-    }
+    const auto shapes = parseShapes(options_.str("shapes"), diag);  // checked by checkOptions
     torch::jit::Graph& graph = *ir.graph;
     std::string names;
     for (const auto& in : ir.inputs)

@@ -398,7 +398,9 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     writeOutputOr(output, out, [&](std::ostream& os) { printIR(os, ir, emit); });
     return 0;
   } catch (const UsageError& e) {
-    err << "actnn-opt: error: " << e.what() << "\n";
+    // A pass's option check reads "error: <pass>: ..." already.
+    const std::string what = e.what();
+    err << "actnn-opt: " << (what.rfind("error: ", 0) == 0 ? "" : "error: ") << what << "\n";
     return 2;
   } catch (const OutputError& e) {
     err << "actnn-opt: error: " << e.what() << "\n";

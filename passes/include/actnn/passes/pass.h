@@ -77,6 +77,12 @@ class Pass {
   virtual ~Pass() = default;
   // Returns true if the IR changed. User errors go to `diag`.
   virtual bool run(TrainingIR& ir, Diagnostics& diag) = 0;
+  // Throws CompileError naming the option when a value (or a combination of
+  // values) is one `run` could not accept. parsePipeline calls it once the
+  // options are set, before any input is read, so a bad value is a bad
+  // command line (actnn-opt exit 2); runPipeline calls it again before `run`
+  // for passes set up by hand.
+  virtual void checkOptions() const {}
   PassOptions& options() { return options_; }
   const PassOptions& options() const { return options_; }
 
