@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <regex>
 #include <sstream>
 #include <unordered_map>
 
@@ -72,6 +73,22 @@ std::string passList() {
     }
   }
   return out.str();
+}
+
+// LibTorch's loader and parser check what they read with internal
+// assertions, whose message asks the user to report a bug to PyTorch. Raised
+// while reading a user's file they mean the file is malformed: said so, with
+// the check and where it is.
+std::string libtorchMessage(const c10::Error& e) {
+  static const std::regex assertion(
+      R"re(^(.*) INTERNAL ASSERT FAILED at "([^"]*)":([0-9]+), please report a bug to PyTorch\.? ?)re");
+  const std::string what = e.what_without_backtrace();
+  std::smatch m;
+  if (!std::regex_search(what, m, assertion)) return what;
+  std::string file = m[2].str();
+  file = file.substr(file.rfind('/') + 1);
+  return "LibTorch's check '" + m[1].str() + "' failed (" + file + ":" + m[3].str() + ") reading it" +
+         (m.suffix().length() ? ": " + m.suffix().str() : std::string());
 }
 
 bool endsWith(const std::string& s, const std::string& suffix) {
@@ -135,7 +152,7 @@ TrainingIR load(const std::string& path) {
     try {
       return TrainingIR::fromModule(torch::jit::load(path));
     } catch (const c10::Error& e) {
-      throw CompileError(path + ": not a loadable TorchScript archive: " + e.what_without_backtrace());
+      throw CompileError(path + ": not a loadable TorchScript archive: " + libtorchMessage(e));
     } catch (const CompileError&) {
       throw;
     } catch (const std::exception& e) {  // the TorchScript compiler's ErrorReport on archived code
@@ -162,7 +179,7 @@ TrainingIR load(const std::string& path) {
   try {
     torch::jit::parseIR(text, graph.get());
   } catch (const c10::Error& e) {  // the parser's message, not LibTorch's C++ backtrace
-    throw CompileError(path + ": cannot parse TorchScript graph text: " + e.what_without_backtrace());
+    throw CompileError(path + ": cannot parse TorchScript graph text: " + libtorchMessage(e));
   } catch (const std::exception& e) {
     throw CompileError(path + ": cannot parse TorchScript graph text: " + e.what());
   }
@@ -414,7 +431,16 @@ int optMain(int argc, char** argv, std::ostream& out, std::ostream& err) {
     err << "actnn-opt: " << (what.rfind("error: ", 0) == 0 ? "" : "error: ") << what << "\n";
     return 1;
   } catch (const c10::Error& e) {
-    err << "actnn-opt: error: " << e.what_without_backtrace() << "\n";
+    // Past the readers (which rephrase them) and the passes (InternalError),
+    // a failed LibTorch assertion is a bug of ours, not the input's.
+    const std::string what = e.what_without_backtrace();
+    if (what.find("INTERNAL ASSERT FAILED") != std::string::npos) {
+      err << "actnn-opt: internal error: a LibTorch assertion failed (a bug in actnn; please report it with the "
+             "input): "
+          << what.substr(0, what.find('\n')) << "\n";
+      return 3;
+    }
+    err << "actnn-opt: error: " << what << "\n";
     return 1;
   } catch (const std::exception& e) {
     err << "actnn-opt: error: " << e.what() << "\n";

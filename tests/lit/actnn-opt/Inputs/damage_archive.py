@@ -7,7 +7,9 @@ MODE: truncate-record (the largest tensor record cut to half its bytes),
 drop-record (that record left out), truncate-pickle (data.pkl cut in half),
 bad-opcode (data.pkl's first opcode after PROTO replaced by 0xff),
 rename-constant (a class's `__buffers__ = []` renamed to `training = []` in
-its code, which crashes LibTorch 1.13's loader)."""
+its code, which crashes LibTorch 1.13's loader), untyped-attribute (a class
+attribute's `: Final[int]` annotation becomes `8 Final[int]`, which fails an
+internal assertion of LibTorch 1.13's parser)."""
 import sys
 import zipfile
 
@@ -34,9 +36,12 @@ def main():
             elif mode == "rename-constant" and not renamed and name.endswith(".py") and b"__buffers__ = []" in data:
                 data = data.replace(b"__buffers__ = []", b"training = []", 1)
                 renamed = True
+            elif mode == "untyped-attribute" and not renamed and name.endswith(".py") and b" : Final[int]" in data:
+                data = data.replace(b" : Final[int]", b" 8 Final[int]", 1)
+                renamed = True
             zout.writestr(info, data)
-    if mode == "rename-constant" and not renamed:
-        sys.exit("damage_archive: no `__buffers__ = []` to rename in " + src)
+    if mode in ("rename-constant", "untyped-attribute") and not renamed:
+        sys.exit(f"damage_archive: nothing for {mode} in " + src)
 
 
 if __name__ == "__main__":
