@@ -26,23 +26,30 @@ std::string nodeText(const torch::jit::Node* n) {
 // What the passes assume of every node and LibTorch does not check when it
 // parses graph text (its own checks are internal asserts, or none: a
 // prim::GetAttr without an object crashes constant propagation).
+// A node of an op LibTorch knows only by its registered overloads must match
+// one of them: alias analysis, which every pass runs, asserts otherwise.
+void requireSchema(const torch::jit::Node* n) {
+  const c10::Symbol kind = n->kind();
+  const auto& overloads = torch::jit::getAllOperatorsFor(kind);
+  if (overloads.empty()) invalid(n, "no operator " + std::string(kind.toQualString()) + " is registered");
+  if (!n->maybeSchema()) {
+    std::string schemas;
+    for (const auto& op : overloads) {
+      std::ostringstream os;
+      os << op->schema();
+      schemas += "\n  " + os.str();
+    }
+    invalid(n, "its operands (" + std::to_string(n->inputs().size()) + ") and their types match no schema of " +
+                   kind.toQualString() + ":" + schemas);
+  }
+}
+
 void lintBlock(const torch::jit::Block* block) {
   for (const torch::jit::Node* n : block->nodes()) {
     const c10::Symbol kind = n->kind();
     const std::string ns = kind.ns().toUnqualString();
     if (ns == "aten" || ns == "actnn") {
-      const auto& overloads = torch::jit::getAllOperatorsFor(kind);
-      if (overloads.empty()) invalid(n, "no operator " + std::string(kind.toQualString()) + " is registered");
-      if (!n->maybeSchema()) {
-        std::string schemas;
-        for (const auto& op : overloads) {
-          std::ostringstream os;
-          os << op->schema();
-          schemas += "\n  " + os.str();
-        }
-        invalid(n, "its operands (" + std::to_string(n->inputs().size()) + ") and their types match no schema of " +
-                       kind.toQualString() + ":" + schemas);
-      }
+      requireSchema(n);
     } else if (kind == c10::prim::GetAttr || kind == c10::prim::SetAttr) {
       const size_t operands = kind == c10::prim::GetAttr ? 1 : 2;
       if (n->inputs().size() != operands || !n->hasAttribute(c10::attr::name))
@@ -61,6 +68,8 @@ void lintBlock(const torch::jit::Block* block) {
     } else if (kind == c10::prim::Loop) {
       if (n->inputs().size() < 2 || n->blocks().size() != 1)
         invalid(n, "prim::Loop takes a trip count and a condition and has one block");
+    } else if (!torch::jit::aliasAnalysisHasSpecialCaseFor(kind)) {  // prim::LiCstonstruct, a mistyped op
+      requireSchema(n);
     }
     for (const torch::jit::Block* b : n->blocks()) lintBlock(b);
   }
