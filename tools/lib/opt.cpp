@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <unordered_map>
@@ -106,27 +107,60 @@ std::string readFile(const std::string& path) {
 // Untrusted archives: records checked against the pickles (checkArchive),
 // then one load and re-save in a child process, so that code or debug
 // records that crash LibTorch's own loader end the child, not actnn-opt. A
-// child that fails with an exception (exit status kChildThrew) is left to
-// the real load below, which reports it; any other ending but 0 — a signal,
-// or a sanitizer's report and exit — is a crash.
-void loadInChildProcess(const std::string& path) {
+// child whose load throws sends the message through a pipe and exits with
+// kChildThrew: even the message can be fatal (a TorchScript ErrorReport
+// renders its source lazily in what(), from the debug records; a corrupted
+// one throws there, inside a noexcept function: std::terminate), so the
+// parent reports it without loading the archive itself. Any other ending
+// but 0 — a signal, or a sanitizer's report and exit — is a crash. Returns
+// the loader's message when it refused the archive, nothing when the child
+// loaded and saved it (or no child could be had: the caller's own load then
+// runs unguarded).
+std::optional<std::string> loadInChildProcess(const std::string& path) {
   constexpr int kChildThrew = 86;
+  int message[2];
+  if (pipe(message) != 0) return std::nullopt;
   std::cout.flush();
   std::cerr.flush();
   const pid_t pid = fork();
-  if (pid < 0) return;  // no child to be had: the load below runs unguarded
+  if (pid < 0) {
+    close(message[0]);
+    close(message[1]);
+    return std::nullopt;
+  }
   if (pid == 0) {
+    close(message[0]);
     const int null = open("/dev/null", O_WRONLY);
     if (null >= 0) dup2(null, STDERR_FILENO);
+    std::string text;
     try {
       torch::jit::Module m = torch::jit::load(path);
       std::ostringstream sink;
       m.save(sink);
+      _exit(0);
+    } catch (const c10::Error& e) {
+      text = libtorchMessage(e);
+    } catch (const std::exception& e) {
+      text = e.what();
     } catch (...) {
-      _exit(kChildThrew);
+      text = "an exception that is not a std::exception";
     }
-    _exit(0);
+    for (size_t done = 0; done < text.size();) {
+      const ssize_t n = write(message[1], text.data() + done, text.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    _exit(kChildThrew);
   }
+  close(message[1]);
+  std::string text;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = read(message[0], buffer, sizeof buffer);
+    if (n > 0) text.append(buffer, static_cast<size_t>(n));
+    else if (n == 0 || errno != EINTR) break;
+  }
+  close(message[0]);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -134,9 +168,11 @@ void loadInChildProcess(const std::string& path) {
     throw CompileError(path + ": the archive is malformed: LibTorch's loader died of signal " +
                        std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) +
                        ") loading and saving it in a child process");
-  if (WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != kChildThrew)
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kChildThrew) return text;
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
     throw CompileError(path + ": the archive is malformed: LibTorch's loader ended with exit status " +
                        std::to_string(WEXITSTATUS(status)) + " loading and saving it in a child process");
+  return std::nullopt;
 }
 
 TrainingIR load(const std::string& path) {
@@ -148,7 +184,8 @@ TrainingIR load(const std::string& path) {
     } catch (const std::runtime_error& e) {
       throw CompileError(e.what());
     }
-    loadInChildProcess(path);
+    if (const auto refused = loadInChildProcess(path))
+      throw CompileError(path + ": not a loadable TorchScript archive: " + *refused);
     try {
       return TrainingIR::fromModule(torch::jit::load(path));
     } catch (const c10::Error& e) {
