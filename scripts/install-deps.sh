@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev libonnx-dev libprotobuf-dev protobuf-compiler
-  libgtest-dev llvm-14-tools zlib1g-dev
+  libgtest-dev llvm-14-tools zlib1g-dev clang-14 libclang-rt-14-dev
   python3-torch python3-torchvision python3-venv python3-pip python3-pytest
   dataset-fashion-mnist libonnx-testdata
   "$@"
