@@ -75,8 +75,7 @@ int bench_maxbatch(int argc, char** argv) {
   const int64_t channels = args.integer("channels");
   if (channels < 1) throw UsageError("--channels must be positive");
   const std::vector<std::string> levels = splitList(args.str("levels"));
-  for (const auto& level : levels)
-    if (level != "fp") levelPipeline(level);
+  checkLevels(levels, true);  // an unknown level fails before any search
 
   int64_t fp_batch = 0;
   for (const auto& level : levels) {

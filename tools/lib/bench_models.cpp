@@ -49,10 +49,27 @@ ModelFlags readModelFlags(const Args& args, bool allow_fp) {
   const int64_t threads = args.integer("threads");
   if (f.batch < 1 || f.image < 1 || f.channels < 1)
     throw UsageError("--batch, --image and --channels must be positive");
-  if (!(allow_fp && f.level == "fp")) levelPipeline(f.level);
-  if (!f.passes.empty()) parsePipeline(f.passes);
+  checkLevels({f.level}, allow_fp);
+  if (!f.passes.empty()) {
+    try {
+      parsePipeline(f.passes);
+    } catch (const CompileError& e) {
+      throw UsageError(e.what());
+    }
+  }
   setThreads(threads);
   return f;
+}
+
+void checkLevels(const std::vector<std::string>& levels, bool allow_fp) {
+  for (const auto& level : levels) {
+    if (allow_fp && level == "fp") continue;
+    try {
+      levelPipeline(level);
+    } catch (const CompileError& e) {
+      throw UsageError(e.what());
+    }
+  }
 }
 
 Options ModelFlags::options() const {

@@ -59,6 +59,9 @@ void setThreads(int64_t threads);
 int64_t stateBytes(const torch::jit::Module& m);
 // "a,b,c" -> {a, b, c}
 std::vector<std::string> splitList(const std::string& text);
+// Throws UsageError (exit 2, before any work) for a level the registry does
+// not know; "fp" (plain LibTorch autograd) passes when allowed.
+void checkLevels(const std::vector<std::string>& levels, bool allow_fp);
 
 // Drops the parameters' gradients (each step then allocates them anew).
 void dropGrads(torch::jit::Module& module);

@@ -78,14 +78,7 @@ int bench_soak(int argc, char** argv) {
                      " steps)");
   setThreads(args.integer("threads"));
   const auto levels = splitList(args.str("levels"));
-  for (const auto& level : levels) {
-    if (level == "fp") continue;
-    try {
-      levelPipeline(level);  // an unknown level fails before any training
-    } catch (const std::exception& e) {
-      throw UsageError(e.what());
-    }
-  }
+  checkLevels(levels, true);  // an unknown level fails before any training
   for (const auto& level : levels) {
     torch::jit::Module m = modelAtLevel(model, level);
     std::vector<double> at_step, rss, live;
