@@ -44,8 +44,34 @@ void requireSchema(const torch::jit::Node* n) {
   }
 }
 
+// A value whose type still holds a type variable (`%x : a`) is no program
+// LibTorch can run; alias analysis asserts on the first op that reads one.
+// `n` is the node that declares the values; none for the graph's inputs.
+void requireConcreteTypes(const torch::jit::Node* n, at::ArrayRef<const torch::jit::Value*> values,
+                          const char* what) {
+  for (const torch::jit::Value* v : values) {
+    if (!v->type()->hasFreeVariables()) continue;
+    const std::string why = std::string(what) + " %" + v->debugName() + " has type " + v->type()->repr_str() +
+                            ", which holds a type variable";
+    if (!n) throw CompileError("the graph text is not valid IR: " + why);
+    invalid(n, why);
+  }
+}
+
+// What flows into a block's parameters and out of its results must fit the
+// types declared there (graph text can declare anything).
+void requireSubtypes(const torch::jit::Node* n, at::ArrayRef<const torch::jit::Value*> from,
+                     at::ArrayRef<const torch::jit::Value*> to, const char* what) {
+  for (size_t i = 0; i < from.size() && i < to.size(); ++i)
+    if (!from[i]->type()->isSubtypeOf(*to[i]->type()))
+      invalid(n, std::string(what) + " " + std::to_string(i) + " has type " + from[i]->type()->repr_str() +
+                     " where " + to[i]->type()->repr_str() + " is declared");
+}
+
 void lintBlock(const torch::jit::Block* block) {
+  requireConcreteTypes(block->owningNode(), block->inputs(), block->owningNode() ? "the block parameter" : "the input");
   for (const torch::jit::Node* n : block->nodes()) {
+    requireConcreteTypes(n, n->outputs(), "the result");
     const c10::Symbol kind = n->kind();
     const std::string ns = kind.ns().toUnqualString();
     if (ns == "aten" || ns == "actnn") {
@@ -65,9 +91,18 @@ void lintBlock(const torch::jit::Block* block) {
     } else if (kind == c10::prim::If) {
       if (n->inputs().size() != 1 || n->blocks().size() != 2 || !n->input(0)->type()->cast<c10::BoolType>())
         invalid(n, "prim::If takes one bool condition and has two blocks");
+      for (const torch::jit::Block* b : n->blocks()) requireSubtypes(n, b->outputs(), n->outputs(), "branch result");
     } else if (kind == c10::prim::Loop) {
       if (n->inputs().size() < 2 || n->blocks().size() != 1)
         invalid(n, "prim::Loop takes a trip count and a condition and has one block");
+      const torch::jit::Block* body = n->blocks()[0];
+      if (body->inputs().empty() || body->outputs().empty())
+        invalid(n, "prim::Loop's body takes the iteration number and returns the condition first");
+      // inputs: trip count, condition, carried values; body parameters: the
+      // iteration, carried values; body results: condition, carried values.
+      requireSubtypes(n, n->inputs().slice(2), body->inputs().slice(1), "carried value");
+      requireSubtypes(n, body->outputs().slice(1), body->inputs().slice(1), "the body's carried result");
+      requireSubtypes(n, body->outputs().slice(1), n->outputs(), "the body's carried result");
     } else if (!torch::jit::aliasAnalysisHasSpecialCaseFor(kind)) {  // prim::LiCstonstruct, a mistyped op
       requireSchema(n);
     }
