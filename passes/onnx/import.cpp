@@ -554,7 +554,40 @@ int64_t defaultOpset(const ::onnx::ModelProto& model) {
   return 0;
 }
 
+namespace {
+
+// libonnx 1.12's shape inference divides by these attributes without checking
+// them (a Conv with a stride of 0 is SIGFPE in convPoolShapeInference: the
+// mutation campaign's finding), and its checker does not look at values.
+// Checked here, in subgraphs too, before any shape inference runs.
+void checkDivisorAttributes(const ::onnx::GraphProto& g, const std::string& origin) {
+  static const std::unordered_set<std::string> windowed = {"Conv",    "ConvTranspose", "ConvInteger", "QLinearConv",
+                                                           "MaxPool", "AveragePool",   "LpPool",      "MaxUnpool"};
+  for (int i = 0; i < g.node_size(); ++i) {
+    const ::onnx::NodeProto& node = g.node(i);
+    const bool default_domain = node.domain().empty() || node.domain() == "ai.onnx";
+    const std::string where = origin + ": node " + std::to_string(i) +
+                              (node.name().empty() ? "" : " '" + node.name() + "'") + " (op " + node.op_type() + ")";
+    for (const auto& a : node.attribute()) {
+      if (default_domain && windowed.count(node.op_type())) {
+        const bool sizes = a.name() == "strides" || a.name() == "dilations" || a.name() == "kernel_shape";
+        for (int64_t v : a.ints())
+          if (sizes && v < 1)
+            throw ImportError(where + ": attribute " + a.name() + " holds " + std::to_string(v) +
+                              "; each entry must be at least 1");
+        if (a.name() == "group" && a.i() < 1)
+          throw ImportError(where + ": attribute group is " + std::to_string(a.i()) + "; it must be at least 1");
+      }
+      if (a.has_g()) checkDivisorAttributes(a.g(), origin);
+      for (const auto& sub : a.graphs()) checkDivisorAttributes(sub, origin);
+    }
+  }
+}
+
+}  // namespace
+
 void checkModel(const ::onnx::ModelProto& model, const std::string& origin) {
+  checkDivisorAttributes(model.graph(), origin);
   try {
     ::onnx::checker::check_model(model);
   } catch (const std::exception& e) {
