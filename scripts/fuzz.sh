@@ -37,7 +37,7 @@ run() {
   local log=$1
   shift
   if "$@" > "$log" 2>&1; then
-    grep -E '^(INFO: seed corpus|#[0-9]+ *(INITED|DONE))|stat::(number_of_executed_units|peak_rss)' "$log" | tail -n 4
+    grep -E '^(INFO: seed corpus|#[0-9]+ *(INITED|DONE))|stat::(number_of_executed_units|peak_rss)' "$log" | tail -n 4 || true
   else
     tail -n 150 "$log"
     echo "fuzz: FINDING (whole log: $log; the input: $BUILD_DIR/findings/)"
