@@ -263,7 +263,10 @@ def load(path):
     it to new input sizes (the compiler is loaded with this package). The
     archive's tensor records are checked against the storages its pickles
     declare first (actnn/runtime/archive_check.h): a truncated record raises
-    ValueError ("the archive is malformed: ...") instead of loading garbage."""
+    ValueError ("the archive is malformed: ...") instead of loading garbage.
+    Damaged code or debug records can still crash LibTorch's own loader in
+    this process (as they crash torch.jit.load): load an archive you do not
+    trust in a child process first, or run it through actnn-opt, which does."""
     path = os.fspath(path)
     try:
         torch.ops.actnn.check_archive(path)
