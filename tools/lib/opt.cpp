@@ -6,13 +6,17 @@
 #include <torch/csrc/jit/serialization/import.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <regex>
@@ -104,19 +108,21 @@ std::string readFile(const std::string& path) {
   return s.str();
 }
 
-// Untrusted archives: records checked against the pickles (checkArchive),
-// then one load and re-save in a child process, so that code or debug
-// records that crash LibTorch's own loader end the child, not actnn-opt. A
-// child whose load throws sends the message through a pipe and exits with
-// kChildThrew: even the message can be fatal (a TorchScript ErrorReport
-// renders its source lazily in what(), from the debug records; a corrupted
-// one throws there, inside a noexcept function: std::terminate), so the
-// parent reports it without loading the archive itself. Any other ending
-// but 0 — a signal, or a sanitizer's report and exit — is a crash. Returns
-// the loader's message when it refused the archive, nothing when the child
-// loaded and saved it (or no child could be had: the caller's own load then
-// runs unguarded).
-std::optional<std::string> loadInChildProcess(const std::string& path) {
+// LibTorch's readers are not safe on hostile input: code or debug records
+// of an archive can crash its loader, and some malformed graph text makes its
+// parser loop forever (`annotate(List[a[b]()`: libFuzzer's finding). So
+// actnn-opt runs the reader once in a child process first. A child whose
+// reader throws sends the message through a pipe and exits with kChildThrew:
+// even the message can be fatal (a TorchScript ErrorReport renders its source
+// lazily in what(), from the debug records; a corrupted one throws there,
+// inside a noexcept function: std::terminate), so the parent reports it
+// without reading the input itself. Any other ending but 0 — a signal, a
+// sanitizer's report and exit, or `seconds` passing (the child is killed) —
+// is reported as `what` failing. Returns the reader's message when it
+// refused the input, nothing when the child read it (or no child could be
+// had: the caller's own read then runs unguarded).
+std::optional<std::string> readInChildProcess(const std::string& what, int seconds,
+                                              const std::function<void()>& reader) {
   constexpr int kChildThrew = 86;
   int message[2];
   if (pipe(message) != 0) return std::nullopt;
@@ -134,9 +140,7 @@ std::optional<std::string> loadInChildProcess(const std::string& path) {
     if (null >= 0) dup2(null, STDERR_FILENO);
     std::string text;
     try {
-      torch::jit::Module m = torch::jit::load(path);
-      std::ostringstream sink;
-      m.save(sink);
+      reader();
       _exit(0);
     } catch (const c10::Error& e) {
       text = libtorchMessage(e);
@@ -154,8 +158,22 @@ std::optional<std::string> loadInChildProcess(const std::string& path) {
   }
   close(message[1]);
   std::string text;
-  char buffer[4096];
+  bool timed_out = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd ready{message[0], POLLIN, 0};
+    const int polled = poll(&ready, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (polled == 0) {
+      timed_out = true;
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (polled < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    char buffer[4096];
     const ssize_t n = read(message[0], buffer, sizeof buffer);
     if (n > 0) text.append(buffer, static_cast<size_t>(n));
     else if (n == 0 || errno != EINTR) break;
@@ -164,15 +182,26 @@ std::optional<std::string> loadInChildProcess(const std::string& path) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  if (timed_out)
+    throw CompileError(what + " did not finish within " + std::to_string(seconds) +
+                       " s in a child process (LibTorch's reader loops on some malformed input)");
   if (WIFSIGNALED(status))
-    throw CompileError(path + ": the archive is malformed: LibTorch's loader died of signal " +
-                       std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) +
-                       ") loading and saving it in a child process");
+    throw CompileError(what + " died of signal " + std::to_string(WTERMSIG(status)) + " (" +
+                       strsignal(WTERMSIG(status)) + ") in a child process");
   if (WIFEXITED(status) && WEXITSTATUS(status) == kChildThrew) return text;
   if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
-    throw CompileError(path + ": the archive is malformed: LibTorch's loader ended with exit status " +
-                       std::to_string(WEXITSTATUS(status)) + " loading and saving it in a child process");
+    throw CompileError(what + " ended with exit status " + std::to_string(WEXITSTATUS(status)) +
+                       " in a child process");
   return std::nullopt;
+}
+
+// How long a child may read: far more than a real input takes (a ViT's
+// graph text parses in well under a second; loading and saving resnet50 in
+// a few seconds). ACTNN_READ_SECONDS overrides it (the tests use 2).
+int readSeconds() {
+  const char* env = std::getenv("ACTNN_READ_SECONDS");
+  const int seconds = env ? std::atoi(env) : 0;
+  return seconds > 0 ? seconds : 120;
 }
 
 TrainingIR load(const std::string& path) {
@@ -184,8 +213,13 @@ TrainingIR load(const std::string& path) {
     } catch (const std::runtime_error& e) {
       throw CompileError(e.what());
     }
-    if (const auto refused = loadInChildProcess(path))
-      throw CompileError(path + ": not a loadable TorchScript archive: " + *refused);
+    // Loaded and saved again: a corrupted debug record crashed the writer.
+    const auto refused = readInChildProcess(path + ": the archive is malformed: LibTorch's loader", readSeconds(), [&] {
+      torch::jit::Module m = torch::jit::load(path);
+      std::ostringstream sink;
+      m.save(sink);
+    });
+    if (refused) throw CompileError(path + ": not a loadable TorchScript archive: " + *refused);
     try {
       return TrainingIR::fromModule(torch::jit::load(path));
     } catch (const c10::Error& e) {
@@ -212,6 +246,12 @@ TrainingIR load(const std::string& path) {
     throw CompileError(path + ": holds " + std::to_string(headers.size()) + " graphs (at lines " + where +
                        "); actnn-opt reads one graph per file");
   }
+  const std::string parse_what = path + ": cannot parse TorchScript graph text: LibTorch's parser";
+  const auto refused = readInChildProcess(parse_what, readSeconds(), [&] {
+    torch::jit::Graph scratch;
+    torch::jit::parseIR(text, &scratch);
+  });
+  if (refused) throw CompileError(path + ": cannot parse TorchScript graph text: " + *refused);
   auto graph = std::make_shared<torch::jit::Graph>();
   try {
     torch::jit::parseIR(text, graph.get());
