@@ -28,6 +28,9 @@ export CCACHE_NOHASHDIR=1
 cmake --build "$BUILD_DIR" --target "${KINDS[@]/#/actnn_fuzz_}"
 export ASAN_OPTIONS=detect_leaks=0:detect_container_overflow=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# actnn-opt kills a reader child (LibTorch's parser or loader) after this
+# many seconds: well inside libFuzzer's -timeout below.
+export ACTNN_READ_SECONDS=10
 mkdir -p "$BUILD_DIR/findings" "$BUILD_DIR/logs"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

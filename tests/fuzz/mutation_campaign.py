@@ -205,7 +205,10 @@ def run_one(args, index, kind, data, how, rng_args):
     elif kind in ("onnx", "onnx_text"):
         cmd += ["-o", str(output)]
     try:
-        done = subprocess.run(cmd, capture_output=True, timeout=args.timeout)
+        # actnn-opt's reader children (LibTorch's parser, loader) get a
+        # quarter of the run's time before they are killed and reported.
+        env = dict(os.environ, ACTNN_READ_SECONDS=str(max(1, int(args.timeout / 4))))
+        done = subprocess.run(cmd, capture_output=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"index": index, "kind": kind, "how": how, "cmd": cmd, "finding": "hang", "code": None}
     stderr = done.stderr.decode(errors="replace")

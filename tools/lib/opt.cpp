@@ -124,6 +124,7 @@ std::string readFile(const std::string& path) {
 std::optional<std::string> readInChildProcess(const std::string& what, int seconds,
                                               const std::function<void()>& reader) {
   constexpr int kChildThrew = 86;
+  if (seconds == 0) return std::nullopt;
   int message[2];
   if (pipe(message) != 0) return std::nullopt;
   std::cout.flush();
@@ -198,10 +199,55 @@ std::optional<std::string> readInChildProcess(const std::string& what, int secon
 // How long a child may read: far more than a real input takes (a ViT's
 // graph text parses in well under a second; loading and saving resnet50 in
 // a few seconds). ACTNN_READ_SECONDS overrides it (the tests use 2).
+// 0 reads in the process itself, unguarded (the graph-text fuzz target: a
+// fork per input cost it 99% of its speed).
 int readSeconds() {
   const char* env = std::getenv("ACTNN_READ_SECONDS");
-  const int seconds = env ? std::atoi(env) : 0;
-  return seconds > 0 ? seconds : 120;
+  if (!env || !*env) return 120;
+  const int seconds = std::atoi(env);
+  return seconds >= 0 ? seconds : 120;
+}
+
+// Brackets of graph text, outside comments and string literals, must pair
+// up: an unclosed one inside an attribute made LibTorch 1.13's parser loop
+// forever (`annotate(List[a[b]()`). Found here at once, with its place.
+void checkBrackets(const std::string& text, const std::string& path) {
+  std::vector<std::pair<char, std::pair<int, int>>> open;  // bracket, (line, column)
+  int line = 1, column = 0;
+  auto where = [](std::pair<int, int> at) {
+    return "line " + std::to_string(at.first) + ", column " + std::to_string(at.second);
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    ++column;
+    if (c == '\n') {
+      ++line;
+      column = 0;
+    } else if (c == '#') {
+      while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
+    } else if (c == '"' || c == '\'') {
+      while (i + 1 < text.size() && text[i + 1] != c && text[i + 1] != '\n') {
+        if (text[i + 1] == '\\') ++i;
+        ++i;
+      }
+      ++i;
+    } else if (c == '(' || c == '[' || c == '{') {
+      open.push_back({c, {line, column}});
+    } else if (c == ')' || c == ']' || c == '}') {
+      const char opener = c == ')' ? '(' : c == ']' ? '[' : '{';
+      if (open.empty())
+        throw CompileError(path + ": cannot parse TorchScript graph text: '" + std::string(1, c) + "' at " +
+                           where({line, column}) + " closes no bracket");
+      if (open.back().first != opener)
+        throw CompileError(path + ": cannot parse TorchScript graph text: '" + std::string(1, c) + "' at " +
+                           where({line, column}) + " does not close the '" + std::string(1, open.back().first) +
+                           "' at " + where(open.back().second));
+      open.pop_back();
+    }
+  }
+  if (!open.empty())
+    throw CompileError(path + ": cannot parse TorchScript graph text: the '" + std::string(1, open.back().first) +
+                       "' at " + where(open.back().second) + " is never closed");
 }
 
 TrainingIR load(const std::string& path) {
@@ -246,6 +292,7 @@ TrainingIR load(const std::string& path) {
     throw CompileError(path + ": holds " + std::to_string(headers.size()) + " graphs (at lines " + where +
                        "); actnn-opt reads one graph per file");
   }
+  checkBrackets(text, path);
   const std::string parse_what = path + ": cannot parse TorchScript graph text: LibTorch's parser";
   const auto refused = readInChildProcess(parse_what, readSeconds(), [&] {
     torch::jit::Graph scratch;
