@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -129,6 +130,7 @@ std::optional<std::string> readInChildProcess(const std::string& what, int secon
   if (pipe(message) != 0) return std::nullopt;
   std::cout.flush();
   std::cerr.flush();
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     close(message[0]);
@@ -136,6 +138,12 @@ std::optional<std::string> readInChildProcess(const std::string& what, int secon
     return std::nullopt;
   }
   if (pid == 0) {
+    // The child never outlives its time or its parent (a parent killed while
+    // waiting left a looping parser child behind).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(kChildThrew);
+    signal(SIGALRM, SIG_DFL);
+    alarm(static_cast<unsigned>(seconds) + 1);
     close(message[0]);
     const int null = open("/dev/null", O_WRONLY);
     if (null >= 0) dup2(null, STDERR_FILENO);
