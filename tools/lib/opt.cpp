@@ -206,14 +206,19 @@ std::optional<std::string> readInChildProcess(const std::string& what, int secon
 
 // How long a child may read: far more than a real input takes (a ViT's
 // graph text parses in well under a second; loading and saving resnet50 in
-// a few seconds). ACTNN_READ_SECONDS overrides it (the tests use 2).
+// a few seconds). ACTNN_READ_SECONDS overrides it (scripts/fuzz.sh: 10);
 // 0 reads in the process itself, unguarded (the graph-text fuzz target: a
-// fork per input cost it 99% of its speed).
+// fork per input cost it 99% of its speed). A value that is not a whole
+// number of seconds is an error, not a silent default.
 int readSeconds() {
   const char* env = std::getenv("ACTNN_READ_SECONDS");
-  if (!env || !*env) return 120;
-  const int seconds = std::atoi(env);
-  return seconds >= 0 ? seconds : 120;
+  if (!env) return 120;
+  char* end = nullptr;
+  const long seconds = std::strtol(env, &end, 10);
+  if (!*env || *end || seconds < 0 || seconds > 86400)
+    throw UsageError(std::string("ACTNN_READ_SECONDS must be a whole number of seconds (0 to 86400), got '") + env +
+                     "'");
+  return static_cast<int>(seconds);
 }
 
 // Brackets of graph text, outside comments and string literals, must pair
