@@ -98,6 +98,17 @@ def loss_of(model, window):
     return F.cross_entropy(logits.reshape(-1, 256), window[:, 1:].reshape(-1))
 
 
+def optimizer(model, lr, steps):
+    """AdamW (weight decay 0.1 on matrices) and its schedule: 50 warm-up
+    steps, then cosine decay to 0 at `steps`."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    rest = [p for p in model.parameters() if p.dim() <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    return opt, sched
+
+
 def train(level, args, train_data, held_out, out):
     torch.manual_seed(0)
     model = Gpt(args.layers, args.dim, args.heads, args.seq).train()
@@ -106,12 +117,7 @@ def train(level, args, train_data, held_out, out):
         step_module = actnn.compile(model, passes=pipeline)
     else:
         step_module = model if level == "fp" else actnn.compile(model, level)
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    rest = [p for p in model.parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    opt, sched = optimizer(model, args.lr, args.steps)
     losses, start = [], time.time()
     torch.manual_seed(1)
     for step, window in enumerate(batches(train_data, args.steps, args.batch, args.seq, seed=2), 1):

@@ -28,7 +28,6 @@ does not use. Writes OUT/gradient_noise.jsonl.
 """
 import argparse
 import json
-import math
 import os
 
 import torch
@@ -47,12 +46,7 @@ def checkpoint(args, train):
         saved = torch.load(path)
         model.load_state_dict(saved["model"])
         return model, saved["second_moment"]
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    rest = [p for p in model.parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, 1000) / 1000)))
+    opt, sched = gpt_bytes.optimizer(model, args.lr, 1000)
     for step, window in enumerate(gpt_bytes.batches(train, args.checkpoint_steps, args.batch, args.seq, seed=2), 1):
         loss = gpt_bytes.loss_of(model, window)
         opt.zero_grad()
