@@ -25,6 +25,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import subprocess
 import time
 
@@ -178,6 +179,9 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", default="build/figures")
     args = ap.parse_args()
+    if not shutil.which("gnuplot"):  # checked before training, not after an hour of it
+        raise SystemExit("gpt_bytes: gnuplot draws OUT/gpt_bytes.png and is not installed "
+                         "(bash scripts/install-deps.sh gnuplot-nox)")
     data, files = corpus()
     split = int(data.numel() * 0.95)
     print("corpus: %d bytes from %d files of /usr/lib/python3.11" % (data.numel(), files), flush=True)
