@@ -120,6 +120,25 @@ def report_of(args, level, input_name, sizes, source):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def sgd_steps(module, x):
+    """Five SGD steps (lr 0.01) of cross entropy towards class 0 (per pixel
+    for segmentation) on the fixed batch x; the losses. Stochastic depth and
+    dropout draw from the same seed whichever module runs."""
+    opt = torch.optim.SGD(module.parameters(), lr=0.01)
+    torch.manual_seed(1)
+    losses = []
+    for _ in range(5):
+        out = module(x)
+        out = out["out"] if isinstance(out, dict) else out if torch.is_tensor(out) else out[0]
+        target = torch.zeros([out.shape[0]] + list(out.shape[2:]), dtype=torch.long)
+        loss = torch.nn.functional.cross_entropy(out.float(), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def run(name, args, out_dir):
     row = {"model": name, "stage": "build"}
     t0 = time.time()
@@ -171,22 +190,14 @@ def run(name, args, out_dir):
             row["error"] = error
             return row
         row["l3_saved_ratio"] = report_of(args, "L3", input_name, row["l3_input"], path)["ratio"]
-        m3 = torch.jit.load(l3)
-        opt = torch.optim.SGD(m3.parameters(), lr=0.01)
-        losses = []
-        for _ in range(5):
-            out = m3(x)
-            out = out["out"] if isinstance(out, dict) else out if torch.is_tensor(out) else out[0]
-            # Cross entropy towards class 0 (per pixel for segmentation).
-            target = torch.zeros([out.shape[0]] + list(out.shape[2:]), dtype=torch.long)
-            loss = torch.nn.functional.cross_entropy(out.float(), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        losses = sgd_steps(torch.jit.load(l3), x)
         row["l3_losses"] = losses
         ok = all(map(lambda v: v == v and abs(v) != float("inf"), losses)) and losses[-1] < losses[0]
         row["stage"] = "trains" if ok else "l3-not-decreasing"
+        if args.fp_steps:
+            # The same steps on the scripted module itself (full precision,
+            # LibTorch autograd): whether a bumpy L3 curve is the setup's.
+            row["fp_losses"] = sgd_steps(torch.jit.load(path), x)
         return row
     except subprocess.TimeoutExpired:
         row["error"] = "timeout after %d s" % args.timeout
@@ -208,7 +219,8 @@ def run_child(name, args):
     the run; and every model starts from a fresh process's memory."""
     cmd = [sys.executable, os.path.abspath(__file__), "--in-process", "--only", name, "--mode", args.mode,
            "--out", args.out, "--actnn-opt", args.actnn_opt, "--runtime", args.runtime,
-           "--timeout", str(args.timeout), "--l3-batch", str(args.l3_batch)] + (["--keep"] if args.keep else [])
+           "--timeout", str(args.timeout), "--l3-batch", str(args.l3_batch)] + (["--keep"] if args.keep else []) + \
+        (["--fp-steps"] if args.fp_steps else [])
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
     for line in r.stdout.splitlines():
@@ -229,6 +241,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--keep", action="store_true", help="keep the archives")
     ap.add_argument("--l3-batch", type=int, default=8, help="batch of the L3 training steps")
+    ap.add_argument("--fp-steps", action="store_true",
+                    help="also run the L3 steps on the uncompiled module (fp_losses), from the same weights")
     ap.add_argument("--start", default="", help="skip the models before this one")
     ap.add_argument("--in-process", action="store_true",
                     help="run the models in this process (default: one child process per model)")
