@@ -118,7 +118,9 @@ void setAttribute(torch::jit::Module& m, const std::string& name, const c10::Typ
 c10::IValue makeCompressionState(const CompressionConfig& config) {
   std::vector<CompressionState::SiteConfig> sites;
   for (const auto& s : config.sites) sites.emplace_back(s.name, s.bits, s.floor, s.dither, s.batch_norm, s.normalized);
-  return c10::IValue(c10::make_intrusive<CompressionState>(config.budget_bits, config.group_size, std::move(sites)));
+  auto state = c10::make_intrusive<CompressionState>(config.budget_bits, config.group_size, std::move(sites));
+  for (size_t i = 0; i < config.sites.size(); ++i) state->sites[i].triangular = config.sites[i].triangular;
+  return c10::IValue(state);
 }
 
 ProgramSpec trainingProgram(const TrainingIR& ir, const c10::ClassTypePtr& self_type) {

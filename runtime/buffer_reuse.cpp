@@ -93,9 +93,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(
     double eps, std::array<bool, 3> mask, bool donate_input, const PackedActivation* rounded) {
   const bool has_weight = weight && weight->defined();
   const bool has_stats = save_mean && save_mean->defined() && save_invstd && save_invstd->defined();
-  TORCH_CHECK(!rounded || (train && has_stats && input.dim() >= 2 && at::IntArrayRef(rounded->shape) == input.sizes()),
+  TORCH_CHECK(!rounded || (train && has_stats && input.dim() >= 2 && at::IntArrayRef(rounded->original_shape()) == input.sizes()),
               "actnn::batch_norm_backward: a rounded input needs training mode, the batch statistics and the "
-              "rounded value's shape (", at::IntArrayRef(rounded ? rounded->shape : std::vector<int64_t>{}),
+              "rounded value's shape (", at::IntArrayRef(rounded ? rounded->original_shape() : std::vector<int64_t>{}),
               "; the input has ", input.sizes(), ")");
   const bool ours = train && input.device().is_cpu() && input.scalar_type() == at::kFloat &&
                     grad_out.scalar_type() == at::kFloat && input.dim() >= 2 && has_stats &&

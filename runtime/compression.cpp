@@ -199,6 +199,7 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
     return p;
   }
   int64_t width, normalized;
+  bool triangular;
   {
     std::lock_guard<std::mutex> lock(mutex);
     const Site& s = site(k);
@@ -206,13 +207,23 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
                 " tensor; only floating-point activations are quantized");
     width = s.bits;
     normalized = s.normalized;
+    triangular = s.triangular;
+  }
+  // A causal attention's probabilities: only the lower triangle is packed
+  // (values stands for x from here on; kappa and the normalized units are
+  // x's own).
+  std::vector<int64_t> triangle;
+  at::Tensor values = x;
+  if (triangular && strictUpperTriangleIsZero(x)) {
+    triangle = x.sizes().vec();
+    values = packLowerTriangle(x);
   }
   // Mixed sites: the range statistics are computed outside the lock.
   std::vector<double> range_cost;
   std::vector<float> ranges;  // CPU, mixed: per group (min, max), for the quantize kernel
   if (width == 0) {
     const double scale = kappa(x, channel_dim, weight) * double(group_size) / 4;
-    range_cost = groupRangeSquares(x, group_size, &ranges);
+    range_cost = groupRangeSquares(values, group_size, &ranges);
     for (double& c : range_cost) c = std::min(c * scale, 1e300);
     if (normalized != 0) {
       const std::vector<double> units = normalizedUnits(x, normalized);
@@ -232,7 +243,7 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
     } else {
       const int64_t n = int64_t(range_cost.size());
       s.range_cost = std::move(range_cost);
-      s.sample_numel = x.numel() / std::max<int64_t>(n, 1);
+      s.sample_numel = values.numel() / std::max<int64_t>(n, 1);
       s.grad_sq = at::Tensor();
       s.observed = false;
       // A batch norm over few values per channel: see kSmallCount.
@@ -247,20 +258,21 @@ c10::intrusive_ptr<PackedActivation> CompressionState::compress(const at::Tensor
   auto pack = [&](const c10::optional<at::Tensor>& buffer, int64_t alignment) {
     c10::intrusive_ptr<PackedActivation> p;
     if (ranges.empty()) {
-      p = quantize(x, bits, group_size, int64_t(step_seed), k, buffer, alignment);
+      p = quantize(values, bits, group_size, int64_t(step_seed), k, buffer, alignment);
     } else {
       auto [codes, lo, scale] =
-          quantize_groups_cpu_with_ranges(x, bits, group_size, int64_t(step_seed), k, buffer, alignment, ranges);
-      p = c10::make_intrusive<PackedActivation>(codes, lo, scale, x.sizes().vec(), int64_t(x.scalar_type()), bits,
-                                                group_size);
+          quantize_groups_cpu_with_ranges(values, bits, group_size, int64_t(step_seed), k, buffer, alignment, ranges);
+      p = c10::make_intrusive<PackedActivation>(codes, lo, scale, values.sizes().vec(),
+                                                int64_t(values.scalar_type()), bits, group_size);
       p->seed = int64_t(step_seed);
       p->offset = k;
     }
     p->dither = dither;
+    p->lower_triangle_of = triangle;
     return p;
   };
   if (!arena) return pack(c10::nullopt, 64);
-  const QuantPlan plan = plan_quantize("actnn::compress", x.scalar_type(), x.sizes(), bits, group_size);
+  const QuantPlan plan = plan_quantize("actnn::compress", values.scalar_type(), values.sizes(), bits, group_size);
   const int64_t meta = plan.geo.num_samples * plan.geo.groups_per_sample * int64_t(c10::elementSize(plan.meta_dtype));
   const int64_t bytes = packedSliceBytes(plan.code_bytes, meta, arena->alignment);
   at::Tensor slice = arena->acquire(slot, bytes);
@@ -316,7 +328,7 @@ CompressionState::Pickled CompressionState::pickle() {
     floors.push_back(s.floor);
     budgets.push_back(s.budget);
     const int64_t norm = s.normalized == -1 ? 1 : s.normalized == 0 ? 0 : s.normalized + 1;
-    flags.push_back((s.dither ? 1 : 0) | (s.batch_norm ? 2 : 0) | (norm << 2));
+    flags.push_back((s.dither ? 1 : 0) | (s.batch_norm ? 2 : 0) | (norm << 2) | (s.triangular ? kTriangularFlag : 0));
   }
   return {budget_bits, group_size, names, bits, floors, budgets, flags, steps};
 }
@@ -329,13 +341,14 @@ c10::intrusive_ptr<CompressionState> CompressionState::unpickle(Pickled p) {
               floors.size(), " floors, ", budgets.size(), " budgets, ", flags.size(), " site flags)");
   std::vector<SiteConfig> list;
   for (size_t i = 0; i < names.size(); ++i) {
-    TORCH_CHECK(flags[i] >= 0 && flags[i] < (int64_t(1) << 20), "actnn: corrupted CompressionState (site ", i,
-                " has flags ", flags[i], "; 1 = dither, 2 = batch norm, 4 and up = normalized)");
-    const int64_t norm = flags[i] >> 2;
+    TORCH_CHECK(flags[i] >= 0 && flags[i] < 2 * kTriangularFlag, "actnn: corrupted CompressionState (site ", i,
+                " has flags ", flags[i], "; 1 = dither, 2 = batch norm, 4 to 2^19 = normalized, 2^20 = triangular)");
+    const int64_t norm = (flags[i] & (kTriangularFlag - 1)) >> 2;
     list.emplace_back(names[i], bits[i], floors[i], (flags[i] & 1) != 0, (flags[i] & 2) != 0,
                       norm == 1 ? -1 : norm == 0 ? 0 : norm - 1);
   }
   auto state = c10::make_intrusive<CompressionState>(budget, group, std::move(list));
+  for (size_t i = 0; i < flags.size(); ++i) state->sites[i].triangular = (flags[i] & kTriangularFlag) != 0;
   for (size_t i = 0; i < budgets.size(); ++i) state->sites[i].budget = budgets[i];
   state->steps = steps;
   return state;

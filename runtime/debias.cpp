@@ -32,20 +32,22 @@ at::Tensor perValue(const at::Tensor& per_group, const PackedActivation& p) {
   const int64_t n = sampleCount(p.shape), groups = per_group.size(1), g = p.group_size;
   int64_t numel = 1;
   for (int64_t d : p.shape) numel *= d;
-  if (numel == 0) return at::zeros(p.shape, per_group.options());
+  if (numel == 0) return at::zeros(p.original_shape(), per_group.options());
   // contiguous(): a fresh tensor the caller may write (reshape alone may
   // return a view of the expansion, whose values share memory).
-  return per_group.unsqueeze(2).expand({n, groups, g}).contiguous().view({n, groups * g}).narrow(1, 0, numel / n)
-      .reshape(p.shape);
+  at::Tensor v = per_group.unsqueeze(2).expand({n, groups, g}).contiguous().view({n, groups * g})
+                     .narrow(1, 0, numel / n).reshape(p.shape);
+  // A packed lower triangle: the zeros above it are exact.
+  return p.lower_triangle_of.empty() ? v : unpackLowerTriangle(v, p.lower_triangle_of);
 }
 
 }  // namespace
 
 at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const PackedActivation& p,
                        const at::Tensor& coeff, bool donate_input) {
-  TORCH_CHECK(grad_input.sizes() == at::IntArrayRef(p.shape) && grad_output.sizes() == grad_input.sizes(),
+  TORCH_CHECK(grad_input.sizes() == at::IntArrayRef(p.original_shape()) && grad_output.sizes() == grad_input.sizes(),
               "actnn::debias_grad: the gradients have shapes ", grad_input.sizes(), " and ", grad_output.sizes(),
-              ", the rounded value ", at::IntArrayRef(p.shape));
+              ", the rounded value ", at::IntArrayRef(p.original_shape()));
   at::Tensor correction = perValue(rounding_variance(p), p).mul_(grad_output);
   if (coeff.defined()) correction.mul_(coeff);
   correction = correction.to(grad_input.scalar_type());  // v is float; half gradients stay half
@@ -65,11 +67,11 @@ at::Tensor debias_grad(const at::Tensor& grad_input, const at::Tensor& grad_outp
 // debias_grad's dy * step^2 / 12.)
 at::Tensor debias_square_grad(const at::Tensor& grad_input, const at::Tensor& grad_output, const at::Tensor& decoded,
                               const PackedActivation& p, const at::Tensor& coeff, bool donate_input) {
-  TORCH_CHECK(grad_input.sizes() == at::IntArrayRef(p.shape) && grad_output.sizes() == grad_input.sizes() &&
-                  decoded.sizes() == grad_input.sizes(),
+  TORCH_CHECK(grad_input.sizes() == at::IntArrayRef(p.original_shape()) &&
+                  grad_output.sizes() == grad_input.sizes() && decoded.sizes() == grad_input.sizes(),
               "actnn::debias_square_grad: the gradients have shapes ", grad_input.sizes(), " and ",
               grad_output.sizes(), ", the decoded value ", decoded.sizes(), ", the rounded value ",
-              at::IntArrayRef(p.shape));
+              at::IntArrayRef(p.original_shape()));
   PackedActivation dithered_form = p;
   dithered_form.dither = true;
   const at::Tensor dithered = dequantize(dithered_form).to(at::kFloat);

@@ -47,8 +47,8 @@ c10::intrusive_ptr<PackedActivation> quantize(const at::Tensor& x, std::vector<i
 
 at::Tensor dequantize(const PackedActivation& p, c10::optional<std::vector<int64_t>> shape,
                       c10::optional<c10::ScalarType> dtype) {
-  TORCH_CHECK(!shape || *shape == p.shape, "actnn::dequantize: the packed value has shape ",
-              shape_str(p.shape), " but shape ", shape_str(*shape), " was requested");
+  TORCH_CHECK(!shape || *shape == p.original_shape(), "actnn::dequantize: the packed value has shape ",
+              shape_str(p.original_shape()), " but shape ", shape_str(*shape), " was requested");
   TORCH_CHECK(!dtype || *dtype == p.original_type(), "actnn::dequantize: the packed value has dtype ",
               p.original_type(), " but dtype ", *dtype, " was requested");
   static auto op = op_handle("actnn::dequantize_groups")
@@ -57,6 +57,7 @@ at::Tensor dequantize(const PackedActivation& p, c10::optional<std::vector<int64
                                          int64_t, int64_t, bool)>();
   at::Tensor x = op.call(p.codes, p.lo, p.scale, p.bits, p.shape, p.scalar_type(), p.group_size, p.seed, p.offset,
                          p.dither);
+  if (!p.lower_triangle_of.empty()) x = unpackLowerTriangle(x, p.lower_triangle_of);
   return p.restore_dtype < 0 ? x : x.to(p.original_type());
 }
 
@@ -223,7 +224,7 @@ TORCH_LIBRARY(actnn, m) {
   m.class_<PackedActivation>("PackedActivation")
       .def("nbytes", [](const PackedPtr& self) { return self->nbytes(); })
       .def("original_nbytes", [](const PackedPtr& self) { return self->original_nbytes(); })
-      .def("shape", [](const PackedPtr& self) { return self->shape; })
+      .def("shape", [](const PackedPtr& self) { return self->original_shape(); })
       .def("bits", [](const PackedPtr& self) { return self->bits; })
       .def("group_size", [](const PackedPtr& self) { return self->group_size; })
       .def("seed", [](const PackedPtr& self) { return self->seed; })

@@ -26,7 +26,8 @@
 // Options: bits (fixed width 1/2/4/8, or with mixed=true the average budget),
 // mixed, only=all|conv-inputs (L1 quantizes convolution inputs only),
 // group-size, masks=true|false, softmax-floor (a softmax output's fewest bits under
-// mixed precision, 4 by default).
+// mixed precision, 4 by default), product-floor (the same for the operands of
+// a product of two activations, attention's Q, K and V; 4 by default).
 #include <torch/custom_class.h>
 
 #include <algorithm>
@@ -105,6 +106,7 @@ class Rewriter {
     conv_only_ = options.str("only") == "conv-inputs";
     group_size_ = options.integer("group-size");
     softmax_floor_ = options.integer("softmax-floor");
+    product_floor_ = options.integer("product-floor");
     budget_ = options.number("bits");
   }
 
@@ -343,10 +345,10 @@ class Rewriter {
     if (conv_only_ && !weight) return false;  // L1: convolution inputs only
     const int64_t site = int64_t(sites_.size());
     const int64_t normalized = normalizedBy(i);
-    int64_t floor = noiseStaysInWeightGrad(i) ? 1 : 2;
     const auto producer = v->node()->kind();
-    if (producer == c10::aten::softmax || producer == c10::aten::_softmax) floor = std::max(floor, softmax_floor_);
-    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), floor, false, batch_norm, normalized});
+    const bool softmax = producer == c10::aten::softmax || producer == c10::aten::_softmax;
+    const int64_t floor = floorOf(i, v, softmax);
+    sites_.push_back({name, mixed_ ? 0 : int64_t(budget_), floor, false, batch_norm, normalized, softmax});
     Value* packed;
     {
       WithInsertPoint guard(v->node()->next());
@@ -364,23 +366,50 @@ class Rewriter {
     return false;
   }
 
+  // The fewest bits site i's samples get under mixed precision. 1 where the
+  // noise stays in a weight gradient, or reaches only GELU's input gradient
+  // (through its derivative, in [-0.13, 1.13]: on the GPT of
+  // tools/studies/gradient_noise.py, 1 bit there adds 0.004 of SGD's own
+  // gradient noise, 2 bits 0.0008); 2 elsewhere (see CompressionState);
+  // softmax-floor for softmax outputs, product-floor for the operands of a
+  // product of two activations (attention's Q, K and V: their noise reaches
+  // the input gradient through the other operand; on that GPT, Q/K/V at 2
+  // bits were 0.08 of L3's 0.15, at 4 bits 0.003).
+  int64_t floorOf(size_t i, Value* v, bool softmax) {
+    if (softmax) return std::max<int64_t>(2, softmax_floor_);
+    if (noiseStaysInWeightGrad(i)) return 1;
+    bool gelu_only = true, product = false;
+    for (const auto& u : ir_.saved_uses[i]) {
+      const auto kind = u.consumer->kind();
+      gelu_only = gelu_only && kind == c10::aten::gelu;
+      product = product || ((kind == c10::aten::mm || kind == c10::aten::matmul || kind == c10::aten::bmm) &&
+                            !consumerParameter(u.consumer, v));
+    }
+    if (gelu_only) return 1;
+    return product ? std::max<int64_t>(2, product_floor_) : 2;
+  }
+
   // Whether every reader of saved value i uses it only for a weight gradient
   // (the input of a convolution or of a product with a parameter): its
   // quantization noise then reaches no other gradient, and 1 bit is allowed.
   bool noiseStaysInWeightGrad(size_t i) {
     Value* v = savedF(i);
-    auto isParam = [](Value* w) { return w->node()->kind() == c10::prim::Param; };
-    for (const auto& u : ir_.saved_uses[i]) {
-      Node* n = u.consumer;
-      const auto kind = n->kind();
-      if ((kind == c10::aten::convolution || kind == c10::aten::linear) && n->input(0) == v && isParam(n->input(1)))
-        continue;
-      if ((kind == c10::aten::mm || kind == c10::aten::matmul || kind == c10::aten::bmm) &&
-          isParam(n->input(n->input(0) == v ? 1 : 0)))
-        continue;
-      return false;
-    }
+    for (const auto& u : ir_.saved_uses[i])
+      if (!consumerParameter(u.consumer, v)) return false;
     return true;
+  }
+
+  // The F input (a lifted parameter) that `consumer` multiplies the saved
+  // value `v` with (a convolution's or linear's weight, the other operand of
+  // a matrix product), or nullptr.
+  static Value* consumerParameter(Node* consumer, Value* v) {
+    const auto kind = consumer->kind();
+    Value* w = nullptr;
+    if ((kind == c10::aten::convolution || kind == c10::aten::linear) && consumer->input(0) == v)
+      w = consumer->input(1);
+    else if (kind == c10::aten::mm || kind == c10::aten::matmul || kind == c10::aten::bmm)
+      w = consumer->input(consumer->input(0) == v ? 1 : 0);
+    return w && w->node()->kind() == c10::prim::Param ? w : nullptr;
   }
 
   // How the runtime measures a site's ranges for the bit allocator: a value
@@ -423,6 +452,7 @@ class Rewriter {
   int64_t group_size_ = 256;
   double budget_ = 4;
   int64_t softmax_floor_ = 4;
+  int64_t product_floor_ = 4;
   Value* state_f_ = nullptr;
   Value* state_b_ = nullptr;
   std::vector<CompressionConfig::Site> sites_;
@@ -441,6 +471,10 @@ class InsertCompression : public Pass {
     // at 2 bits; the allocator's cost bounds a linear consumer's weight
     // gradient, not softmax's backward).
     options_.declare("softmax-floor", "4", "fewest bits (1, 2, 4, 8) a softmax output gets under mixed precision");
+    // 4: see floorOf and the README's "Training quality".
+    options_.declare("product-floor", "4",
+                     "fewest bits (1, 2, 4, 8) an operand of a product of two activations (attention's Q, K, V) gets "
+                     "under mixed precision");
   }
 
   void checkOptions() const override {
@@ -452,9 +486,11 @@ class InsertCompression : public Pass {
     const int64_t group_size = options_.integer("group-size");
     if (group_size <= 0 || group_size % 32 != 0)
       throw CompileError("option group-size must be a positive multiple of 32, got " + std::to_string(group_size));
-    const int64_t floor = options_.integer("softmax-floor");
-    if (!(floor == 1 || floor == 2 || floor == 4 || floor == 8))
-      throw CompileError("option softmax-floor must be 1, 2, 4 or 8, got " + options_.str("softmax-floor"));
+    for (const char* name : {"softmax-floor", "product-floor"}) {
+      const int64_t floor = options_.integer(name);
+      if (!(floor == 1 || floor == 2 || floor == 4 || floor == 8))
+        throw CompileError(std::string("option ") + name + " must be 1, 2, 4 or 8, got " + options_.str(name));
+    }
     const std::string& bits = options_.str("bits");
     const double budget = options_.number("bits");
     if (mixed ? !(budget >= 1 && budget <= 8) : !(budget == 1 || budget == 2 || budget == 4 || budget == 8))

@@ -405,4 +405,35 @@ TEST(CompressionGradients, LayerNormInputSiteIsNormalized) {
   EXPECT_EQ(normalized, 1);
 }
 
+// insert-compression's floors and flags for a transformer's sites: a softmax
+// output may be packed as its lower triangle and keeps 4 bits; attention's Q,
+// K^T and V (operands of a product of two activations) keep 4; a GELU input
+// (read only for GELU's derivative) may go down to 1.
+TEST(CompressionGradients, TransformerSiteFloors) {
+  auto endsWith = [](const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  auto attention = stateOf(compileNet("stats_attention", "L3"));
+  int64_t softmax = 0, products = 0;
+  for (const auto& site : attention->sites) {
+    const bool is_softmax = site.name.rfind("aten::softmax", 0) == 0;
+    EXPECT_EQ(site.triangular, is_softmax) << site.name;
+    softmax += is_softmax;
+    if (is_softmax || endsWith(site.name, "-> aten::matmul")) {
+      EXPECT_EQ(site.floor, 4) << site.name;
+      products += !is_softmax;
+    }
+  }
+  EXPECT_EQ(softmax, 1);
+  EXPECT_EQ(products, 3);  // Q, K^T, V
+  auto transformer = stateOf(compileNet("stats_transformer", "L3"));
+  int64_t gelu = 0;
+  for (const auto& site : transformer->sites)
+    if (endsWith(site.name, "-> aten::gelu")) {
+      EXPECT_EQ(site.floor, 1) << site.name;
+      ++gelu;
+    }
+  EXPECT_EQ(gelu, 1);
+}
+
 }  // namespace

@@ -316,6 +316,7 @@ void expectSameConfiguration(CompressionState& a, CompressionState& b) {
     EXPECT_EQ(a.sites[k].dither, b.sites[k].dither) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].batch_norm, b.sites[k].batch_norm) << a.sites[k].name;
     EXPECT_EQ(a.sites[k].normalized, b.sites[k].normalized) << a.sites[k].name;
+    EXPECT_EQ(a.sites[k].triangular, b.sites[k].triangular) << a.sites[k].name;
   }
 }
 
@@ -474,6 +475,45 @@ TEST(CompressionState, AbandonedStepLeavesNoTrace) {
 
 // An archive from before the statistics were saved holds the configuration
 // tuple alone: it loads and gathers statistics again.
+// A causal attention's probabilities at a softmax site: only the lower
+// triangle is packed (about half the bytes), decoding gives the zeros above it
+// back exactly, and the flag and the packed form survive pickling.
+TEST(CompressionState, CausalSoftmaxSitePacksItsLowerTriangle) {
+  std::vector<CompressionState::SiteConfig> config = {{"softmax", 4, 4, false, false, 0},
+                                                      {"other", 4, 4, false, false, 0}};
+  auto state = c10::make_intrusive<CompressionState>(2, 256, std::move(config));
+  state->sites[0].triangular = true;
+  state->beginStep();
+  at::Generator gen = at::detail::createCPUGenerator(3);
+  const int64_t t = 64;  // 25 of 48 groups a sample (fewer rows: padding to whole groups shows)
+  const at::Tensor above = at::ones({t, t}, at::kBool).triu(1);
+  const at::Tensor causal =
+      at::softmax(at::randn({2, 3, t, t}, gen).masked_fill(above, -std::numeric_limits<float>::infinity()), -1);
+  const auto packed = state->compress(causal, 0, -1, c10::nullopt);
+  EXPECT_EQ(packed->lower_triangle_of, causal.sizes().vec());
+  EXPECT_EQ(packed->shape, (std::vector<int64_t>{2, 3 * t * (t + 1) / 2}));
+  EXPECT_EQ(packed->original_shape(), causal.sizes().vec());
+  const auto whole = state->compress(causal, 1, -1, c10::nullopt);  // not a softmax site
+  EXPECT_TRUE(whole->lower_triangle_of.empty());
+  EXPECT_LT(packed->nbytes(), whole->nbytes() * 6 / 10);
+  EXPECT_EQ(packed->original_nbytes(), whole->original_nbytes());
+  const at::Tensor y = dequantize(*packed);
+  ASSERT_EQ(y.sizes(), causal.sizes());
+  EXPECT_TRUE(y.masked_select(above).eq(0).all().item<bool>());
+  // Within one 4-bit step of a group whose range is at most 1 (bf16 slack).
+  EXPECT_LE((y - causal).abs().max().item<double>(), 1.01 / 15);
+  // A softmax with no zero triangle is packed whole at the same site.
+  const at::Tensor dense = at::softmax(at::randn({2, 3, t, t}, gen), -1);
+  EXPECT_TRUE(state->compress(dense, 0, -1, c10::nullopt)->lower_triangle_of.empty());
+  // Pickling: the site's flag, and the packed value with its triangle.
+  EXPECT_TRUE(throughModuleArchive(state)->sites[0].triangular);
+  EXPECT_FALSE(throughModuleArchive(state)->sites[1].triangular);
+  EXPECT_TRUE(at::equal(dequantize(*PackedActivation::from_state(packed->state())), y));
+  auto bad = packed->state();
+  std::get<11>(bad) = {2, 3, t, t + 1};
+  test::expect_error([&] { PackedActivation::from_state(bad); }, "does not hold the lower triangles of shape");
+}
+
 TEST(CompressionState, ConfigurationOnlyPickleLoads) {
   auto state = solvedState();
   auto loaded = CompressionState::load(c10::IValue(state->pickle()));

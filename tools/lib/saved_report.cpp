@@ -198,7 +198,7 @@ SavedReport savedSetReport(const TrainingIR& compiled, const std::map<std::strin
       }
     } else if (v.isCustomClass() && producer == "actnn::compress") {
       auto p = v.toCustomClass<PackedActivation>();
-      r.shape = p->shape;
+      r.shape = p->original_shape();
       r.dtype = c10::toString(p->original_type());
       r.full_bytes = p->original_nbytes();
       r.stored_bytes = p->nbytes();

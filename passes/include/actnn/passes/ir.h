@@ -64,6 +64,7 @@ struct CompressionConfig {
     bool dither = false;  // decoded with subtractive dither (set by debias-backward)
     bool batch_norm = false;  // read by a batch norm (small counts raise the floor at run time)
     int64_t normalized = 0;  // read only as normalizations' input: -1 batch norm, k > 0 layer norm over k dims
+    bool triangular = false;  // a softmax output: packed as its lower triangle when the rest is zero (causal)
   };
   std::vector<Site> sites;
 };

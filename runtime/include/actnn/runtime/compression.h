@@ -84,6 +84,11 @@ struct CompressionState : torch::CustomClassHolder {
     // channel); k > 0 layer norms over the last k dims. Costs are then in
     // units of the normalized value (see kNormalizerEps).
     int64_t normalized = 0;
+    // A softmax output: when its strict upper triangle (last two dims) is
+    // exactly zero, as a causal attention's is, only the lower triangle is
+    // packed (packLowerTriangle). Checked per call, only at these sites (the
+    // check reads the tensor, and on a GPU waits for it).
+    bool triangular = false;
     int64_t active_floor = 1;  // mixed: the floor of the last compress call (floor, or 4 for a small count)
     // The last step's statistics (mixed sites).
     int64_t sample_numel = 0;
@@ -101,6 +106,8 @@ struct CompressionState : torch::CustomClassHolder {
   // The variance floor of the normalized-units cost (LayerNorm's and
   // BatchNorm's default epsilon).
   static constexpr double kNormalizerEps = 1e-5;
+  // The pickled flags' bit for Site::triangular.
+  static constexpr int64_t kTriangularFlag = int64_t(1) << 20;
 
   // sites: (name, bits, floor, dither, batch_norm, normalized); bits 0 =
   // mixed under `budget_bits`.
@@ -136,8 +143,8 @@ struct CompressionState : torch::CustomClassHolder {
   std::mutex mutex;
 
   // Pickled: configuration and site budgets: budget, group size, per site
-  // name / width / floor / budget / flags (1: dither, 2: batch_norm, bits 2
-  // and up: normalized as 0 none, 1 batch norm, k + 1 layer norm over k
+  // name / width / floor / budget / flags (1: dither, 2: batch_norm, 2^20:
+  // triangular, bits 2 to 19: normalized as 0 none, 1 batch norm, k + 1 layer norm over k
   // dims; older archives hold 0 to 3), steps; then the last step's
   // statistics (Statistics), so that a run saved and resumed re-solves the
   // same budgets as one that went on. Archives from before the statistics

@@ -51,6 +51,12 @@ struct PackedActivation : torch::CustomClassHolder {
   // says Float, what the parts were made from) and decoded back to this
   // c10::ScalarType; -1 when the original had `dtype`.
   int64_t restore_dtype = -1;
+  // Set when only the lower triangle (diagonal included) of the last two
+  // dims was packed, the strict upper triangle being exactly zero (a causal
+  // attention's probabilities): the original's shape, while `shape` is
+  // [N, M], each sample's lower triangles back to back (see
+  // packLowerTriangle). Dequantize restores the zeros.
+  std::vector<int64_t> lower_triangle_of;
 
   PackedActivation() = default;
   PackedActivation(at::Tensor codes, at::Tensor lo, at::Tensor scale, std::vector<int64_t> shape,
@@ -60,6 +66,10 @@ struct PackedActivation : torch::CustomClassHolder {
   int64_t nbytes() const;
   // Bytes the original tensor held.
   int64_t original_nbytes() const;
+  // The original tensor's shape (what dequantize returns).
+  const std::vector<int64_t>& original_shape() const {
+    return lower_triangle_of.empty() ? shape : lower_triangle_of;
+  }
   c10::ScalarType scalar_type() const { return static_cast<c10::ScalarType>(dtype); }
   // The original tensor's dtype (what dequantize returns).
   c10::ScalarType original_type() const {
@@ -69,11 +79,25 @@ struct PackedActivation : torch::CustomClassHolder {
   c10::intrusive_ptr<PackedActivation> withParts(at::Tensor codes, at::Tensor lo, at::Tensor scale) const;
 
   using State = std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<int64_t>, int64_t,
-                           std::vector<int64_t>, int64_t, int64_t, int64_t, bool, int64_t>;
+                           std::vector<int64_t>, int64_t, int64_t, int64_t, bool, int64_t, std::vector<int64_t>>;
   State state() const;
   // Rebuilds from state(), checking that the parts agree (a corrupted archive
   // is reported, not dequantized into garbage).
   static c10::intrusive_ptr<PackedActivation> from_state(State s);
 };
+
+// Causal attention probabilities are zero above the diagonal; storing only
+// the lower triangle halves what they take, losslessly. x has a sample dim
+// and square last two dims (rank >= 3).
+// Whether every value strictly above the diagonal of x's last two dims is
+// exactly zero (false at the first nonzero of the first row: cheap for the
+// square images of a CNN).
+bool strictUpperTriangleIsZero(const at::Tensor& x);
+// [N, M]: per sample, the lower triangles (diagonal included) of x's last
+// two dims in row-major order.
+at::Tensor packLowerTriangle(const at::Tensor& x);
+// The inverse: a tensor of `shape` with `values` ([N, M]) below and on the
+// diagonal and zeros above.
+at::Tensor unpackLowerTriangle(const at::Tensor& values, at::IntArrayRef shape);
 
 }  // namespace actnn
