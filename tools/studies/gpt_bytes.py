@@ -167,10 +167,9 @@ def plot(jsonl, png, levels):
     os.remove(table)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--levels", default="fp,L2,L3")
-    ap.add_argument("--steps", type=int, default=1000)
+def add_model_arguments(ap):
+    """The model's shape, the batch, the learning rate and the output folder
+    (shared with gradient_noise.py, whose checkpoint must match this study)."""
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--heads", type=int, default=6)
@@ -178,6 +177,13 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", default="build/figures")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--levels", default="fp,L2,L3")
+    ap.add_argument("--steps", type=int, default=1000)
+    add_model_arguments(ap)
     args = ap.parse_args()
     if not shutil.which("gnuplot"):  # checked before training, not after an hour of it
         raise SystemExit("gpt_bytes: gnuplot draws OUT/gpt_bytes.png and is not installed "
